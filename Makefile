@@ -1,0 +1,63 @@
+# maskahand: every entry point. `make demo` and `make test` first create/refresh .venv from the pins.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARED ?= ../shared/data
+OUT ?= outputs
+PYTEST_ARGS ?=
+
+.PHONY: help venv test lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-shards clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): requirements/base.txt requirements/dev.txt requirements/nodeps.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -r requirements/base.txt -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements/nodeps.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create or refresh the virtual environment from requirements/*.txt
+
+lint: venv  ## ruff check + ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv  ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: venv lint  ## lint, then the full test suite
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: venv  ## mine the shared videos, synthesize MaskAHand targets, render contact sheets into $(OUT)/demo
+	$(PY) -m maskahand.demo --data $(SHARED) --out $(OUT)/demo
+
+mine: venv  ## maskahand mine --videos $(VIDEOS) --out $(OUT)
+	$(BIN)/maskahand mine --videos $(VIDEOS) --out $(OUT) $(ARGS)
+
+synth: venv  ## maskahand synth --clips $(CLIPS) --out $(OUT)
+	$(BIN)/maskahand synth --clips $(CLIPS) --out $(OUT) $(ARGS)
+
+bench-shards: venv  ## bytes/sample and decode rate: JPEG-per-frame vs alternative
+	$(PY) -m maskahand.shards.bench --data $(SHARED)
+
+bench-detector: venv  ## detector frames/s, batch 1 vs 8
+	$(PY) -m maskahand.detector.bench --data $(SHARED)
+
+bench-mine: venv  ## mining frames/s vs the authors' sequential OpenCV miner
+	$(PY) -m maskahand.mine.bench --data $(SHARED)
+
+bench-synth: venv  ## synthesis targets/s vs a per-sample CPU implementation
+	$(PY) -m maskahand.synth.bench --data $(SHARED)
+
+bench-model: venv  ## Afformer forward+backward time/memory: efficient vs reference attention
+	$(PY) -m maskahand.afformer.bench
+
+clean:  ## remove the venv and outputs
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,292 @@
+"""Every default of the method, in one place.
+
+Numbers come from the papers (see ``../shared/docs/PAPER_FACTS.md``; seed 002 is Afformer + MaskAHand).
+Each stage command loads its recipe (the ``*Recipe`` dataclasses at the bottom) with
+:func:`maskahand.configbase.load_config`, so ``maskahand mine ... mine.fps=5 detector.batch_size=8``
+overrides a field by its dotted path, and the resolved recipe is written next to the outputs.
+
+Field comments say where a default comes from when it is the paper's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+# --------------------------------------------------------------------------------------------------
+# Inputs and infrastructure
+
+
+@dataclass
+class VideoConfig:
+    backend: Literal["pyav", "decord"] = "pyav"  # decord is guarded: it falls back to PyAV on failure
+    fps: float = 5.0  # paper: frames sampled at 5 fps
+    max_side: Optional[int] = None  # resize so that max(h, w) <= max_side (None: keep source size)
+    folder_fps: float = 60.0  # frame rate of EPIC-style frame folders (EPIC-KITCHENS-55: 60 fps)
+    threads: int = 0  # decoder threads (0: library default)
+
+    def validate(self) -> None:
+        if self.fps <= 0:
+            raise ValueError("fps must be > 0")
+        if self.folder_fps <= 0:
+            raise ValueError("folder_fps must be > 0")
+        if self.max_side is not None and self.max_side < 16:
+            raise ValueError("max_side must be >= 16 or null")
+
+
+@dataclass
+class ShardWriterConfig:
+    max_samples: int = 200  # a shard is closed after this many samples ...
+    max_bytes: int = 512 * 1024 * 1024  # ... or once it holds this many bytes
+    jpeg_quality: int = 90
+
+    def validate(self) -> None:
+        if self.max_samples < 1 or self.max_bytes < 1:
+            raise ValueError("max_samples and max_bytes must be >= 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be in 1..100")
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None  # None: RAY_ADDRESS if set, else an embedded local runtime
+    num_cpus: Optional[int] = None  # local runtime only (None: all cores)
+    num_gpus: Optional[int] = None  # local runtime only (None: autodetect)
+    object_store_memory: Optional[int] = None  # bytes, local runtime only
+
+
+# --------------------------------------------------------------------------------------------------
+# Hand-interaction detector (seed 002 section 4.2; the authors' released hircnn)
+
+
+@dataclass
+class HircnnConfig:
+    weights: Optional[str] = None  # the authors' hircnn_r50fpnv2_849.pth ({"model": state_dict}) or a state dict
+    score_threshold: float = 0.7  # authors' released detector
+    max_detections: int = 2  # authors' released detector: at most 2 hands per image
+    state_iou: float = 0.5  # contact / no-contact boxes overlapping above this: keep the higher score
+    min_size: int = 800  # torchvision's Faster R-CNN input resizing (cost grows with it)
+    max_size: int = 1333
+    rpn_post_nms_top_n_test: int = 1000
+    box_detections_per_img: int = 100  # before the hand-state rule and max_detections
+    allow_random_weights: bool = False  # tests only: never silently use random weights otherwise
+
+
+@dataclass
+class MediapipeConfig:
+    max_num_hands: int = 2
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    box_padding: float = 0.25  # landmark box grown by this fraction of its size per side
+    model_complexity: Literal[0, 1] = 1
+
+
+@dataclass
+class PrecomputedConfig:
+    path: Optional[str] = None  # a file, or a folder holding one file per video (<video_id>.pkl / .jsonl)
+    format: Literal["auto", "epic", "jsonl"] = "auto"
+    contact_states: list[int] = field(default_factory=lambda: [3, 4])  # EPIC HandState: portable, stationary
+
+
+@dataclass
+class DetectorConfig:
+    backend: Literal["hircnn", "mediapipe", "precomputed"] = "mediapipe"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = 8
+    amp: bool = True  # autocast on CUDA
+    hircnn: HircnnConfig = field(default_factory=HircnnConfig)
+    mediapipe: MediapipeConfig = field(default_factory=MediapipeConfig)
+    precomputed: PrecomputedConfig = field(default_factory=PrecomputedConfig)
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+
+@dataclass
+class DetectorTrainConfig:
+    """100DOH-format (Pascal VOC XML) training of the hircnn architecture."""
+
+    data_root: Optional[str] = None
+    train_split: str = "train"
+    val_split: str = "val"
+    coco_weights: Optional[str] = None  # torchvision COCO fasterrcnn_resnet50_fpn_v2 weights file
+    epochs: int = 12
+    batch_size: int = 4
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_steps: list[int] = field(default_factory=lambda: [8, 11])
+    lr_gamma: float = 0.1
+    warmup_iters: int = 500
+    amp: bool = True
+    workers: int = 4
+    out_dir: str = "runs/detector"
+    resume: Optional[str] = None
+    print_freq: int = 20
+
+
+# --------------------------------------------------------------------------------------------------
+# Clip mining (seed 002 section 4.2)
+
+
+@dataclass
+class MineConfig:
+    fps: float = 5.0  # paper
+    clip_length: int = 32  # paper: 32 consecutive sampled frames
+    clip_stride: int = 16  # paper: 16 sampled frames between clip starts
+    contact_score: float = 0.99  # paper: keep a clip if a hand in contact has score >= 0.99
+    # How hands whose state is `unknown` (mediapipe) count: "never", or "score" (score >= unknown_score).
+    unknown_rule: Literal["never", "score"] = "score"
+    unknown_score: float = 0.9
+    # Videos shorter than one clip: "keep" them as one shorter clip (the authors' supervised loader
+    # does this and Afformer accepts any T) when they have >= min_frames sampled frames; or "drop".
+    short_video: Literal["keep", "drop"] = "keep"
+    min_frames: int = 8
+    frame_max_side: int = 480  # stored frames (enough for 256x256 synthesis)
+
+    def validate(self) -> None:
+        if self.clip_length < 1 or self.clip_stride < 1:
+            raise ValueError("clip_length and clip_stride must be >= 1")
+        if not 0.0 <= self.contact_score <= 1.0:
+            raise ValueError("contact_score must be in [0, 1]")
+
+
+@dataclass
+class MineRayConfig:
+    decoders: int = 2  # concurrent decode tasks
+    cpus_per_decoder: float = 1.0
+    detector_actors: Optional[int] = None  # None: one per GPU, else one CPU actor
+    gpus_per_detector: float = 1.0
+    cpus_per_detector: float = 1.0
+    max_inflight_batches: int = 4  # backpressure: decoded batches waiting for a detector
+
+
+# --------------------------------------------------------------------------------------------------
+# MaskAHand target synthesis (seed 002 section 4.2, tables 5 and 8, supplement table 6b)
+
+
+@dataclass
+class SynthConfig:
+    variants: int = 4  # K targets per clip, sharing the stored frames
+    hand_mask_scale: float = 1.5  # paper: hand context mask = box enlarged 1.5x (table 5)
+    random_masks: int = 1  # paper: one random context mask of the same size (table 5)
+    fill: Literal["noise", "zero"] = "noise"  # paper: uniform noise 0..255 beats black (2.36 vs 2.65)
+    distortion_scale: float = 0.5  # paper: perspective distortion 0.5 (table 8)
+    blur_kernel: int = 85  # paper: sqrt(256*256)/3, made odd
+    blur_sigma: Optional[float] = None  # None: OpenCV's rule from the kernel size
+    output_size: int = 256  # paper: 256 x 256
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.blur_kernel % 2 == 0 or self.blur_kernel < 1:
+            raise ValueError("blur_kernel must be a positive odd number")
+        if not 0.0 <= self.distortion_scale <= 1.0:
+            raise ValueError("distortion_scale must be in [0, 1]")
+        if self.variants < 1:
+            raise ValueError("variants must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------------
+# Afformer (seed 002 section 3, supplement tables 6a and 7)
+
+
+@dataclass
+class AfformerConfig:
+    arch: Literal["afformer", "r50_deconv"] = "afformer"
+    hidden: int = 256  # paper
+    heads: int = 4  # paper (head dim 64)
+    mlp_ratio: float = 4.0  # paper
+    image_levels: list[str] = field(default_factory=lambda: ["p4", "p3", "p2"])  # coarse to fine
+    video_level: str = "p3"
+    temporal_pyramid: bool = True  # T -> T/2 -> T/4 by 3D convs, kernel (3,1,1), stride (2,1,1)
+    num_heatmaps: int = 1  # 1 for action-agnostic pretraining, 7 for OPRA
+    num_actions: int = 0  # 0: no action head (pretraining); 7 for OPRA
+    attention: Literal["efficient", "reference"] = "efficient"
+    max_q_thw: list[int] = field(default_factory=lambda: [1, 64, 64])  # relative-position table extents
+    max_kv_thw: list[int] = field(default_factory=lambda: [32, 32, 32])
+    backbone_weights: Optional[str] = None  # torchvision COCO fasterrcnn_resnet50_fpn_v2 weights file
+    freeze_backbone: bool = False
+    backbone_lr_factor: float = 0.1  # paper
+    image_size: int = 256  # paper
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4  # paper
+    weight_decay: float = 0.05  # paper
+    backbone_lr_factor: float = 0.1  # paper
+    schedule: Literal["cosine"] = "cosine"  # paper
+    warmup_iters: int = 0
+    precision: Literal["fp32", "fp16", "bf16"] = "fp16"  # paper: 16-bit mixed precision
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # paper: MaskAHand pretraining batch 32
+    max_iters: int = 5000
+    num_frames: int = 32  # paper: the 32 mined frames
+    workers: int = 4
+    out_dir: str = "runs/pretrain"
+    resume: Optional[str] = None
+    log_every: int = 20
+    ckpt_every: int = 500
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Recipes: what each command loads (top-level keys are the override prefixes)
+
+
+@dataclass
+class VideoRecipe:
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+
+@dataclass
+class DetectorRecipe:
+    video: VideoConfig = field(default_factory=VideoConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+
+
+@dataclass
+class DetectorTrainRecipe:
+    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig(backend="hircnn"))
+    train: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
+
+
+@dataclass
+class MineRecipe:
+    video: VideoConfig = field(default_factory=VideoConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    mine: MineConfig = field(default_factory=MineConfig)
+    shards: ShardWriterConfig = field(default_factory=ShardWriterConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    workers: MineRayConfig = field(default_factory=MineRayConfig)
+
+
+@dataclass
+class SynthRecipe:
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    shards: ShardWriterConfig = field(default_factory=ShardWriterConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    gpus_per_worker: float = 0.25
+    cpus_per_worker: float = 1.0
+
+
+@dataclass
+class PretrainRecipe:
+    model: AfformerConfig = field(default_factory=AfformerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class FinetuneRecipe:
+    model: AfformerConfig = field(default_factory=lambda: AfformerConfig(num_heatmaps=7, num_actions=7))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(batch_size=16, num_frames=64, out_dir="runs/finetune")
+    )

@@ -1,0 +1,221 @@
+"""Typed, nested dataclass configs: YAML loading, dotted overrides, strict validation.
+
+Every stage config is a dataclass whose fields are scalars, lists, ``Literal`` choices, optional
+values or nested dataclasses. ``load_config`` builds one from defaults, then a YAML file, then
+``key.sub=value`` overrides, and fails with :class:`ConfigError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, or its value has the wrong type or is not an allowed choice."""
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) < len(get_args(tp)):
+            inner = args[0] if len(args) == 1 else Union[tuple(args)]  # noqa: UP007
+            return True, inner
+    return False, tp
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` and return it in canonical form."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key '{key}': null is not allowed (expected {_type_name(inner)})")
+    tp = inner
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping for {tp.__name__}, got {value!r}")
+        return _from_dict(tp, value, prefix=key + ".")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"config key '{key}': expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    raise ConfigError(f"config key '{key}': unsupported annotation {tp!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=False)
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            raise ConfigError(
+                f"unknown config key '{prefix}{k}' (known keys of {cls.__name__}: {sorted(names)})"
+            )
+    base = cls()
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], prefix + f.name)
+        else:
+            kwargs[f.name] = getattr(base, f.name)
+    obj = cls(**kwargs)
+    _validate(obj, prefix)
+    return obj
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as e:
+            raise ConfigError(f"config '{prefix.rstrip('.') or type(obj).__name__}': {e}") from e
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, YAML-serialisable dict of a config (tuples become lists)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(cfg)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=1`` -> (``"a.b"``, 1). Values are parsed as YAML scalars/lists (``[1,2]``, ``null``)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part.isidentifier() for part in key.split(".")):
+        raise ConfigError(f"override '{text}': '{key}' is not a dotted config key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': cannot parse value: {e}") from e
+    return key, value
+
+
+def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
+    """Return a copy of ``cfg`` with every ``key.sub=value`` override applied and re-validated."""
+    data = to_dict(cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        node = data
+        parts = key.split(".")
+        cls: Any = type(cfg)
+        for i, part in enumerate(parts[:-1]):
+            names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+            if part not in names or not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config key '{'.'.join(parts[: i + 1])}' in override '{text}'")
+            cls = _is_optional(_hints(cls)[part])[1]
+            node = node[part]
+        leaf = parts[-1]
+        names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        if leaf not in names:
+            raise ConfigError(f"unknown config key '{key}' in override '{text}' (known: {sorted(names)})")
+        tp = _hints(cls)[leaf]
+        # YAML parses "5" as int for a float field and "abc" as str for anything: coerce once here so
+        # the error names the key, and accept a quoted-less string for str fields.
+        if _is_optional(tp)[1] is str and value is not None and not isinstance(value, str):
+            value = raw_str(text)
+        node[leaf] = value
+    return _from_dict(type(cfg), data)
+
+
+def raw_str(text: str) -> str:
+    return text.split("=", 1)[1]
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
+    """Defaults of ``cls`` <- YAML file at ``path`` <- dotted ``overrides``."""
+    cfg = cls()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+        try:
+            cfg = _from_dict(cls, data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+    else:
+        _validate(cfg, "")
+    return apply_overrides(cfg, overrides)
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config next to a stage's outputs (atomically)."""
+    from maskahand.fsutil import atomic_write_text
+
+    out = Path(out_dir) / name
+    atomic_write_text(out, dump_config(cfg))
+    return out

@@ -1,0 +1,1 @@
+"""maskahand.finetune: see `maskahand finetune --help`."""

@@ -1,0 +1,1 @@
+"""maskahand.pretrain: see `maskahand pretrain --help`."""

@@ -1,0 +1,13 @@
+"""``maskahand shards``."""
+
+from __future__ import annotations
+
+import argparse
+
+from maskahand.cli_util import add_config_option, not_implemented
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shards", help="shards stage (in progress)")
+    add_config_option(p)
+    p.set_defaults(func=not_implemented("shards", "in progress"))
