@@ -22,7 +22,9 @@ def load_recipe(cls: type[T], args: argparse.Namespace, **set_fields: Any) -> T:
     are skipped, so an option left unset keeps the YAML/default value.
     """
     flag_overrides = [f"{k}={_yaml_scalar(v)}" for k, v in set_fields.items() if v is not None]
-    return load_config(cls, getattr(args, "config", None), flag_overrides + list(getattr(args, "overrides", [])))
+    return load_config(
+        cls, getattr(args, "config", None), flag_overrides + list(getattr(args, "overrides", []))
+    )
 
 
 def _yaml_scalar(v: Any) -> str:

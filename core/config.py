@@ -61,7 +61,8 @@ class RayConfig:
 
 @dataclass
 class HircnnConfig:
-    weights: Optional[str] = None  # the authors' hircnn_r50fpnv2_849.pth ({"model": state_dict}) or a state dict
+    # the authors' hircnn_r50fpnv2_849.pth ({"model": state_dict}) or a plain state dict
+    weights: Optional[str] = None
     score_threshold: float = 0.7  # authors' released detector
     max_detections: int = 2  # authors' released detector: at most 2 hands per image
     state_iou: float = 0.5  # contact / no-contact boxes overlapping above this: keep the higher score

@@ -177,13 +177,9 @@ def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
         # YAML parses "5" as int for a float field and "abc" as str for anything: coerce once here so
         # the error names the key, and accept a quoted-less string for str fields.
         if _is_optional(tp)[1] is str and value is not None and not isinstance(value, str):
-            value = raw_str(text)
+            value = text.split("=", 1)[1]
         node[leaf] = value
     return _from_dict(type(cfg), data)
-
-
-def raw_str(text: str) -> str:
-    return text.split("=", 1)[1]
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
