@@ -1,0 +1,83 @@
+"""EPIC-style frame folders: ``frame_%010d.jpg`` files, possibly only every k-th frame."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from maskahand.config import VideoConfig
+from maskahand.video.discover import FRAME_NAME
+from maskahand.video.errors import EmptyVideoError, UnreadableFrameError, VideoError, VideoNotFoundError
+from maskahand.video.records import DecodeStats, Frame, VideoInfo
+from maskahand.video.sampling import FpsSampler, output_size, resize_uint8
+
+
+def frame_files(folder: Path) -> list[tuple[int, Path]]:
+    """(frame number, file) of every ``frame_N.jpg`` in ``folder``, by frame number."""
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = FRAME_NAME.match(entry.name)
+                if match and entry.is_file():
+                    found.append((int(match.group(1)), Path(entry.path)))
+    except OSError as e:
+        raise VideoError(folder, f"cannot list the frame folder ({e.strerror})") from e
+    found.sort()
+    return found
+
+
+def _decode(path: Path) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise UnreadableFrameError(path, f"cannot decode it as an image ({str(e).strip()[:200]})") from e
+
+
+def probe_folder(folder: Path, cfg: VideoConfig) -> tuple[VideoInfo, list[tuple[int, Path]]]:
+    if not folder.exists():
+        raise VideoNotFoundError(folder, "no such file or folder")
+    files = frame_files(folder)
+    if not files:
+        raise EmptyVideoError(folder, "the folder holds no frame_*.jpg files")
+    first = _decode(files[0][1])
+    height, width = first.shape[-2:]
+    gaps = Counter(b[0] - a[0] for a, b in zip(files, files[1:]))
+    step = gaps.most_common(1)[0][0] if gaps else 1
+    frame_width, frame_height = output_size(int(width), int(height), cfg.max_side)
+    info = VideoInfo(
+        path=folder,
+        kind="frames",
+        width=int(width),
+        height=int(height),
+        fps=cfg.folder_fps / step,
+        num_frames=len(files),
+        duration=(files[-1][0] - files[0][0] + step) / cfg.folder_fps,
+        frame_width=frame_width,
+        frame_height=frame_height,
+        codec="jpeg",
+    )
+    return info, files
+
+
+def folder_frames(
+    files: list[tuple[int, Path]], info: VideoInfo, cfg: VideoConfig, stats: DecodeStats
+) -> Iterator[Frame]:
+    """Frames of a folder at the target fps; pts from the file numbers ((n - first) / folder_fps)."""
+    stats.backend_used = "jpeg"
+    sampler = FpsSampler(cfg.fps, info.fps)
+    first_number = files[0][0]
+    for number, path in files:
+        pts = (number - first_number) / cfg.folder_fps
+        if not sampler.accept(pts):
+            continue
+        image = _decode(path)
+        stats.frames_decoded += 1
+        stats.frames_returned += 1
+        yield Frame(image=resize_uint8(image, info.frame_width, info.frame_height), index=number, pts=pts)

@@ -1,0 +1,83 @@
+"""``open_video``: one reader for video files and frame folders, streaming sampled frames."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from maskahand.config import VideoConfig
+from maskahand.video.records import DecodeStats, Frame, FrameBatch, VideoInfo
+
+
+class VideoReader:
+    """Iterate to stream :class:`Frame` objects; ``batches(n)`` groups them. Each pass decodes afresh.
+
+    Nothing beyond the current frame (or batch) is held, so memory does not grow with video length.
+    ``stats`` counts the packets read and frames decoded by the current pass.
+    """
+
+    def __init__(
+        self,
+        info: VideoInfo,
+        cfg: VideoConfig,
+        frame_source: Callable[[DecodeStats], Iterator[Frame]],
+    ) -> None:
+        self.info = info
+        self.config = cfg
+        self._frame_source = frame_source
+        self.stats = DecodeStats()
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.stats = DecodeStats()
+        return self._frame_source(self.stats)
+
+    def batches(self, size: int) -> Iterator[FrameBatch]:
+        if size < 1:
+            raise ValueError("batch size must be >= 1")
+        pending: list[Frame] = []
+        for frame in self:
+            pending.append(frame)
+            if len(pending) == size:
+                yield _stack(pending)
+                pending = []
+        if pending:
+            yield _stack(pending)
+
+    def __repr__(self) -> str:
+        return f"VideoReader({self.info})"
+
+
+def _stack(frames: list[Frame]) -> FrameBatch:
+    return FrameBatch(
+        frames=torch.stack([f.image for f in frames]),
+        indices=[f.index for f in frames],
+        pts=[f.pts for f in frames],
+    )
+
+
+def open_video(path: str | Path, cfg: VideoConfig | None = None) -> VideoReader:
+    """Validate a video file or EPIC frame folder and return a streaming reader.
+
+    Raises a :class:`~maskahand.video.errors.VideoError` subclass naming ``path`` when it cannot be read.
+    """
+    cfg = cfg or VideoConfig()
+    cfg.validate()
+    path = Path(path)
+    if path.is_dir():
+        from maskahand.video.folder import folder_frames, probe_folder
+
+        info, files = probe_folder(path, cfg)
+        return VideoReader(info, cfg, lambda stats: folder_frames(files, info, cfg, stats))
+
+    from maskahand.video.probe import probe_file
+
+    info = probe_file(path, cfg)
+    if cfg.backend == "decord":
+        from maskahand.video.decord_backend import decord_frames
+
+        return VideoReader(info, cfg, lambda stats: decord_frames(path, info, cfg, stats))
+    from maskahand.video.pyav_backend import pyav_frames
+
+    return VideoReader(info, cfg, lambda stats: pyav_frames(path, info, cfg, stats))
