@@ -37,8 +37,8 @@ class VideoConfig:
 @dataclass
 class ShardWriterConfig:
     max_samples: int = 200  # a shard is closed after this many samples ...
-    max_bytes: int = 512 * 1024 * 1024  # ... or once it holds this many bytes
-    jpeg_quality: int = 90
+    max_bytes: int = 512 * 1024 * 1024  # ... or before it would grow past this many bytes
+    jpeg_quality: int = 90  # frames and targets: one JPEG member each (measured: maskahand.shards.bench)
 
     def validate(self) -> None:
         if self.max_samples < 1 or self.max_bytes < 1:
@@ -87,6 +87,10 @@ class PrecomputedConfig:
     path: Optional[str] = None  # a file, or a folder holding one file per video (<video_id>.pkl / .jsonl)
     format: Literal["auto", "epic", "jsonl"] = "auto"
     contact_states: list[int] = field(default_factory=lambda: [3, 4])  # EPIC HandState: portable, stationary
+    # Added to the video reader's frame index before the lookup. None: +1 for video files (0-based
+    # decode index -> EPIC's 1-based frame numbers), +0 for frame folders (index = file-name number).
+    frame_offset: Optional[int] = None
+    on_missing: Literal["error", "empty"] = "error"  # a frame absent from the file: fail, or no hands
 
 
 @dataclass
@@ -125,6 +129,24 @@ class DetectorTrainConfig:
     out_dir: str = "runs/detector"
     resume: Optional[str] = None
     print_freq: int = 20
+    seed: int = 0
+    hflip: float = 0.5  # horizontal-flip probability (torchvision detection reference)
+    trainable_backbone_layers: int = 3  # with coco_weights: torchvision's default for a pretrained backbone
+    max_iters_per_epoch: Optional[int] = None  # cap for quick runs
+    save_every: int = 1  # keep model_<epoch>.pth every N epochs (0: only the latest checkpoint.pth)
+    eval_every: int = 1  # evaluate on val_split every N epochs (0: never)
+    eval_score_threshold: float = 0.05  # keep low-score boxes for AP (the deployed detector uses 0.7)
+    test_split: str = "test"  # `maskahand detector eval` default split
+    box_batch_size_per_image: int = 512  # sampled RoIs per image (torchvision default; the box head's cost)
+    rpn_post_nms_top_n_train: int = 2000  # torchvision default
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not 0 <= self.trainable_backbone_layers <= 5:
+            raise ValueError("trainable_backbone_layers must be in 0..5")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ValueError("hflip must be in [0, 1]")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,12 +165,22 @@ class MineConfig:
     # Videos shorter than one clip: "keep" them as one shorter clip (the authors' supervised loader
     # does this and Afformer accepts any T) when they have >= min_frames sampled frames; or "drop".
     short_video: Literal["keep", "drop"] = "keep"
-    min_frames: int = 8
-    frame_max_side: int = 480  # stored frames (enough for 256x256 synthesis)
+    # 4: Afformer's temporal pyramid halves T twice (T -> T/2 -> T/4), so 4 frames keep one at the top.
+    min_frames: int = 4
+    # The last partial window: "align_end" adds one full clip ending at the last frame (an interaction in
+    # the tail is not lost); "drop" ignores frames after the last regular window.
+    tail: Literal["align_end", "drop"] = "align_end"
+    frame_max_side: int = 480  # stored frames (enough for 256x256 synthesis); detection runs on them too
 
     def validate(self) -> None:
         if self.clip_length < 1 or self.clip_stride < 1:
             raise ValueError("clip_length and clip_stride must be >= 1")
+        if self.fps <= 0:
+            raise ValueError("fps must be > 0")
+        if self.min_frames < 1:
+            raise ValueError("min_frames must be >= 1")
+        if self.frame_max_side < 16:
+            raise ValueError("frame_max_side must be >= 16")
         if not 0.0 <= self.contact_score <= 1.0:
             raise ValueError("contact_score must be in [0, 1]")
 
@@ -170,6 +202,7 @@ class MineRayConfig:
 @dataclass
 class SynthConfig:
     variants: int = 4  # K targets per clip, sharing the stored frames
+    hand_masks: int = 1  # paper (table 5, #Mh): 1 masks every interacting hand; 0 gives the "no mask" rows
     hand_mask_scale: float = 1.5  # paper: hand context mask = box enlarged 1.5x (table 5)
     random_masks: int = 1  # paper: one random context mask of the same size (table 5)
     fill: Literal["noise", "zero"] = "noise"  # paper: uniform noise 0..255 beats black (2.36 vs 2.65)
@@ -188,6 +221,18 @@ class SynthConfig:
             raise ValueError("distortion_scale must be in [0, 1]")
         if self.variants < 1:
             raise ValueError("variants must be >= 1")
+        if self.hand_mask_scale < 1.0:
+            raise ValueError("hand_mask_scale must be >= 1 (the hand context mask must cover the hand box)")
+        if self.hand_masks not in (0, 1):
+            raise ValueError("hand_masks must be 0 or 1 (#Mh in table 5)")
+        if self.random_masks < 0:
+            raise ValueError("random_masks must be >= 0")
+        if self.output_size < 8:
+            raise ValueError("output_size must be >= 8")
+        if self.blur_sigma is not None and self.blur_sigma <= 0:
+            raise ValueError("blur_sigma must be > 0 or null")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,9 +254,23 @@ class AfformerConfig:
     max_q_thw: list[int] = field(default_factory=lambda: [1, 64, 64])  # relative-position table extents
     max_kv_thw: list[int] = field(default_factory=lambda: [32, 32, 32])
     backbone_weights: Optional[str] = None  # torchvision COCO fasterrcnn_resnet50_fpn_v2 weights file
-    freeze_backbone: bool = False
+    freeze_backbone: bool = False  # freeze the whole encoder (ResNet body + FPN)
+    # ResNet stages left trainable, torchvision's detection convention (3: conv1 and layer1 frozen)
+    trainable_backbone_layers: int = 3
     backbone_lr_factor: float = 0.1  # paper
     image_size: int = 256  # paper
+
+    def validate(self) -> None:
+        if self.hidden % self.heads != 0:
+            raise ValueError("hidden must be divisible by heads")
+        if not 1 <= len(self.image_levels) <= 3:
+            raise ValueError("image_levels must list 1 to 3 of p2, p3, p4 (coarse to fine)")
+        if len(self.max_q_thw) != 3 or len(self.max_kv_thw) != 3:
+            raise ValueError("max_q_thw and max_kv_thw must be [t, h, w]")
+        if self.num_heatmaps < 1 or self.num_actions < 0:
+            raise ValueError("num_heatmaps must be >= 1 and num_actions >= 0")
+        if not 0 <= self.trainable_backbone_layers <= 5:
+            raise ValueError("trainable_backbone_layers must be in 0..5")
 
 
 @dataclass

@@ -1,0 +1,238 @@
+"""Readers: webdataset pipelines that yield typed :class:`ClipSample` / :class:`MaskAHandSample`.
+
+Shards are split first by distributed rank, then by DataLoader worker, so with ``resampled=False``
+every sample is read exactly once per epoch across all ranks and workers. When there are fewer
+shards than ranks x workers, every consumer reads all shards and keeps every n-th sample instead
+(reading a tar is cheap next to decoding, which only happens for kept samples), so no rank runs dry.
+With ``shuffle > 0`` the shard order changes per epoch with a seed shared by all ranks, so the split
+stays a partition. ``resampled=True`` draws shards with replacement forever (training by
+iterations); each rank and worker draws from its own deterministic stream. Call
+``dataset.set_epoch(e)`` before each epoch so that shard order and resampling streams change between
+epochs (also inside DataLoader workers, which get a fresh copy of the dataset every epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import webdataset as wds
+from torch.utils.data import IterableDataset
+
+from maskahand.shards.codec import decode_raw_sample
+from maskahand.shards.schema import (
+    SCHEMAS,
+    ClipSample,
+    MaskAHandSample,
+    Sample,
+    SampleKind,
+    SchemaError,
+    validate_sample,
+)
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["skip", "raise"]
+
+
+def list_shards(urls_or_dir: str | Path | Iterable[str | Path]) -> list[str]:
+    """A directory -> its finished ``*.tar`` shards, sorted; a file, brace pattern or list -> expanded."""
+    if isinstance(urls_or_dir, (str, Path)):
+        p = Path(urls_or_dir)
+        if p.is_dir():
+            urls = sorted(str(q) for q in p.glob("*.tar"))
+            if not urls:
+                raise FileNotFoundError(f"{p}: no *.tar shards in this directory")
+            return urls
+        if "://" not in str(p) and not str(p).startswith("pipe:") and "{" not in str(p) and not p.exists():
+            raise FileNotFoundError(f"{p}: no such shard or directory")
+        urls = wds.shardlists.expand_urls(str(urls_or_dir))
+    else:
+        urls = [str(u) for u in urls_or_dir]
+    if not urls:
+        raise FileNotFoundError(f"no shards given ({urls_or_dir!r})")
+    return urls
+
+
+def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """Explicit values win; else torch.distributed's when a process group is up; else (0, 1)."""
+    if rank is not None or world_size is not None:
+        if rank is None or world_size is None or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+        return rank, world_size
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def worker_and_count() -> tuple[int, int]:
+    import torch.utils.data
+
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+class _ShardList(IterableDataset):
+    """Source stage: the shard URLs of this rank and worker for one epoch (or resampled forever)."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        shuffle: bool,
+        resampled: bool,
+        split_by_node: bool,
+        split_by_worker: bool,
+        rank: int | None,
+        world_size: int | None,
+        seed: int,
+    ):
+        self.urls, self.shuffle, self.resampled = urls, shuffle, resampled
+        self.split_by_node, self.split_by_worker = split_by_node, split_by_worker
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch = -1
+        self.fixed_epoch: int | None = None
+        self.sample_split: tuple[int, int] | None = None  # (me, consumers) when splitting by sample
+
+    def set_epoch(self, epoch: int) -> None:
+        self.fixed_epoch = epoch
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        # DataLoader workers iterate a fresh copy each epoch, so a self-incremented counter would
+        # restart at 0 every epoch there: set_epoch() from the training loop is what varies the order.
+        self.epoch = self.fixed_epoch if self.fixed_epoch is not None else self.epoch + 1
+        rank, world = rank_and_world(self.rank, self.world_size)
+        worker, workers = worker_and_count()
+        if self.resampled:
+            rng = random.Random(f"{self.seed}/{rank}/{worker}/{self.epoch}")
+            while True:
+                yield {"url": rng.choice(self.urls)}
+        urls = list(self.urls)
+        if self.shuffle:
+            random.Random(f"{self.seed}/{self.epoch}").shuffle(urls)  # same order on every rank
+        if not self.split_by_node:
+            rank, world = 0, 1
+        if not self.split_by_worker:
+            worker, workers = 0, 1
+        consumers = world * workers
+        if len(urls) < consumers:
+            self.sample_split = (rank * workers + worker, consumers)
+        else:
+            self.sample_split = None
+            urls = urls[rank::world][worker::workers]
+        for url in urls:
+            yield {"url": url}
+
+    def keep_mine(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Stage after tar reading: in sample-split mode keep only this consumer's raw samples."""
+        for i, sample in enumerate(samples):
+            split = self.sample_split  # set by __iter__ before the first sample arrives
+            if split is None or i % split[1] == split[0]:
+                yield sample
+
+
+def make_handler(on_error: OnError) -> Callable[[Exception], bool]:
+    """``skip``: log the corrupt sample/shard and go on (long runs survive one bad file); ``raise``: stop."""
+    if on_error == "raise":
+        return wds.reraise_exception
+    if on_error != "skip":
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+
+    def skip(exn: Exception) -> bool:
+        log.warning("skipping unreadable sample: %s: %s", type(exn).__name__, exn)
+        return True
+
+    return skip
+
+
+def _typed(kind: SampleKind, validate: bool) -> Callable[[dict[str, Any]], Sample]:
+    expected = ClipSample if kind == "clip" else MaskAHandSample
+
+    def decode(raw: dict[str, Any]) -> Sample:
+        sample = decode_raw_sample(raw)
+        if not isinstance(sample, expected):
+            raise SchemaError(
+                f"expected a {SCHEMAS[kind]} sample", key=raw.get("__key__"), shard=raw.get("__url__")
+            )
+        if validate:
+            validate_sample(sample, shard=raw.get("__url__"))
+        return sample
+
+    return decode
+
+
+def shard_dataset(
+    urls_or_dir: str | Path | Iterable[str | Path],
+    kind: SampleKind,
+    shuffle: int = 0,
+    resampled: bool = False,
+    split_by_node: bool = True,
+    split_by_worker: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+    seed: int = 0,
+    on_error: OnError = "skip",
+    validate: bool = True,
+) -> wds.DataPipeline:
+    """Pipeline of typed samples of ``kind``; ``shuffle`` is the sample shuffle buffer (0: in order).
+
+    ``validate`` checks every decoded sample against its schema (a bad one is an error for
+    ``on_error``); the check costs far less than the JPEG decoding.
+    """
+    if shuffle < 0:
+        raise ValueError("shuffle must be >= 0")
+    handler = make_handler(on_error)
+    shard_list = _ShardList(
+        list_shards(urls_or_dir),
+        shuffle > 0,
+        resampled,
+        split_by_node,
+        split_by_worker,
+        rank,
+        world_size,
+        seed,
+    )
+    stages: list[Any] = [shard_list, wds.tarfile_to_samples(handler=handler), shard_list.keep_mine]
+    if shuffle > 0:
+        stages.append(wds.shuffle(shuffle, initial=min(shuffle, 100)))
+    stages.append(wds.map(_typed(kind, validate), handler=handler))
+    pipeline = wds.DataPipeline(*stages)
+    pipeline.set_epoch = shard_list.set_epoch  # call before each epoch (shard order, resampling streams)
+    return pipeline
+
+
+def clip_dataset(urls_or_dir: str | Path | Iterable[str | Path], **kwargs: Any) -> wds.DataPipeline:
+    """Typed :class:`ClipSample` pipeline (frames uint8 (T,3,H,W)); see :func:`shard_dataset`."""
+    return shard_dataset(urls_or_dir, "clip", **kwargs)
+
+
+def maskahand_dataset(urls_or_dir: str | Path | Iterable[str | Path], **kwargs: Any) -> wds.DataPipeline:
+    """Typed :class:`MaskAHandSample` pipeline (frames, targets uint8; heatmaps float32)."""
+    return shard_dataset(urls_or_dir, "maskahand", **kwargs)
+
+
+def collate_samples(samples: list[Sample]) -> dict[str, Any]:
+    """DataLoader ``collate_fn``: stack tensors of same-shaped samples, keep keys and metas as lists.
+
+    Gives ``frames`` (B,T,3,H,W), and for maskahand samples ``targets`` (B,K,3,S,S) and ``heatmaps``
+    (B,K,S,S). Samples of different T (short clips) must be cropped or padded by the caller first.
+    """
+    if not samples:
+        raise ValueError("collate_samples got an empty batch")
+    import torch
+
+    names = ["frames"] + (["targets", "heatmaps"] if isinstance(samples[0], MaskAHandSample) else [])
+    batch: dict[str, Any] = {"key": [s.key for s in samples], "meta": [s.meta for s in samples]}
+    for name in names:
+        tensors = [getattr(s, name) for s in samples]
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"cannot stack {name} of different shapes {sorted(shapes)} (keys {batch['key']})"
+            )
+        batch[name] = torch.stack(tensors)
+    return batch
