@@ -1,1 +1,50 @@
-"""maskahand.afformer"""
+"""maskahand.afformer: the Afformer model (seed 002 section 3), the R50-Deconv baseline, and attention
+that never materialises the relative-position bias.
+
+    from maskahand.afformer import build_model
+    model = build_model(AfformerConfig(num_heatmaps=1))           # MaskAHand pretraining head
+    out = model(video, image, num_frames=None)                    # video (B,T,3,H,W), image (B,3,H,W)
+    terms = model.loss(out, heatmaps, actions)                    # terms.total, .heatmap, .action
+    pred = model.predict(video, image)                            # per-pixel / action probabilities
+    optimizer = torch.optim.AdamW(model.param_groups(lr, weight_decay))
+
+Inputs are float in [0, 1] or uint8 RGB; 256 x 256 gives 256 x 256 heatmaps (any multiple of 32
+works). Videos of different lengths: pad to the longest clip and pass ``num_frames`` (B,).
+
+COCO initialisation (``model.backbone_weights``): torchvision's ``fasterrcnn_resnet50_fpn_v2`` COCO
+checkpoint, downloaded by the user from
+https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth (nothing is ever
+downloaded by this package). The authors' Afformer checkpoints load with
+:func:`load_reference_checkpoint`.
+"""
+
+from maskahand.afformer.checkpoint import (
+    CheckpointMismatchError,
+    LoadReport,
+    from_reference_name,
+    load_reference_checkpoint,
+    to_reference_name,
+    to_reference_state_dict,
+)
+from maskahand.afformer.encoder import WeightsFileError, load_backbone_weights
+from maskahand.afformer.loss import LossTerms, afformer_loss, heatmap_kl
+from maskahand.afformer.model import Afformer, AfformerOutput, AfformerPrediction, GroundingModel, build_model
+
+__all__ = [
+    "Afformer",
+    "AfformerOutput",
+    "AfformerPrediction",
+    "CheckpointMismatchError",
+    "GroundingModel",
+    "LoadReport",
+    "LossTerms",
+    "WeightsFileError",
+    "afformer_loss",
+    "build_model",
+    "from_reference_name",
+    "heatmap_kl",
+    "load_backbone_weights",
+    "load_reference_checkpoint",
+    "to_reference_name",
+    "to_reference_state_dict",
+]

@@ -1,0 +1,175 @@
+"""Afformer (seed 002 section 3): shared encoder -> fine-grained decoder -> predictor.
+
+Inputs: ``video`` (B, T, 3, H, W) and ``image`` (B, 3, H, W), float in [0, 1] or uint8. Videos of
+different lengths share a batch by padding to the longest clip and passing ``num_frames`` (B,): padded
+frames are never encoded, are zero for the temporal convolutions and are masked out of the attention,
+so each sample's result equals running it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from maskahand.afformer.decoder import Decoder
+from maskahand.afformer.encoder import Encoder, level_index, load_backbone_weights
+from maskahand.afformer.heads import Predictor
+from maskahand.afformer.loss import LossTerms, afformer_loss
+from maskahand.config import AfformerConfig
+
+
+@dataclass
+class AfformerOutput:
+    heatmap_logits: torch.Tensor  # (B, num_heatmaps, H, W): softmax over pixels gives the heatmap
+    action_logits: torch.Tensor | None  # (B, num_actions), None without an action head
+
+
+@dataclass
+class AfformerPrediction:
+    heatmaps: torch.Tensor  # (B, num_heatmaps, H, W), each channel sums to 1
+    actions: torch.Tensor | None  # (B, num_actions) probabilities
+
+
+def frame_counts(num_frames, batch: int, frames: int, device: torch.device) -> torch.Tensor | None:
+    """Validated (B,) long tensor of valid frames, or None when every clip uses all ``frames``."""
+    if num_frames is None:
+        return None
+    counts = torch.as_tensor(num_frames, dtype=torch.long, device=device).reshape(-1)
+    if counts.numel() != batch:
+        raise ValueError(f"num_frames has {counts.numel()} entries for a batch of {batch}")
+    if int(counts.min()) < 1 or int(counts.max()) > frames:
+        raise ValueError(f"num_frames must lie in 1..{frames} (the padded length), got {counts.tolist()}")
+    return None if bool((counts == frames).all()) else counts
+
+
+def check_inputs(video: torch.Tensor, image: torch.Tensor) -> None:
+    if video.dim() != 5 or video.shape[2] != 3:
+        raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(video.shape)}")
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
+    if video.shape[0] != image.shape[0]:
+        raise ValueError(f"video batch {video.shape[0]} != image batch {image.shape[0]}")
+
+
+class GroundingModel(nn.Module):
+    """What Afformer and the R50-Deconv baseline share: loss, predict, parameter groups."""
+
+    encoder: Encoder
+    cfg: AfformerConfig
+
+    def set_attention_mode(self, mode: str) -> None:
+        """Switch between the efficient and reference attention (a no-op for models without any)."""
+
+    def loss(
+        self, out: AfformerOutput, heatmaps: torch.Tensor, actions: torch.Tensor | None = None
+    ) -> LossTerms:
+        return afformer_loss(out.heatmap_logits, out.action_logits, heatmaps, actions)
+
+    @torch.no_grad()
+    def predict(self, video: torch.Tensor, image: torch.Tensor, num_frames=None) -> AfformerPrediction:
+        out = self(video, image, num_frames)
+        heat = out.heatmap_logits.float()
+        heat = heat.flatten(2).softmax(-1).view_as(heat)
+        actions = out.action_logits.float().softmax(-1) if out.action_logits is not None else None
+        return AfformerPrediction(heatmaps=heat, actions=actions)
+
+    def param_groups(
+        self, lr: float, weight_decay: float, backbone_lr_factor: float | None = None
+    ) -> list[dict]:
+        """AdamW groups: encoder at ``lr * backbone_lr_factor`` (default: the model config's), no weight
+        decay on 1-D tensors (biases, norms, level embeddings); frozen parameters are left out."""
+        factor = self.cfg.backbone_lr_factor if backbone_lr_factor is None else backbone_lr_factor
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            key = (name.startswith("encoder."), p.ndim <= 1)
+            groups.setdefault(key, []).append(p)
+        out = []
+        for (is_backbone, no_decay), params in sorted(groups.items()):
+            out.append(
+                {
+                    "name": f"{'backbone' if is_backbone else 'head'}{'_no_decay' if no_decay else ''}",
+                    "params": params,
+                    "lr": lr * (factor if is_backbone else 1.0),
+                    "weight_decay": 0.0 if no_decay else weight_decay,
+                }
+            )
+        return out
+
+    def init_encoder(self, cfg: AfformerConfig) -> None:
+        if cfg.backbone_weights:
+            load_backbone_weights(self.encoder, cfg.backbone_weights)
+        self.encoder.set_trainable(cfg.trainable_backbone_layers, freeze_all=cfg.freeze_backbone)
+
+
+class Afformer(GroundingModel):
+    def __init__(self, cfg: AfformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.image_levels = list(cfg.image_levels)
+        for level in [*self.image_levels, cfg.video_level]:
+            level_index(level)
+        self.encoder = Encoder(with_fpn=True, out_channels=cfg.hidden)
+        self.decoder = Decoder(
+            cfg.hidden,
+            cfg.heads,
+            cfg.mlp_ratio,
+            len(self.image_levels),
+            cfg.max_q_thw,
+            cfg.max_kv_thw,
+            cfg.temporal_pyramid,
+            cfg.attention,
+        )
+        self.predictor = Predictor(cfg.hidden, cfg.num_heatmaps, cfg.num_actions)
+        self.init_encoder(cfg)
+
+    def set_attention_mode(self, mode: str) -> None:
+        self.decoder.block.set_attention_mode(mode)  # type: ignore[arg-type]
+
+    def encode(
+        self, video: torch.Tensor, image: torch.Tensor, counts: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Image levels (coarse to fine) and the padded video level (B, C, T, h, w)."""
+        b, t = video.shape[:2]
+        if counts is None:
+            frames = video.flatten(0, 1)
+        else:
+            valid = torch.arange(t, device=video.device)[None, :] < counts[:, None]
+            frames = video[valid]
+        if frames.shape[-2:] == image.shape[-2:]:  # one body pass for image and frames
+            feats = self.encoder.body_features(torch.cat([image, frames.to(image.dtype)]))
+            image_feats = [f[:b] for f in feats]
+            frame_feats = [f[b:] for f in feats]
+        else:
+            image_feats = self.encoder.body_features(image)
+            frame_feats = self.encoder.body_features(frames)
+        image_pyr = self.encoder.pyramid(image_feats, self.image_levels)
+        frame_level = self.encoder.pyramid(frame_feats, [self.cfg.video_level])[self.cfg.video_level]
+        if counts is None:
+            padded = frame_level.unflatten(0, (b, t))
+        else:
+            padded = frame_level.new_zeros(b, t, *frame_level.shape[1:])
+            padded = padded.index_put((valid,), frame_level)
+        return [image_pyr[lv] for lv in self.image_levels], padded.transpose(1, 2)
+
+    def forward(self, video: torch.Tensor, image: torch.Tensor, num_frames=None) -> AfformerOutput:
+        check_inputs(video, image)
+        counts = frame_counts(num_frames, video.shape[0], video.shape[1], video.device)
+        image_levels, video_level = self.encode(video, image, counts)
+        decoded = self.decoder(image_levels, video_level, counts)
+        heatmap, action = self.predictor(decoded)
+        return AfformerOutput(heatmap_logits=heatmap, action_logits=action)
+
+
+def build_model(cfg: AfformerConfig) -> GroundingModel:
+    """Afformer (``arch: afformer``) or the naive R50-Deconv baseline (``arch: r50_deconv``)."""
+    if cfg.arch == "afformer":
+        return Afformer(cfg)
+    if cfg.arch == "r50_deconv":
+        from maskahand.afformer.baseline import R50Deconv
+
+        return R50Deconv(cfg)
+    raise ValueError(f"unknown model arch {cfg.arch!r}")
