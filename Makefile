@@ -35,8 +35,16 @@ format: venv  ## apply ruff fixes and formatting
 test: venv lint  ## lint, then the full test suite
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-demo: venv  ## mine the shared videos, synthesize MaskAHand targets, render contact sheets into $(OUT)/demo
-	$(PY) -m maskahand.demo --data $(SHARED) --out $(OUT)/demo
+DEMO := $(OUT)/demo
+demo: venv  ## mine the shared videos (mediapipe), synthesize MaskAHand targets, contact sheets in $(OUT)/demo
+	@test -d $(SHARED)/videos || { echo "demo needs the example data in $(SHARED) (make demo SHARED=...)"; exit 1; }
+	$(BIN)/maskahand detector run $(SHARED)/images/hands23/EK_0010_P04_101_frame_0000013113.jpg --out $(DEMO)/detector.jpg
+	$(BIN)/maskahand mine --videos $(SHARED)/videos --out $(DEMO)/clips
+	$(BIN)/maskahand mine show $(DEMO)/clips --out $(DEMO)/clips.png
+	$(BIN)/maskahand synth --clips $(DEMO)/clips --out $(DEMO)/maskahand
+	$(BIN)/maskahand shards check $(DEMO)/maskahand
+	$(BIN)/maskahand synth preview $(DEMO)/maskahand --out $(DEMO)/maskahand.png
+	@echo "demo: look at $(DEMO)/detector.jpg, $(DEMO)/clips.png and $(DEMO)/maskahand.png"
 
 mine: venv  ## maskahand mine --videos $(VIDEOS) --out $(OUT)
 	$(BIN)/maskahand mine --videos $(VIDEOS) --out $(OUT) $(ARGS)

@@ -139,6 +139,9 @@ class DetectorTrainConfig:
     test_split: str = "test"  # `maskahand detector eval` default split
     box_batch_size_per_image: int = 512  # sampled RoIs per image (torchvision default; the box head's cost)
     rpn_post_nms_top_n_train: int = 2000  # torchvision default
+    # Multi-scale training: each image's min side drawn from these and detector.hircnn.min_size
+    # (e.g. [480, 512, ..., 768]); empty: always detector.hircnn.min_size. Evaluation uses the latter.
+    multiscale_min_sizes: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -165,7 +168,7 @@ class MineConfig:
     # Videos shorter than one clip: "keep" them as one shorter clip (the authors' supervised loader
     # does this and Afformer accepts any T) when they have >= min_frames sampled frames; or "drop".
     short_video: Literal["keep", "drop"] = "keep"
-    # 4: Afformer's temporal pyramid halves T twice (T -> T/2 -> T/4), so 4 frames keep one at the top.
+    # 4 (0.8 s at 5 fps): Afformer accepts any T >= 1, but a clip this short shows little of an interaction.
     min_frames: int = 4
     # The last partial window: "align_end" adds one full clip ending at the last frame (an interaction in
     # the tail is not lost); "drop" ignores frames after the last regular window.
@@ -187,12 +190,13 @@ class MineConfig:
 
 @dataclass
 class MineRayConfig:
-    decoders: int = 2  # concurrent decode tasks
+    # Miner actors (each decodes one video at a time); None: the CPUs left after the detectors, at least 2.
+    decoders: Optional[int] = None
     cpus_per_decoder: float = 1.0
     detector_actors: Optional[int] = None  # None: one per GPU, else one CPU actor
     gpus_per_detector: float = 1.0
     cpus_per_detector: float = 1.0
-    max_inflight_batches: int = 4  # backpressure: decoded batches waiting for a detector
+    max_inflight_batches: int = 4  # backpressure, per miner: decoded batches not yet detected
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +281,7 @@ class AfformerConfig:
 class OptimConfig:
     lr: float = 3e-4  # paper
     weight_decay: float = 0.05  # paper
-    backbone_lr_factor: float = 0.1  # paper
+    # the backbone's lr factor (paper: 0.1) lives in AfformerConfig.backbone_lr_factor
     schedule: Literal["cosine"] = "cosine"  # paper
     warmup_iters: int = 0
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"  # paper: 16-bit mixed precision
@@ -319,6 +323,8 @@ class DetectorTrainRecipe:
 
 @dataclass
 class MineRecipe:
+    # video.fps and video.max_side are set from mine.fps and mine.frame_max_side (the saved config shows
+    # the values used); the other video.* keys (backend, folder_fps, threads) apply as given.
     video: VideoConfig = field(default_factory=VideoConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     mine: MineConfig = field(default_factory=MineConfig)

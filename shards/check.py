@@ -181,6 +181,8 @@ def check_shards(target: str | Path, progress: bool = True, jobs: int = 1) -> Ch
     if not target.exists():
         raise FileNotFoundError(f"{target}: no such file or directory")
     report = CheckReport()
+    if target.is_dir() and not any(target.glob("*.tar")) and (target / "shards").is_dir():
+        target = target / "shards"  # a stage's output folder (mine writes OUT/shards/)
     if target.is_file():
         paths = [target]
     else:

@@ -39,9 +39,14 @@ OnError = Literal["skip", "raise"]
 
 
 def list_shards(urls_or_dir: str | Path | Iterable[str | Path]) -> list[str]:
-    """A directory -> its finished ``*.tar`` shards, sorted; a file, brace pattern or list -> expanded."""
+    """A directory -> its finished ``*.tar`` shards, sorted; a file, brace pattern or list -> expanded.
+
+    A stage's output folder whose shards live in ``shards/`` (as ``mine`` writes them) is accepted too.
+    """
     if isinstance(urls_or_dir, (str, Path)):
         p = Path(urls_or_dir)
+        if p.is_dir() and not any(p.glob("*.tar")) and (p / "shards").is_dir():
+            p = p / "shards"
         if p.is_dir():
             urls = sorted(str(q) for q in p.glob("*.tar"))
             if not urls:

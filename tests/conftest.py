@@ -34,3 +34,26 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+MINED_VIDEOS = ("hands_pillow.mp4", "hands_teddy.mp4", "ego4d_stirring.mp4", "opra_espresso_vp9.mp4")
+
+
+@pytest.fixture(scope="session")
+def mined_clip_shards(shared_data, ray_session, tmp_path_factory) -> Path:
+    """A ``maskahand mine`` output of four real shared videos (mediapipe backend, frames at most 256 px).
+
+    Mined once per session. Returns the output folder: clip shards in ``OUT/shards/*.tar``, one row per
+    clip in ``OUT/manifest.jsonl``, per-frame detections in ``OUT/parts/*.frames.jsonl``.
+    """
+    from maskahand.config import MineRecipe
+    from maskahand.configbase import apply_overrides
+    from maskahand.mine.pipeline import mine
+
+    videos = tmp_path_factory.mktemp("mine_inputs")
+    for name in MINED_VIDEOS:
+        (videos / name).symlink_to(shared_data / "videos" / name)
+    out = tmp_path_factory.mktemp("mined") / "out"
+    recipe = apply_overrides(MineRecipe(), ["detector.backend=mediapipe", "mine.frame_max_side=256"])
+    mine(recipe, str(videos), out, progress=False)
+    return out

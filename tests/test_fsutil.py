@@ -17,6 +17,12 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["a.txt"]
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
 def test_atomic_write_json_is_valid_json(tmp_path):
     atomic_write_json(tmp_path / "m.json", {"b": 1, "a": [1, 2]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": [1, 2], "b": 1}

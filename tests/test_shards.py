@@ -7,9 +7,9 @@ import hashlib
 import io
 import json
 import logging
-import multiprocessing
-import os
 import signal
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -353,31 +353,38 @@ def test_writer_rolls_by_bytes(tmp_path):
     assert [s.count for s in w.finished] == [1, 1]
 
 
-def _endless_writer(out: str, pause: bool, written) -> None:
-    """Child process: write samples forever (4 per shard); after 6, signal and optionally idle."""
-    w = ShardWriter(out, "clips", ShardWriterConfig(max_samples=4), kind="clip")
-    i = 0
-    while True:
-        w.write(make_clip(i % 50, t=2, h=16, w=16))
-        i += 1
-        if i == 6:
-            written.set()
-            if pause:
-                time.sleep(60)
+# The writer runs in a fresh interpreter: forking a parent that already runs Ray or torch thread pools
+# can deadlock the child.
+ENDLESS_WRITER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_shards import make_clip
+from maskahand.config import ShardWriterConfig
+from maskahand.shards.writer import ShardWriter
+
+w = ShardWriter({out!r}, "clips", ShardWriterConfig(max_samples=4), kind="clip")
+i = 0
+while True:  # 4 samples per shard; after 6, say so and optionally idle with a shard open
+    w.write(make_clip(i % 50, t=2, h=16, w=16))
+    i += 1
+    if i == 6:
+        print("written", flush=True)
+        if {pause!r}:
+            time.sleep(60)
+"""
 
 
 def _write_then_kill(out: Path, pause: bool, delay: float) -> None:
-    ctx = multiprocessing.get_context("fork")  # starts in milliseconds: the child inherits the imports
-    written = ctx.Event()
-    proc = ctx.Process(target=_endless_writer, args=(str(out), pause, written), daemon=True)
-    proc.start()
+    code = ENDLESS_WRITER.format(tests=str(Path(__file__).parent), out=str(out), pause=pause)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        assert written.wait(timeout=60), "the writer process did not start writing"
+        assert proc.stdout.readline().strip() == "written", "the writer process did not start writing"
         time.sleep(delay)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join(timeout=30)
-    assert proc.exitcode == -signal.SIGKILL
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
 
 
 @pytest.mark.parametrize("pause", [True, False], ids=["killed-with-a-shard-open", "killed-while-writing"])
@@ -524,34 +531,30 @@ def test_rank_and_worker_split_covers_every_sample_once(tmp_path):
         assert sorted(seen) == sorted(s.key for s in samples), f"max_samples={max_samples} shuffle={shuffle}"
 
 
-def _rank_reader(rank: int, shards: str, store_path: str, out: str) -> None:
-    import torch.distributed as dist
+RANK_READER = """
+import json, sys
+from pathlib import Path
+import torch.distributed as dist
+from maskahand.shards.reader import clip_dataset
 
-    store = dist.FileStore(store_path, 2)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
-    try:
-        keys = [s.key for s in clip_dataset(shards)]  # rank and world size come from the process group
-        Path(out).write_text(json.dumps(keys))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", store=dist.FileStore({store!r}, 2), rank=rank, world_size=2)
+try:
+    keys = [s.key for s in clip_dataset({shards!r})]  # rank and world size come from the process group
+    Path({out!r}.format(rank)).write_text(json.dumps(keys))
+    dist.barrier()
+finally:
+    dist.destroy_process_group()
+"""
 
 
 def test_split_by_torch_distributed_rank(tmp_path):
     samples = write_clips(tmp_path / "shards", 10, ShardWriterConfig(max_samples=2), t=1, h=8, w=8)
-    ctx = multiprocessing.get_context("fork")
-    procs = [
-        ctx.Process(
-            target=_rank_reader,
-            args=(r, str(tmp_path / "shards"), str(tmp_path / "store"), str(tmp_path / f"rank{r}.json")),
-        )
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-    assert [p.exitcode for p in procs] == [0, 0]
+    code = RANK_READER.format(
+        store=str(tmp_path / "store"), shards=str(tmp_path / "shards"), out=str(tmp_path / "rank{}.json")
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(r)]) for r in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
     per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(per_rank) and not set(per_rank[0]) & set(per_rank[1])
     assert sorted(per_rank[0] + per_rank[1]) == sorted(s.key for s in samples)

@@ -1,0 +1,23 @@
+"""Device choice and autocast for detector inference."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is an error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("detector.device=cuda but no CUDA device is available (use auto or cpu)")
+    return torch.device(choice)
+
+
+def inference_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """fp16 autocast on CUDA when enabled; a no-op on CPU (CPU autocast slows Faster R-CNN down)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()

@@ -1,0 +1,110 @@
+"""Training and inference loops for the hircnn detector (torchvision detection-reference style)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+
+import torch
+
+from maskahand.detector.evaluate import ImageGroundTruth, ImagePrediction
+
+log = logging.getLogger(__name__)
+
+
+def _is_main() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable,
+    device: torch.device,
+    epoch: int,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    warmup: torch.optim.lr_scheduler.LRScheduler | None = None,
+    max_iters: int | None = None,
+    print_freq: int = 20,
+) -> list[float]:
+    """One pass over ``loader``; returns the total loss of every iteration (on this rank)."""
+    from tqdm import tqdm
+
+    model.train()
+    losses: list[float] = []
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_iters is not None:
+        total = min(total, max_iters) if total is not None else max_iters
+    bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not _is_main(), unit="it")
+    start = time.time()
+    for it, (images, targets) in enumerate(loader):
+        if max_iters is not None and it >= max_iters:
+            break
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for t in targets]
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler is not None):
+            loss_dict = model(images, targets)
+            loss = sum(loss_dict.values())
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at epoch {epoch} iteration {it}: {loss_dict}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if warmup is not None:
+            warmup.step()
+        losses.append(value)
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if _is_main() and print_freq and it % print_freq == 0:
+            parts = " ".join(f"{k}={v.item():.3f}" for k, v in loss_dict.items())
+            log.info("epoch %d it %d loss %.4f %s (%.1f s)", epoch, it, value, parts, time.time() - start)
+    bar.close()
+    return losses
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = True
+) -> tuple[list[int], list[ImagePrediction], list[ImageGroundTruth]]:
+    """Raw model outputs (before the deployment rule) with their ground truth, on this rank."""
+    from tqdm import tqdm
+
+    model.eval()
+    ids: list[int] = []
+    preds: list[ImagePrediction] = []
+    gts: list[ImageGroundTruth] = []
+    use_amp = amp and device.type == "cuda"
+    for images, targets in tqdm(loader, desc="eval", disable=not _is_main(), unit="batch"):
+        images = [im.to(device, non_blocking=True) for im in images]
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            outputs = model(images)
+        for out, t in zip(outputs, targets):
+            ids.append(int(t["image_id"]))
+            preds.append(
+                ImagePrediction(out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu())
+            )
+            gts.append(ImageGroundTruth(t["boxes"], t["labels"], t.get("difficult")))
+    return ids, preds, gts
+
+
+def gather_predictions(
+    ids: list[int], preds: list[ImagePrediction], gts: list[ImageGroundTruth]
+) -> tuple[list[ImagePrediction], list[ImageGroundTruth]]:
+    """All ranks' results, de-duplicated by image id (DistributedSampler pads with repeats)."""
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        parts: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, list(zip(ids, preds, gts)))
+        merged = {i: (p, g) for part in parts for i, p, g in part}
+    else:
+        merged = {i: (p, g) for i, p, g in zip(ids, preds, gts)}
+    order = sorted(merged)
+    return [merged[i][0] for i in order], [merged[i][1] for i in order]

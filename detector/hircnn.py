@@ -1,0 +1,205 @@
+"""Backend ``hircnn``: the authors' hand-interaction Faster R-CNN (torchvision R50-FPN v2, 3 classes).
+
+Classes: 0 background, 1 hand not in contact, 2 hand in contact. The authors release it as
+``hircnn_r50fpnv2_849.pth`` holding ``{"model": state_dict}``; a plain state dict loads too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maskahand.config import DetectorConfig, HircnnConfig
+from maskahand.detector.base import Hand, HandDetector, WeightsError, box_iou
+from maskahand.detector.device import inference_autocast, resolve_device
+
+NUM_CLASSES = 3
+LABEL_TO_STATE = {1: "no_contact", 2: "contact"}
+WEIGHTS_OPTION = "detector.hircnn.weights"
+EXPECTED_LAYOUT = (
+    "a torch file holding {'model': state_dict} (the authors' hircnn_r50fpnv2_849.pth) or a plain "
+    "state_dict of torchvision fasterrcnn_resnet50_fpn_v2(num_classes=3)"
+)
+
+
+def build_hircnn_model(
+    cfg: HircnnConfig, num_classes: int = NUM_CLASSES, **train_kwargs: Any
+) -> torch.nn.Module:
+    """The architecture, randomly initialised; nothing is downloaded.
+
+    ``train_kwargs`` go to torchvision's ``FasterRCNN`` (e.g. ``box_batch_size_per_image``).
+    """
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
+
+    return fasterrcnn_resnet50_fpn_v2(
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        min_size=cfg.min_size,
+        max_size=cfg.max_size,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        box_detections_per_img=cfg.box_detections_per_img,
+        box_score_thresh=cfg.score_threshold,
+        **train_kwargs,
+    )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a weights file in either accepted layout, or a ``WeightsError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"hircnn weights file {path} does not exist; set {WEIGHTS_OPTION}=PATH to {EXPECTED_LAYOUT}"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for non-torch or unsafe files
+        raise WeightsError(
+            f"hircnn weights file {path} cannot be read as a torch file ({e}); expected {EXPECTED_LAYOUT}"
+        ) from e
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"hircnn weights file {path} has an unexpected layout; expected {EXPECTED_LAYOUT}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with a readable error naming missing/unexpected/mis-shaped keys."""
+    own = model.state_dict()
+    # BatchNorm counters are not used at inference; files saved from FrozenBatchNorm2d models lack them
+    state_dict = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state_dict}
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mis_shaped = sorted(
+        k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    )
+    if missing or unexpected or mis_shaped:
+
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
+        if mis_shaped:
+            detail = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in mis_shaped]
+            parts.append(f"{len(mis_shaped)} keys with the wrong shape: {few(detail)}")
+        raise WeightsError(
+            f"{source} does not match fasterrcnn_resnet50_fpn_v2(num_classes={NUM_CLASSES}): "
+            f"{'; '.join(parts)}. Expected {EXPECTED_LAYOUT} (option {WEIGHTS_OPTION})"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_coco_init(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Initialise from torchvision's COCO fasterrcnn_resnet50_fpn_v2 weights, all but the box predictor.
+
+    Returns the keys left at their random initialisation (the class-specific predictor layers).
+    """
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    skipped = [k for k in own if k.startswith("roi_heads.box_predictor.")]
+    usable = {k: v for k, v in sd.items() if k in own and k not in skipped}
+    missing = sorted(set(own) - set(usable) - set(skipped))
+    if missing:
+        raise WeightsError(
+            f"COCO weights {path} miss {len(missing)} keys of fasterrcnn_resnet50_fpn_v2 "
+            f"(e.g. {missing[:3]}); expected torchvision's fasterrcnn_resnet50_fpn_v2_coco file "
+            "(option train.coco_weights)"
+        )
+    bad = [k for k, v in usable.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise WeightsError(f"COCO weights {path}: wrong shapes for {bad[:3]} (option train.coco_weights)")
+    model.load_state_dict(usable, strict=False)
+    return skipped
+
+
+def apply_state_rule(
+    boxes: Sequence[Sequence[float]], scores: Sequence[float], labels: Sequence[int], iou: float
+) -> list[int]:
+    """Indices kept by the hand-state rule, by descending score.
+
+    A contact box and a no-contact box overlapping with IoU > ``iou`` are the same hand seen in two
+    states: only the higher-scoring one survives. Same-state overlaps were already removed by NMS.
+    """
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+    kept: list[int] = []
+    for i in order:
+        if all(labels[j] == labels[i] or box_iou(boxes[i], boxes[j]) <= iou for j in kept):
+            kept.append(i)
+    return kept
+
+
+def select_hands(
+    boxes: Sequence[Sequence[float]], scores: Sequence[float], labels: Sequence[int], cfg: HircnnConfig
+) -> list[Hand]:
+    """The deployed post-processing: score threshold, hand-state rule, at most ``max_detections``."""
+    cand = [i for i, s in enumerate(scores) if s >= cfg.score_threshold and labels[i] in LABEL_TO_STATE]
+    kept = apply_state_rule(
+        [boxes[i] for i in cand], [scores[i] for i in cand], [labels[i] for i in cand], cfg.state_iou
+    )
+    return [
+        Hand(
+            box=tuple(float(v) for v in boxes[cand[k]]),
+            state=LABEL_TO_STATE[labels[cand[k]]],
+            score=float(scores[cand[k]]),
+        )
+        for k in kept[: cfg.max_detections]
+    ]
+
+
+def file_digest(path: str | Path, length: int = 12) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+class HircnnDetector(HandDetector):
+    name = "hircnn"
+
+    def __init__(self, cfg: DetectorConfig, model: torch.nn.Module | None = None) -> None:
+        self.cfg = cfg
+        self.hcfg = cfg.hircnn
+        self.batch_size = cfg.batch_size
+        self.device = resolve_device(cfg.device)
+        if model is None:
+            model = build_hircnn_model(self.hcfg)
+            if self.hcfg.weights:
+                load_into(model, read_state_dict(self.hcfg.weights), f"hircnn weights {self.hcfg.weights}")
+                self.version = f"r50fpnv2-{file_digest(self.hcfg.weights)}"
+            elif self.hcfg.allow_random_weights:
+                self.version = "r50fpnv2-random"
+            else:
+                raise WeightsError(
+                    f"the hircnn backend needs weights: set {WEIGHTS_OPTION}=PATH to {EXPECTED_LAYOUT} "
+                    "(random weights only with detector.hircnn.allow_random_weights=true, for tests)"
+                )
+        else:
+            self.version = "r50fpnv2-in-memory"
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def _detect_batch(
+        self, frames: list[torch.Tensor], *, video_id: str | None, frame_indices: list[int] | None
+    ) -> list[list[Hand]]:
+        images = [f.to(self.device, non_blocking=True).float().div_(255.0) for f in frames]
+        with inference_autocast(self.device, self.cfg.amp):
+            outputs = self.model(images)
+        return [self._hands(o) for o in outputs]
+
+    def _hands(self, output: dict[str, Any]) -> list[Hand]:
+        return select_hands(
+            output["boxes"].float().cpu().tolist(),
+            output["scores"].float().cpu().tolist(),
+            output["labels"].cpu().tolist(),
+            self.hcfg,
+        )

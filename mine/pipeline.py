@@ -1,0 +1,190 @@
+"""Ray mining driver: videos -> decoder actors -> detector actor pool -> clip rule -> per-video shards.
+
+Why plain actors + ``ray.wait`` rather than Ray Data: mining needs per-video order (the clip rule walks
+each video's frames in sequence), per-video atomic output (a video's shards are published and its ledger
+line written only when all of it is done) and per-video failure isolation. Expressing those in Ray Data
+would mean regrouping a stream that Ray Data deliberately unorders; a small explicit scheduler keeps
+them simple and still streams:
+
+- ``workers.decoders`` :class:`~maskahand.mine.worker.VideoMiner` actors (default: the CPUs the
+  detectors leave) each hold one video at a time and decode it in batches of ``detector.batch_size``;
+- each decoded batch goes (through the object store, never through the driver) to the least-loaded of
+  ``workers.detector_actors`` :class:`~maskahand.mine.worker.DetectorWorker` actors (one per GPU, else
+  CPU actors); its detections go back to the miner, which applies the rule and writes clips;
+- a miner decodes its next batch while earlier ones are being detected, but holds at most
+  ``workers.max_inflight_batches`` undetected batches (backpressure): memory is bounded by
+  decoders x inflight x batch frames, whatever the size of the collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from maskahand.config import MineRecipe
+from maskahand.configbase import save_config, to_dict
+from maskahand.mine.ledger import (
+    Ledger,
+    clean_unclaimed,
+    fingerprint,
+    rebuild_manifest,
+    summarize,
+    video_stem,
+    write_summary,
+)
+from maskahand.mine.rule import rule_record
+from maskahand.mine.scheduler import MineError, VideoTask, run_scheduler
+from maskahand.mine.worker import mining_video_config
+
+__all__ = ["MineError", "check_output_config", "format_summary", "mine", "plan"]
+
+log = logging.getLogger(__name__)
+
+
+RESULT_SECTIONS = ("video", "detector", "mine", "shards")
+# Fields inside them that only change speed or placement.
+RUNTIME_FIELDS = {
+    ("detector", "device"),
+    ("detector", "batch_size"),
+    ("detector", "amp"),
+    ("video", "threads"),
+}
+
+
+def result_config(recipe: MineRecipe) -> dict[str, Any]:
+    data = to_dict(recipe)
+    out = {k: data[k] for k in RESULT_SECTIONS}
+    for section, key in RUNTIME_FIELDS:
+        out[section].pop(key, None)
+    return out
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+
+def check_output_config(out_dir: Path, recipe: MineRecipe) -> None:
+    """Refuse to resume into an output that was mined with a different rule/detector/frame size."""
+    import yaml
+
+    path = out_dir / "config.yaml"
+    if not path.exists():
+        return
+    try:
+        old_data = yaml.safe_load(path.read_text()) or {}
+        old = {k: old_data.get(k, {}) for k in RESULT_SECTIONS}
+        for section, key in RUNTIME_FIELDS:
+            old.get(section, {}).pop(key, None)
+    except yaml.YAMLError as e:
+        raise MineError(f"{path}: not valid YAML ({e}); remove it or use another --out") from e
+    diffs = _diff(old, result_config(recipe))
+    if diffs:
+        raise MineError(
+            f"{out_dir} was mined with a different config; use a new --out (or the same settings). "
+            f"Differences: {'; '.join(diffs[:8])}"
+        )
+
+
+def plan(
+    recipe: MineRecipe, videos: str, out_dir: str | Path, retry_failed: bool = False
+) -> tuple[list[tuple[str, str]], list[VideoTask], Ledger]:
+    """Discover inputs, check/prepare the output, and list the videos still to mine."""
+    from maskahand.video import VideoError, discover_videos
+
+    out = Path(out_dir)
+    try:
+        found = discover_videos(videos)
+    except VideoError as e:
+        raise MineError(f"--videos {videos}: {e}") from e
+    if not found:
+        raise MineError(f"no videos or frame folders found in {videos}")
+    ids = [v for v, _ in found]
+    if len(set(ids)) != len(ids):
+        raise MineError(f"{videos}: duplicate video ids in the input")
+    out.mkdir(parents=True, exist_ok=True)
+    # Save the reader settings actually used (mine.fps / mine.frame_max_side win over video.*).
+    recipe = dataclasses.replace(recipe, video=mining_video_config(recipe))
+    check_output_config(out, recipe)
+    save_config(recipe, out)
+    ledger = Ledger(out)
+    todo: list[VideoTask] = []
+    for video_id, path in found:
+        try:
+            fp = fingerprint(path)
+        except OSError:
+            fp = {}
+        if ledger.is_done(video_id, fp, retry_failed):
+            continue
+        if video_id in ledger.records and ledger.records[video_id].status == "ok":
+            log.info("%s changed since it was mined: mining it again", video_id)
+        todo.append(VideoTask(video_id, str(path), video_stem(video_id), fp))
+    # Files of videos about to be (re)mined are stale whatever the ledger says: a changed input's old
+    # clips go now, and its new ledger line replaces the old one when it is done.
+    removed = clean_unclaimed(out, ledger, redo={t.stem for t in todo})
+    if removed:
+        log.info("removed %d leftover file(s) of unfinished videos from %s", len(removed), out)
+    return found, todo, ledger
+
+
+def mine(
+    recipe: MineRecipe,
+    videos: str,
+    out_dir: str | Path,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    fault: Callable[[str, str], None] | None = None,
+) -> dict[str, Any]:
+    """Mine ``videos`` (folder, glob or list file) into ``out_dir``; returns the run summary.
+
+    ``fault(point, video_id)`` is a test hook called at ``"published"`` (shards in place, ledger line not
+    yet written) and ``"recorded"`` (ledger line written); raising there simulates a crash.
+    """
+    from maskahand.rayutil import init_ray
+
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    found, todo, ledger = plan(recipe, videos, out, retry_failed)
+    ids = [v for v, _ in found]
+    if not todo:
+        rebuild_manifest(out, ledger)
+        summary = summarize(ledger, ids, 0.0, 0)
+        summary["nothing_to_do"] = True
+        write_summary(out, summary)
+        log.info(
+            "nothing to do: all %d videos of %s are already in %s", len(ids), videos, out / "ledger.jsonl"
+        )
+        return summary
+    init_ray(recipe.ray)
+    timing = run_scheduler(recipe, out, todo, ledger, progress, fault)
+    n = rebuild_manifest(out, ledger)
+    summary = summarize(ledger, ids, time.perf_counter() - t0, timing["frames"])
+    summary["startup_seconds_this_run"] = timing["startup_seconds"]
+    summary["steady_frames_per_second_this_run"] = timing["steady_frames_per_second"]
+    summary["nothing_to_do"] = False
+    summary["manifest_rows"] = n
+    summary["rule"] = rule_record(recipe.mine)
+    write_summary(out, summary)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [
+        f"videos: {summary['videos']} (ok {summary['videos_ok']}, failed {summary['videos_failed']}, "
+        f"skipped {summary['videos_skipped']})",
+        f"frames: {summary['frames']}  clips: {summary['clips']}  hours of video: {summary['hours_of_video']:.3f}",
+        f"this run: {summary['frames_this_run']} frames in {summary['wall_seconds_this_run']:.1f} s "
+        f"({summary['frames_per_second_this_run']:.1f} frames/s; "
+        f"{summary.get('steady_frames_per_second_this_run', 0.0):.1f} frames/s after "
+        f"{summary.get('startup_seconds_this_run', 0.0):.1f} s start-up)",
+    ]
+    for video_id, reason in sorted(summary["failed"].items()):
+        lines.append(f"  failed {video_id}: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,369 @@
+"""The event loop of a mining run: miner and detector actors driven with ``ray.wait``.
+
+See :mod:`maskahand.mine.pipeline` for the design; this module holds the scheduler it runs, the resource
+fitting and what happens when a video finishes (publish its shards, then its ledger line) or fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maskahand.config import MineRecipe
+from maskahand.mine.ledger import Ledger, VideoRecord, discard_video, publish_video
+
+log = logging.getLogger(__name__)
+
+
+class MineError(RuntimeError):
+    """A mining run cannot start (no videos, an output mined with another config, ...)."""
+
+
+@dataclass
+class VideoTask:
+    video_id: str
+    path: str
+    stem: str
+    fingerprint: dict[str, int]
+
+
+@dataclass
+class _Slot:
+    """One miner actor and the video it is working on."""
+
+    miner: Any
+    task: VideoTask | None = None
+    gen: int = 0  # bumps with every assignment: results of an abandoned video are ignored
+    started: float = 0.0
+    decoding: bool = False
+    eof: bool = False
+    batches: int = 0
+    applied: int = 0
+    finishing: bool = False
+    frames: int = 0
+    clips: int = 0
+    duration: float = 0.0
+
+
+@dataclass
+class _Detectors:
+    actors: list[Any]
+    load: list[int] = field(default_factory=list)
+
+    def pick(self) -> int:
+        if not self.load:
+            self.load = [0] * len(self.actors)
+        i = min(range(len(self.actors)), key=lambda k: self.load[k])
+        self.load[i] += 1
+        return i
+
+
+def _error_reason(err: BaseException) -> str:
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        err = cause
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
+
+
+def _resources(recipe: MineRecipe, n_videos: int) -> tuple[int, int, dict[str, Any], dict[str, Any]]:
+    """(detector actors, miner actors, miner options, detector options) fitted to the cluster."""
+    import ray
+
+    w = recipe.workers
+    total = ray.cluster_resources()
+    gpus = float(total.get("GPU", 0.0))
+    cpus = float(total.get("CPU", 1.0))
+    use_gpu = gpus > 0 and recipe.detector.device != "cpu"
+    if w.detector_actors is not None:
+        n_det = w.detector_actors
+    else:
+        n_det = max(1, int(gpus // w.gpus_per_detector)) if use_gpu else 1
+    if w.decoders is not None:
+        n_miners = w.decoders
+    else:
+        # At least two: while one miner drains a finished video and opens the next, the other keeps the
+        # detectors fed (with one, detectors idle at every video boundary; short videos make that costly).
+        n_miners = max(2, int((cpus - n_det * w.cpus_per_detector) // max(w.cpus_per_decoder, 1e-3)))
+    n_miners = max(1, min(n_miners, n_videos))
+    need = n_miners * w.cpus_per_decoder + n_det * w.cpus_per_detector
+    scale = min(1.0, cpus / need) if need > 0 else 1.0
+    if scale < 1.0:
+        log.info(
+            "asked for %.1f CPUs on a cluster with %.1f: scaling actor CPU requests by %.2f",
+            need,
+            cpus,
+            scale,
+        )
+    miner_opts = {"num_cpus": w.cpus_per_decoder * scale}
+    det_opts: dict[str, Any] = {"num_cpus": w.cpus_per_detector * scale}
+    if use_gpu:
+        det_opts["num_gpus"] = w.gpus_per_detector
+    return n_det, n_miners, miner_opts, det_opts
+
+
+def run_scheduler(
+    recipe: MineRecipe,
+    out: Path,
+    todo: list[VideoTask],
+    ledger: Ledger,
+    progress: bool,
+    fault: Callable[[str, str], None] | None,
+) -> dict[str, float]:
+    """Mine ``todo`` into ``out``; returns frames mined, start-up seconds and steady-state frames/s."""
+    run = _Scheduler(recipe, out, todo, ledger, progress, fault)
+    try:
+        run.start()
+        run.loop()
+    finally:
+        run.close()
+    end = time.perf_counter()
+    ready = run.t_ready or end
+    return {
+        "frames": run.frames_total,
+        "startup_seconds": ready - run.t_start,  # actors started, detector loaded, first batch decoded
+        "steady_frames_per_second": run.frames_total / (end - ready) if end > ready else 0.0,
+    }
+
+
+class _Scheduler:
+    """Drives miner and detector actors with ``ray.wait``; one instance per run."""
+
+    def __init__(
+        self,
+        recipe: MineRecipe,
+        out: Path,
+        todo: list[VideoTask],
+        ledger: Ledger,
+        progress: bool,
+        fault: Callable[[str, str], None] | None,
+    ) -> None:
+        import ray
+        from tqdm import tqdm
+
+        from maskahand.mine.worker import DetectorWorker, VideoMiner
+
+        self.recipe, self.out, self.ledger, self.fault = recipe, out, ledger, fault
+        self.queue = deque(todo)
+        n_det, n_miners, self.miner_opts, self.det_opts = _resources(recipe, len(todo))
+        self.miner_cls = ray.remote(VideoMiner)
+        self.det_cls = ray.remote(DetectorWorker)
+        self.dets = _Detectors([self.new_detector() for _ in range(n_det)])
+        self.slots = [_Slot(self.new_miner()) for _ in range(n_miners)]
+        self.refs: dict[Any, tuple[str, int, int, Any]] = {}  # ref -> (kind, slot, gen, extra)
+        self.frames_total = 0
+        self.clips_total = 0
+        self.t_start = time.perf_counter()
+        self.t_ready: float | None = None
+        self.detector_info: dict[str, str] = {}
+        done = len(ledger.records.keys() - {t.video_id for t in todo})  # finished by earlier runs
+        self.bar = tqdm(
+            total=done + len(todo),
+            initial=done,
+            unit="video",
+            desc="mine",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+
+    def new_detector(self) -> Any:
+        return self.det_cls.options(**self.det_opts).remote(self.recipe.detector)
+
+    def new_miner(self) -> Any:
+        return self.miner_cls.options(**self.miner_opts).remote(self.recipe, str(self.out))
+
+    def start(self) -> None:
+        import ray
+        from ray.exceptions import RayError
+
+        try:
+            self.detector_info = ray.get(self.dets.actors[0].describe.remote())
+        except RayError as e:
+            backend = self.recipe.detector.backend
+            raise MineError(f"the {backend} detector could not be built: {_error_reason(e)}") from e
+        for i in range(len(self.slots)):
+            if self.queue:
+                self.assign(i)
+
+    def close(self) -> None:
+        import ray
+
+        self.bar.close()
+        for actor in [s.miner for s in self.slots] + self.dets.actors:
+            ray.kill(actor)
+
+    # -- per-slot steps ----------------------------------------------------------------------------
+
+    def assign(self, i: int) -> None:
+        slot = self.slots[i]
+        task = self.queue.popleft()
+        slot.task, slot.gen = task, slot.gen + 1
+        slot.started = time.perf_counter()
+        slot.decoding = slot.eof = slot.finishing = False
+        slot.batches = slot.applied = slot.frames = slot.clips = 0
+        ref = slot.miner.start.remote(task.video_id, task.path, task.stem, self.detector_info)
+        self.refs[ref] = ("start", i, slot.gen, None)
+
+    def release(self, i: int) -> None:
+        self.slots[i].task = None
+        self.slots[i].gen += 1
+        self.bar.update(1)
+        if self.queue:
+            self.assign(i)
+
+    def fail(self, i: int, err: BaseException) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        slot = self.slots[i]
+        task = slot.task
+        assert task is not None
+        reason = _error_reason(err)
+        if isinstance(err, RayActorError):
+            # The miner (e.g. a decoder crash) or a detector it waited on died: use a fresh miner.
+            ray.kill(slot.miner)
+            slot.miner = self.new_miner()
+        else:
+            slot.miner.abort.remote()
+        discard_video(self.out, task.stem)
+        seconds = time.perf_counter() - slot.started
+        rec = VideoRecord(
+            task.video_id,
+            task.path,
+            "failed",
+            reason,
+            frames=slot.frames,
+            seconds=seconds,
+            fingerprint=task.fingerprint,
+        )
+        self.ledger.append(rec)
+        log.warning("%s: failed: %s", task.video_id, reason)
+        self.release(i)
+
+    def pump(self, i: int) -> None:
+        """Ask the miner for its next batch unless it already holds max_inflight_batches undetected."""
+        slot = self.slots[i]
+        if slot.task is None or slot.decoding or slot.eof or slot.finishing:
+            return
+        if slot.batches - slot.applied >= self.recipe.workers.max_inflight_batches:
+            return
+        meta_ref, frames_ref = slot.miner.next_batch.options(num_returns=2).remote()
+        self.refs[meta_ref] = ("decode", i, slot.gen, frames_ref)
+        slot.decoding = True
+
+    def maybe_finish(self, i: int) -> None:
+        slot = self.slots[i]
+        if slot.eof and not slot.decoding and slot.applied == slot.batches and not slot.finishing:
+            slot.finishing = True
+            self.refs[slot.miner.finish.remote()] = ("finish", i, slot.gen, None)
+
+    def count(self, slot: _Slot, frames: int, clips: int) -> None:
+        self.frames_total += frames - slot.frames
+        self.clips_total += clips - slot.clips
+        slot.frames, slot.clips = frames, clips
+        elapsed = max(time.perf_counter() - self.t_start, 1e-6)
+        self.bar.set_postfix_str(f"{self.frames_total / elapsed:.1f} frames/s, {self.clips_total} clips")
+
+    # -- the event loop ----------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        import ray
+        from ray.exceptions import RayActorError, RayError
+
+        while self.refs:
+            ready, _ = ray.wait(list(self.refs), num_returns=1)
+            ref = ready[0]
+            kind, i, gen, extra = self.refs.pop(ref)
+            if kind == "detect":
+                self.dets.load[extra] -= 1
+            slot = self.slots[i]
+            stale = gen != slot.gen or slot.task is None
+            try:
+                value = ray.get(ref)
+            except RayError as e:
+                if kind == "detect" and isinstance(e, RayActorError):
+                    self.dets.actors[extra] = self.new_detector()  # its add_detections fails the video
+                if not stale and kind != "detect":
+                    self.fail(i, e)
+                continue
+            if stale or kind == "detect":
+                continue
+            self.handle(kind, i, gen, extra, value)
+
+    def handle(self, kind: str, i: int, gen: int, extra: Any, value: Any) -> None:
+        slot = self.slots[i]
+        task = slot.task
+        assert task is not None
+        if kind == "start":
+            slot.duration = float(value["duration"])
+            self.pump(i)
+        elif kind == "decode":
+            slot.decoding = False
+            self.t_ready = self.t_ready or time.perf_counter()
+            if value["eof"]:
+                slot.eof = True
+                self.maybe_finish(i)
+                return
+            slot.batches += 1
+            d = self.dets.pick()
+            det_ref = self.dets.actors[d].detect.remote(extra, task.video_id, value["indices"])
+            self.refs[det_ref] = ("detect", i, gen, d)
+            self.refs[slot.miner.add_detections.remote(value["batch"], det_ref)] = ("add", i, gen, None)
+            self.pump(i)  # decode the next batch while this one is being detected
+        elif kind == "add":
+            slot.applied += 1
+            self.count(slot, value["frames"], value["clips"])
+            self.pump(i)
+            self.maybe_finish(i)
+        elif kind == "finish":
+            self.count(slot, value["frames"], value["clips"])
+            try:
+                _record_finished(
+                    self.out, self.ledger, task, value, time.perf_counter() - slot.started, self.fault
+                )
+            except Exception as e:
+                if self.fault is not None:
+                    raise  # a simulated crash: stop like a killed process would
+                self.fail(i, e)
+                return
+            self.release(i)
+
+
+def _record_finished(
+    out: Path,
+    ledger: Ledger,
+    task: VideoTask,
+    result: dict[str, Any],
+    seconds: float,
+    fault: Callable[[str, str], None] | None,
+) -> None:
+    shards = publish_video(out, task.stem, result["rows"])
+    if fault is not None:
+        fault("published", task.video_id)
+    too_short = result["too_short"]
+    reason = (
+        f"{result['frames']} sampled frames: shorter than one clip and than mine.min_frames"
+        if too_short
+        else ""
+    )
+    ledger.append(
+        VideoRecord(
+            task.video_id,
+            task.path,
+            "skipped" if too_short else "ok",
+            reason,
+            frames=result["frames"],
+            clips=result["clips"],
+            seconds=seconds,
+            duration=result["duration"],
+            shards=shards,
+            fingerprint=task.fingerprint,
+        )
+    )
+    if fault is not None:
+        fault("recorded", task.video_id)

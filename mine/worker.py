@@ -1,0 +1,239 @@
+"""The two kinds of Ray actor a mining run uses (plain classes; the pipeline wraps them with ``ray.remote``).
+
+- :class:`VideoMiner` (CPU): decodes one video at a time in batches, keeps each batch until its detections
+  come back, applies the clip rule frame by frame (:class:`~maskahand.mine.rule.StreamingClipSelector`,
+  at most ``clip_length`` frames held) and writes kept clips to the video's own staging shards.
+- :class:`DetectorWorker` (one per GPU, else CPU): runs the hand detector on batches of frames.
+
+Frames travel miner -> object store -> detector once; only detections (small) come back to the miner. The
+miners write to the output folder, so on a multi-node cluster it must be on a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskahand.config import DetectorConfig, MineRecipe
+from maskahand.mine.ledger import STAGING, frames_log_name
+from maskahand.mine.rule import StreamingClipSelector, frame_interacts, hand_interacts, rule_record
+
+
+def mining_video_config(recipe: MineRecipe):
+    """The reader config a miner uses: ``mine.fps`` and ``mine.frame_max_side`` win over ``video.*``."""
+    return dataclasses.replace(recipe.video, fps=recipe.mine.fps, max_side=recipe.mine.frame_max_side)
+
+
+class VideoMiner:
+    """Decode -> (detections from outside) -> rule -> staging shards, for one video at a time."""
+
+    def __init__(self, recipe: MineRecipe, out_dir: str) -> None:
+        self.recipe = recipe
+        self.out_dir = Path(out_dir)
+        self.video_cfg = mining_video_config(recipe)
+        self.rule = rule_record(recipe.mine)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.reader: Any = None
+        self.frames_log: Any = None
+        self._batches: Any = None
+        self.writer: Any = None
+        self.video_id = ""
+        self.stem = ""
+        self.pending: dict[int, tuple[np.ndarray, list[int], list[float]]] = {}
+        self.detections: dict[int, list[list[dict]]] = {}
+        self.next_batch_no = 0
+        self.next_apply = 0
+        self.frames = 0
+        self.rows: list[dict[str, Any]] = []
+        self.selector: StreamingClipSelector | None = None
+
+    # -- one video ---------------------------------------------------------------------------------
+
+    def start(self, video_id: str, path: str, stem: str, detector: dict[str, str]) -> dict[str, Any]:
+        from maskahand.shards.writer import ShardWriter
+        from maskahand.video import open_video
+
+        self.abort()
+        self.video_id, self.path, self.stem, self.detector = video_id, path, stem, detector
+        self.reader = open_video(path, self.video_cfg)
+        info = self.reader.info
+        self.info = {
+            "width": int(info.width),
+            "height": int(info.height),
+            "fps": float(info.fps),
+            "num_frames": int(info.num_frames),
+            "duration": float(info.duration),
+        }
+        self._batches = iter(self.reader.batches(self.recipe.detector.batch_size))
+        self.selector = StreamingClipSelector(self.recipe.mine)
+        staging = self.out_dir / STAGING / stem
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        self.writer = ShardWriter(staging, stem, self.recipe.shards, kind="clip")
+        self.frames_log = open(staging / frames_log_name(stem), "w", encoding="utf-8")  # noqa: SIM115
+        return self.info
+
+    def next_batch(self) -> tuple[dict[str, Any], np.ndarray | None]:
+        """Decode the next batch: (``{eof, batch, indices}``, frames uint8 (B,3,H,W) or None at the end)."""
+        batch = next(self._batches, None)
+        if batch is None:
+            return {"eof": True, "batch": self.next_batch_no, "indices": []}, None
+        frames = batch.frames.numpy()
+        indices = [int(i) for i in batch.indices]
+        no = self.next_batch_no
+        self.next_batch_no += 1
+        self.pending[no] = (frames, indices, [float(p) for p in batch.pts])
+        return {"eof": False, "batch": no, "indices": indices}, frames
+
+    def add_detections(self, batch_no: int, detections: list[list[dict]]) -> dict[str, int]:
+        """Take one batch's detections; apply the rule to every batch now complete, in order."""
+        self.detections[batch_no] = detections
+        while self.next_apply in self.detections:
+            frames, indices, pts = self.pending.pop(self.next_apply)
+            dets = self.detections.pop(self.next_apply)
+            if len(dets) != len(indices):
+                raise RuntimeError(f"{self.video_id}: {len(dets)} detections for {len(indices)} frames")
+            for image, index, t, raw_hands in zip(frames, indices, pts, dets):
+                hands = [_clean_hand(h) for h in raw_hands]
+                hit = frame_interacts(hands, self.recipe.mine)
+                record = {"pos": self.frames, "index": index, "pts": t, "hands": hands, "interacting": hit}
+                self.frames_log.write(json.dumps(record) + "\n")
+                for span, items in self.selector.push((image, index, t, hands), hit):
+                    self._write_clip(span, items)
+                self.frames += 1
+            self.next_apply += 1
+        return {"frames": self.frames, "clips": len(self.rows)}
+
+    def finish(self) -> dict[str, Any]:
+        """Write the tail/short clip, close the shards; returns manifest rows and counts."""
+        if self.pending:
+            raise RuntimeError(f"{self.video_id}: finish() with {len(self.pending)} batches not detected")
+        windows_possible = self.frames >= self.recipe.mine.clip_length or (
+            self.recipe.mine.short_video == "keep" and self.frames >= self.recipe.mine.min_frames
+        )
+        for span, items in self.selector.finish():
+            self._write_clip(span, items)
+        infos = self.writer.close()
+        self.frames_log.close()
+        shard_of = {key: info.path.name for info in infos for key in info.keys}
+        for row in self.rows:
+            row["shard"] = shard_of[row["key"]]
+        result = {
+            "frames": self.frames,
+            "clips": len(self.rows),
+            "rows": self.rows,
+            "too_short": not windows_possible,
+            "duration": self.info["duration"],
+        }
+        self._close_reader()
+        self._reset()
+        return result
+
+    def abort(self) -> None:
+        """Drop the current video's staged output (after a failure elsewhere)."""
+        if self.writer is not None:
+            self.writer.abort()
+        if self.frames_log is not None:
+            self.frames_log.close()
+        if self.stem:
+            shutil.rmtree(self.out_dir / STAGING / self.stem, ignore_errors=True)
+        self._close_reader()
+        self._reset()
+
+    def _close_reader(self) -> None:
+        close = getattr(self.reader, "close", None)
+        if callable(close):
+            close()
+
+    # -- clips -------------------------------------------------------------------------------------
+
+    def _write_clip(self, span, items: list[tuple[np.ndarray, int, float, list[dict]]]) -> None:
+        import torch
+
+        from maskahand.shards.schema import ClipSample, make_key
+
+        frames = torch.from_numpy(np.stack([image for image, _, _, _ in items]))
+        indices = [index for _, index, _, _ in items]
+        detections = [hands for _, _, _, hands in items]
+        key = make_key(self.video_id, indices[0])
+        height, width = int(frames.shape[2]), int(frames.shape[3])
+        meta = {
+            "schema": "maskahand.clip/1",
+            "video_id": self.video_id,
+            "video_path": str(self.path),
+            "fps": float(self.recipe.mine.fps),
+            "frame_indices": indices,
+            "timestamps": [t for _, _, t, _ in items],
+            "width": width,
+            "height": height,
+            "source_width": self.info["width"],
+            "source_height": self.info["height"],
+            "detections": detections,
+            "interacting": list(span.interacting),
+            "rule": self.rule,
+            "detector": dict(self.detector),
+        }
+        self.writer.write(ClipSample(key=key, frames=frames, meta=meta))
+        self.rows.append(
+            {
+                "key": key,
+                "video_id": self.video_id,
+                "start": span.start,
+                "stop": span.stop,
+                "num_frames": span.length,
+                "first_frame": indices[0],
+                "last_frame": indices[-1],
+                "fps": float(self.recipe.mine.fps),
+                "interacting_frames": [indices[i] for i in span.interacting],
+                "boxes": [
+                    [h["box"] for h in detections[i] if hand_interacts(h, self.recipe.mine)]
+                    for i in span.interacting
+                ],
+                "width": width,
+                "height": height,
+            }
+        )
+
+
+def _clean_hand(h: dict[str, Any]) -> dict[str, Any]:
+    return {"box": [float(v) for v in h["box"]], "state": str(h["state"]), "score": float(h["score"])}
+
+
+class DetectorWorker:
+    """One detector instance; ``detect`` returns plain dicts so results are cheap to ship."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        from maskahand.detector import build_detector
+
+        self.detector = build_detector(cfg)
+        self.busy_seconds = 0.0
+        self.frames = 0
+
+    def describe(self) -> dict[str, str]:
+        d = self.detector.describe() if hasattr(self.detector, "describe") else {}
+        return {
+            "name": str(d.get("name", self.detector.name)),
+            "version": str(d.get("version", self.detector.version)),
+        }
+
+    def detect(self, frames: np.ndarray, video_id: str, indices: list[int]) -> list[list[dict[str, Any]]]:
+        import torch
+
+        t0 = time.perf_counter()
+        batch = torch.from_numpy(np.array(frames))  # the object-store array is read-only
+        hands = self.detector.detect(batch, video_id=video_id, frame_indices=indices)
+        self.busy_seconds += time.perf_counter() - t0
+        self.frames += len(indices)
+        return [[h.to_dict() for h in per_frame] for per_frame in hands]
+
+    def stats(self) -> dict[str, float]:
+        return {"busy_seconds": self.busy_seconds, "frames": self.frames}

@@ -1,0 +1,72 @@
+"""Reading clip shards for synthesis, with JPEG decoding on the GPU when synthesis runs there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from maskahand.shards.codec import DecodeError, decode_jpeg_bytes
+from maskahand.shards.schema import ClipSample, validate_clip_meta
+
+_FRAME_SUFFIX_LEN = len("000.jpg")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; an explicit ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("synth.device=cuda but torch sees no CUDA device (use auto or cpu)")
+    return torch.device(name)
+
+
+def _frame_names(raw: dict, where: str) -> list[str]:
+    names = sorted(k for k in raw if k.endswith(".jpg") and len(k) == _FRAME_SUFFIX_LEN and k[:3].isdigit())
+    if not names or names != [f"{t:03d}.jpg" for t in range(len(names))]:
+        raise DecodeError(f"{where}: frame members {names[:5]}... are not 000.jpg..N without gaps")
+    return names
+
+
+def decode_frames(blobs: list[bytes], device: torch.device, where: str) -> torch.Tensor:
+    """JPEG bytes -> uint8 (T,3,H,W) on ``device``; nvJPEG batch decode on CUDA, libjpeg on the CPU."""
+    if device.type != "cuda":
+        return torch.stack([decode_jpeg_bytes(b, f"{where} frame {t}") for t, b in enumerate(blobs)])
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    try:
+        frames = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as e:
+        raise DecodeError(f"{where}: not decodable on {device} ({e})") from None
+    return torch.stack(frames)
+
+
+def read_clip_shard(path: str | Path, device: torch.device) -> Iterator[ClipSample]:
+    """Clip samples of one shard in stored order, frames decoded onto ``device`` and meta validated.
+
+    Errors name the shard and the sample: a corrupt input shard stops its task with a clear message.
+    """
+    import webdataset as wds
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: clip shard does not exist")
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList([str(path)]), wds.tarfile_to_samples(handler=wds.reraise_exception)
+    )
+    for raw in pipeline:
+        key = raw.get("__key__", "?")
+        where = f"{path}: sample {key}"
+        if "json" not in raw:
+            raise DecodeError(f"{where}: no .json member")
+        try:
+            meta = json.loads(raw["json"])
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DecodeError(f"{where}: .json is not valid JSON ({e})") from None
+        frames = decode_frames([raw[n] for n in _frame_names(raw, where)], device, where)
+        t, _, h, w = frames.shape
+        validate_clip_meta(meta, t, h, w, key=key, shard=str(path))
+        yield ClipSample(key=key, frames=frames, meta=meta)

@@ -1,0 +1,293 @@
+"""Clip shards -> MaskAHand shards: batched synthesis per shard, Ray tasks across shards, resume.
+
+Each input shard ``NAME.tar`` becomes one output shard ``NAME.tar`` (same name) holding one
+:class:`MaskAHandSample` per clip that has an interacting frame. A shard is finished when its manifest
+``NAME.tar.json`` is there and matches the tar's bytes and sha256; a rerun skips finished shards,
+removes the temporary files of killed runs and redoes the rest, so nothing is duplicated. Input shards
+without any usable clip produce no tar; the ledger ``synth_ledger.jsonl`` records them as done.
+With ``--address`` (a Ray cluster), the input and output folders must be visible to every node.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maskahand.config import ShardWriterConfig, SynthConfig, SynthRecipe
+from maskahand.fsutil import append_jsonl, atomic_write_json, read_jsonl
+from maskahand.shards.check import manifest_matches
+from maskahand.shards.schema import MASKAHAND_SCHEMA, ClipSample, MaskAHandSample
+from maskahand.synth import recipe as rc
+from maskahand.synth.clipio import read_clip_shard, resolve_device
+
+log = logging.getLogger(__name__)
+
+LEDGER = "synth_ledger.jsonl"
+SUMMARY = "synth_summary.json"
+
+
+class SynthError(RuntimeError):
+    """One or more input shards could not be synthesized."""
+
+
+def synthesize_clips(
+    clips: Sequence[ClipSample], cfg: SynthConfig
+) -> tuple[list[MaskAHandSample], list[str]]:
+    """MaskAHand samples for clips whose frames sit on the device to use; and the keys of skipped clips.
+
+    A clip without any interacting hand box is skipped. All targets of all clips are rendered in
+    batches of ``cfg.batch_size`` frames of one size.
+    """
+    kept: list[tuple[ClipSample, list[rc.Provenance]]] = []
+    skipped: list[str] = []
+    for clip in clips:
+        try:
+            params = [rc.sample_params(cfg, clip.key, clip.meta, v) for v in range(cfg.variants)]
+        except rc.NoInteractingFrameError:
+            skipped.append(clip.key)
+            continue
+        kept.append((clip, params))
+    chosen = [clip.frames[p["frame"]] for clip, params in kept for p in params]
+    all_params = [p for _, params in kept for p in params]
+    targets, heatmaps = rc.render_grouped(chosen, all_params, cfg.batch_size) if all_params else ([], [])
+    samples = []
+    for i, (clip, params) in enumerate(kept):
+        k = slice(i * cfg.variants, (i + 1) * cfg.variants)
+        meta = {
+            "schema": MASKAHAND_SCHEMA,
+            "clip_key": clip.key,
+            "video_id": clip.meta["video_id"],
+            "size": cfg.output_size,
+            "targets": params,
+        }
+        samples.append(
+            MaskAHandSample(
+                key=clip.key,
+                frames=rc.resize_frames(clip.frames, cfg.output_size).cpu(),
+                targets=torch.stack(targets[k]).cpu(),
+                heatmaps=torch.stack(heatmaps[k]).float().cpu(),
+                meta=meta,
+            )
+        )
+    return samples, skipped
+
+
+def _batches(clips: Iterable[ClipSample], targets_per_batch: int, variants: int):
+    batch: list[ClipSample] = []
+    for clip in clips:
+        batch.append(clip)
+        if len(batch) * variants >= targets_per_batch:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def process_shard(in_path: str | Path, out_dir: str | Path, recipe: SynthRecipe) -> dict[str, Any]:
+    """Synthesize one input shard into ``out_dir/<same name>``; returns its ledger record."""
+    from maskahand.shards.writer import ShardWriter
+
+    in_path, out_dir = Path(in_path), Path(out_dir)
+    cfg = recipe.synth
+    device = resolve_device(cfg.device)
+    start = time.perf_counter()
+    # One input shard -> exactly one output shard: never roll by count or size.
+    writer_cfg = ShardWriterConfig(
+        max_samples=10**9, max_bytes=2**62, jpeg_quality=recipe.shards.jpeg_quality
+    )
+    record: dict[str, Any] = {"input": in_path.name, "output": None, "clips": 0, "written": 0, "skipped": []}
+    with ShardWriter(out_dir, "maskahand", writer_cfg, kind="maskahand") as writer:
+        writer.set_next_name(in_path.name)
+        for clips in _batches(read_clip_shard(in_path, device), cfg.batch_size, cfg.variants):
+            samples, skipped = synthesize_clips(clips, cfg)
+            record["clips"] += len(clips)
+            record["skipped"] += skipped
+            for sample in samples:
+                writer.write(sample)
+            record["written"] += len(samples)
+    if writer.finished:
+        record["output"] = writer.finished[0].path.name
+    record["targets"] = record["written"] * cfg.variants
+    record["device"] = str(device)
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def finished_output(out_dir: Path, name: str) -> bool:
+    """Is ``out_dir/name`` a complete shard (manifest present, matching the tar's size and sha256)?"""
+    return manifest_matches(out_dir / name)
+
+
+def remove_stale_temporaries(out_dir: Path, names: Iterable[str]) -> list[Path]:
+    """Delete what killed runs left for the shards ``names``: partial tars, temp files, unmanifested tars."""
+    stale = list(out_dir.glob(".*.tmp"))
+    for name in names:
+        tar = out_dir / name
+        stale.append(out_dir / (name + ".partial"))
+        # Killed between the tar's rename and its manifest: the tar is complete but unverifiable.
+        if tar.is_file() and not (out_dir / (name + ".json")).is_file():
+            stale.append(tar)
+    stale = [p for p in stale if p.exists()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+# Settings that do not change what a shard holds: a resumed run may change them.
+_RUNTIME_KEYS = {"synth": {"device", "batch_size"}}
+
+
+def _output_settings(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        section: {
+            k: v for k, v in (data.get(section) or {}).items() if k not in _RUNTIME_KEYS.get(section, ())
+        }
+        for section in ("synth", "shards")
+    }
+
+
+def check_same_recipe(out_dir: Path, recipe: SynthRecipe) -> None:
+    """Refuse to resume into ``out_dir`` with a recipe that would make different samples."""
+    import yaml
+
+    from maskahand.configbase import to_dict
+
+    previous = out_dir / "config.yaml"
+    if not previous.is_file() or not list(out_dir.glob("*.tar")):
+        return
+    old = _output_settings(yaml.safe_load(previous.read_text()) or {})
+    new = _output_settings(to_dict(recipe))
+    changed = [
+        f"{section}.{k}: {old[section].get(k)!r} -> {new[section].get(k)!r}"
+        for section in new
+        for k in sorted(set(old[section]) | set(new[section]))
+        if old[section].get(k) != new[section].get(k)
+    ]
+    if changed:
+        raise SynthError(
+            f"{out_dir} holds shards made with another recipe ({'; '.join(changed)}): use a new --out to "
+            "synthesize with these settings, or the old settings to resume"
+        )
+
+
+def _done_inputs(out_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Input shards a previous run finished: a valid output shard, or a ledger record with no output."""
+    records: dict[str, dict[str, Any]] = {}
+    for rec in read_jsonl(out_dir / LEDGER):
+        if "error" not in rec:
+            records[rec["input"]] = rec
+    done = {}
+    for name in names:
+        rec = records.get(name)
+        if finished_output(out_dir, name):
+            done[name] = rec or {"input": name, "output": name}
+        elif rec is not None and rec.get("output") is None:
+            done[name] = rec
+    return done
+
+
+def _task(in_path: str, out_dir: str, recipe: SynthRecipe, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(max(1, threads))
+    try:
+        return process_shard(in_path, out_dir, recipe)
+    except Exception as e:  # reported per shard; the driver fails the run at the end
+        return {"input": Path(in_path).name, "error": f"{type(e).__name__}: {e}"}
+
+
+def run_synth(
+    clips: str | Path, out_dir: str | Path, recipe: SynthRecipe, progress: bool = True
+) -> dict[str, Any]:
+    """Synthesize every clip shard under ``clips`` into ``out_dir`` with Ray tasks; returns the summary."""
+    import ray
+    from tqdm import tqdm
+
+    from maskahand.configbase import save_config
+    from maskahand.rayutil import init_ray
+    from maskahand.shards.reader import list_shards
+
+    out_dir = Path(out_dir)
+    inputs = [Path(p) for p in list_shards(clips)]
+    names = [p.name for p in inputs]
+    if len(set(names)) != len(names):
+        raise SynthError(f"{clips}: input shards with the same file name would map to one output shard")
+    if out_dir.resolve() in {p.parent.resolve() for p in inputs}:
+        raise SynthError(
+            f"--out {out_dir} holds the input shards: output shards keep their names, use another dir"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_same_recipe(out_dir, recipe)
+    save_config(recipe, out_dir)
+    stale = remove_stale_temporaries(out_dir, names)
+    if stale:
+        log.info("removed %d temporary files of an interrupted run", len(stale))
+    done = _done_inputs(out_dir, names)
+    todo = [p for p in inputs if p.name not in done]
+    log.info("%d input shards: %d finished before, %d to do", len(inputs), len(done), len(todo))
+
+    started = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    if todo:
+        resources = init_ray(recipe.ray)
+        want = recipe.synth.device
+        use_gpu = want != "cpu" and resources.get("GPU", 0) > 0
+        if want == "cuda" and not use_gpu:
+            raise SynthError("synth.device=cuda but the Ray cluster has no GPU")
+        worker_recipe = recipe
+        if want == "auto" and not use_gpu:
+            worker_recipe = _with_device(recipe, "cpu")
+        task = ray.remote(_task).options(
+            num_cpus=recipe.cpus_per_worker,
+            num_gpus=recipe.gpus_per_worker if use_gpu else 0,
+            max_retries=0,
+        )
+        threads = int(recipe.cpus_per_worker)
+        pending = {task.remote(str(p), str(out_dir), worker_recipe, threads): p for p in todo}
+        targets = 0
+        with tqdm(total=len(todo), unit="shard", desc="synth", disable=not progress) as bar:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                rec = ray.get(ready[0])
+                pending.pop(ready[0])
+                append_jsonl(out_dir / LEDGER, rec)
+                if "error" in rec:
+                    failures.append(rec)
+                    log.error("shard %s failed: %s", rec["input"], rec["error"])
+                else:
+                    records.append(rec)
+                    targets += rec["targets"]
+                bar.update(1)
+                bar.set_postfix(targets=targets, rate=f"{targets / (time.perf_counter() - started):.1f}/s")
+    seconds = time.perf_counter() - started
+    all_records = list(done.values()) + records
+    summary = {
+        "inputs": len(inputs),
+        "resumed": len(done),
+        "processed": len(records),
+        "failed": [f["input"] for f in failures],
+        "clips": sum(r.get("clips", 0) for r in all_records),
+        "written": sum(r.get("written", 0) for r in all_records),
+        "skipped_no_interaction": sum(len(r.get("skipped", [])) for r in all_records),
+        "targets": sum(r.get("targets", 0) for r in all_records),
+        "seconds": round(seconds, 3),
+        "targets_per_s_this_run": round(sum(r["targets"] for r in records) / seconds, 3) if records else 0.0,
+    }
+    atomic_write_json(out_dir / SUMMARY, summary)
+    if failures:
+        raise SynthError(
+            "failed shards: "
+            + "; ".join(f"{f['input']}: {f['error']}" for f in failures)
+            + " (rerun to resume)"
+        )
+    return summary
+
+
+def _with_device(recipe: SynthRecipe, device: str) -> SynthRecipe:
+    import dataclasses
+
+    return dataclasses.replace(recipe, synth=dataclasses.replace(recipe.synth, device=device))
