@@ -12,9 +12,8 @@ Inputs are float in [0, 1] or uint8 RGB; 256 x 256 gives 256 x 256 heatmaps (any
 works). Videos of different lengths: pad to the longest clip and pass ``num_frames`` (B,).
 
 COCO initialisation (``model.backbone_weights``): torchvision's ``fasterrcnn_resnet50_fpn_v2`` COCO
-checkpoint, downloaded by the user from
-https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth (nothing is ever
-downloaded by this package). The authors' Afformer checkpoints load with
+checkpoint (``FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1.url`` names the file), downloaded by the user;
+nothing is ever downloaded by this package. The authors' Afformer checkpoints load with
 :func:`load_reference_checkpoint`.
 """
 
