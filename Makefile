@@ -38,13 +38,13 @@ test: venv lint  ## lint, then the full test suite
 DEMO := $(OUT)/demo
 demo: venv  ## mine the shared videos (mediapipe), synthesize MaskAHand targets, contact sheets in $(OUT)/demo
 	@test -d $(SHARED)/videos || { echo "demo needs the example data in $(SHARED) (make demo SHARED=...)"; exit 1; }
-	$(BIN)/maskahand detector run $(SHARED)/images/hands23/EK_0010_P04_101_frame_0000013113.jpg --out $(DEMO)/detector.jpg
+	$(BIN)/maskahand detector run $(SHARED)/images/hands23/EK_0028_P12_101_frame_0000086975.jpg --out $(DEMO)/detector.png
 	$(BIN)/maskahand mine --videos $(SHARED)/videos --out $(DEMO)/clips
 	$(BIN)/maskahand mine show $(DEMO)/clips --out $(DEMO)/clips.png
 	$(BIN)/maskahand synth --clips $(DEMO)/clips --out $(DEMO)/maskahand
 	$(BIN)/maskahand shards check $(DEMO)/maskahand
 	$(BIN)/maskahand synth preview $(DEMO)/maskahand --out $(DEMO)/maskahand.png
-	@echo "demo: look at $(DEMO)/detector.jpg, $(DEMO)/clips.png and $(DEMO)/maskahand.png"
+	@echo "demo: look at $(DEMO)/detector.png, $(DEMO)/clips.png and $(DEMO)/maskahand.png"
 
 mine: venv  ## maskahand mine --videos $(VIDEOS) --out $(OUT)
 	$(BIN)/maskahand mine --videos $(VIDEOS) --out $(OUT) $(ARGS)
@@ -56,7 +56,7 @@ bench-shards: venv  ## bytes/sample and decode rate: JPEG-per-frame vs alternati
 	$(PY) -m maskahand.shards.bench --data $(SHARED)
 
 bench-detector: venv  ## detector frames/s, batch 1 vs 8
-	$(PY) -m maskahand.detector.bench --data $(SHARED)
+	$(PY) -m maskahand.detector.bench --data $(SHARED) --out $(OUT)/bench-detector/results.json
 
 bench-mine: venv  ## mining frames/s vs the authors' sequential OpenCV miner
 	$(PY) -m maskahand.mine.bench --data $(SHARED)

@@ -94,24 +94,35 @@ def _numbered(raw: dict[str, Any], pattern: re.Pattern[str]) -> list[str]:
     return [name for _, name in found]
 
 
+def decode_meta(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``.json`` member of a raw sample, parsed; :class:`DecodeError` naming ``where`` otherwise."""
+    if "json" not in raw:
+        raise DecodeError(f"{where}: no .json member")
+    try:
+        return json.loads(raw["json"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DecodeError(f"{where}: .json is not valid JSON ({e})") from None
+
+
+def frame_members(raw: dict[str, Any]) -> list[str]:
+    """Names of the frame members (``000.jpg``, ``001.jpg``, ...) of a raw sample, in order."""
+    names = _numbered(raw, _FRAME_RE)
+    if not names:
+        raise DecodeError("no frame members (000.jpg ...)")
+    return names
+
+
 def decode_raw_sample(raw: dict[str, Any]) -> Sample:
     """A WebDataset raw sample (``__key__``, ``json``, ``000.jpg``..., bytes values) -> typed sample."""
     key = raw.get("__key__", "?")
     where = f"{raw.get('__url__', '?')}: sample {key}"
-    if "json" not in raw:
-        raise DecodeError(f"{where}: no .json member")
-    try:
-        meta = json.loads(raw["json"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DecodeError(f"{where}: .json is not valid JSON ({e})") from None
+    meta = decode_meta(raw, where)
     if not isinstance(meta, dict) or meta.get("schema") not in KIND_OF_SCHEMA:
         raise SchemaError(
             f"unknown schema {meta.get('schema') if isinstance(meta, dict) else meta!r}", key=key
         )
     try:
-        frame_names = _numbered(raw, _FRAME_RE)
-        if not frame_names:
-            raise DecodeError("no frame members (000.jpg ...)")
+        frame_names = frame_members(raw)
         frames = _stack([decode_jpeg_bytes(raw[n], n) for n in frame_names], "frames")
         if KIND_OF_SCHEMA[meta["schema"]] == "clip":
             return ClipSample(key=key, frames=frames, meta=meta)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from maskahand.shards.codec import DecodeError, decode_jpeg_bytes
+from maskahand.shards.codec import DecodeError, decode_jpeg_bytes, decode_meta, frame_members
 from maskahand.shards.schema import ClipSample, validate_clip_meta
-
-_FRAME_SUFFIX_LEN = len("000.jpg")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -21,13 +18,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("synth.device=cuda but torch sees no CUDA device (use auto or cpu)")
     return torch.device(name)
-
-
-def _frame_names(raw: dict, where: str) -> list[str]:
-    names = sorted(k for k in raw if k.endswith(".jpg") and len(k) == _FRAME_SUFFIX_LEN and k[:3].isdigit())
-    if not names or names != [f"{t:03d}.jpg" for t in range(len(names))]:
-        raise DecodeError(f"{where}: frame members {names[:5]}... are not 000.jpg..N without gaps")
-    return names
 
 
 def decode_frames(blobs: list[bytes], device: torch.device, where: str) -> torch.Tensor:
@@ -60,13 +50,12 @@ def read_clip_shard(path: str | Path, device: torch.device) -> Iterator[ClipSamp
     for raw in pipeline:
         key = raw.get("__key__", "?")
         where = f"{path}: sample {key}"
-        if "json" not in raw:
-            raise DecodeError(f"{where}: no .json member")
+        meta = decode_meta(raw, where)
         try:
-            meta = json.loads(raw["json"])
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DecodeError(f"{where}: .json is not valid JSON ({e})") from None
-        frames = decode_frames([raw[n] for n in _frame_names(raw, where)], device, where)
+            names = frame_members(raw)
+        except DecodeError as e:
+            raise DecodeError(f"{where}: {e}") from None
+        frames = decode_frames([raw[n] for n in names], device, where)
         t, _, h, w = frames.shape
         validate_clip_meta(meta, t, h, w, key=key, shard=str(path))
         yield ClipSample(key=key, frames=frames, meta=meta)
