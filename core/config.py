@@ -259,8 +259,9 @@ class AfformerConfig:
     max_kv_thw: list[int] = field(default_factory=lambda: [32, 32, 32])
     backbone_weights: Optional[str] = None  # torchvision COCO fasterrcnn_resnet50_fpn_v2 weights file
     freeze_backbone: bool = False  # freeze the whole encoder (ResNet body + FPN)
-    # ResNet stages left trainable, torchvision's detection convention (3: conv1 and layer1 frozen)
-    trainable_backbone_layers: int = 3
+    # ResNet stages left trainable (torchvision's convention; 3 would freeze conv1 and layer1). 5, as the
+    # authors' encoder: the whole ResNet trains, at lr x backbone_lr_factor.
+    trainable_backbone_layers: int = 5
     backbone_lr_factor: float = 0.1  # paper
     image_size: int = 256  # paper
 

@@ -6,6 +6,7 @@ Classes: 0 background, 1 hand not in contact, 2 hand in contact. The authors rel
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,7 +57,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"hircnn weights file {path} does not exist; set {WEIGHTS_OPTION}=PATH to {EXPECTED_LAYOUT}"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # torchvision's detection reference script (the authors' training) also saves its argparse
+        # Namespace under "args": allow that one plain-data class, nothing else.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for non-torch or unsafe files
         raise WeightsError(
             f"hircnn weights file {path} cannot be read as a torch file ({e}); expected {EXPECTED_LAYOUT}"

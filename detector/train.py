@@ -58,6 +58,19 @@ def freeze_backbone_layers(model: torch.nn.Module, trainable: int) -> None:
             param.requires_grad_(False)
 
 
+def freeze_backbone_batch_norm(model: torch.nn.Module) -> None:
+    """BatchNorm2d of the ResNet body -> FrozenBatchNorm2d, as torchvision builds pretrained backbones."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for module in list(model.backbone.body.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(frozen, key).copy_(getattr(child, key).detach())
+                setattr(module, name, frozen)
+
+
 def _loader(dataset: VOCHandDataset, batch_size: int, workers: int, train: bool, distributed: bool):
     sampler: Any
     if distributed:
@@ -126,6 +139,7 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
     if tcfg.coco_weights:
         load_coco_init(model, tcfg.coco_weights)
         freeze_backbone_layers(model, tcfg.trainable_backbone_layers)
+        freeze_backbone_batch_norm(model)
     model.to(device)
     if distributed and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -78,6 +78,18 @@ class VideoRecord:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an unterminated last line (a crash mid-append), so that the next append starts a line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 class Ledger:
     """Append-only JSON-lines ledger; the last line of a video is its state."""
 
@@ -85,6 +97,7 @@ class Ledger:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / LEDGER
         self.records: dict[str, VideoRecord] = {}
+        _drop_torn_tail(self.path)
         for d in read_jsonl(self.path):
             rec = VideoRecord.from_dict(d)
             self.records[rec.video_id] = rec

@@ -62,6 +62,17 @@ class _Detectors:
         self.load[i] += 1
         return i
 
+    def replace_dead(self, i: int, dead: Any, new_actor: Callable[[], Any]) -> bool:
+        """Replace actor ``i`` after ``dead`` failed, unless it was already replaced.
+
+        Every batch in flight on a dead actor fails; only the first failure replaces it. A second
+        replacement would leak the first (holding its GPU, so the second could never start).
+        """
+        if self.actors[i] is not dead:
+            return False
+        self.actors[i] = new_actor()
+        return True
+
 
 def _error_reason(err: BaseException) -> str:
     cause = getattr(err, "cause", None)
@@ -280,14 +291,14 @@ class _Scheduler:
             ref = ready[0]
             kind, i, gen, extra = self.refs.pop(ref)
             if kind == "detect":
-                self.dets.load[extra] -= 1
+                self.dets.load[extra[0]] -= 1
             slot = self.slots[i]
             stale = gen != slot.gen or slot.task is None
             try:
                 value = ray.get(ref)
             except RayError as e:
                 if kind == "detect" and isinstance(e, RayActorError):
-                    self.dets.actors[extra] = self.new_detector()  # its add_detections fails the video
+                    self.dets.replace_dead(*extra, self.new_detector)  # its add_detections fails the video
                 if not stale and kind != "detect":
                     self.fail(i, e)
                 continue
@@ -312,7 +323,7 @@ class _Scheduler:
             slot.batches += 1
             d = self.dets.pick()
             det_ref = self.dets.actors[d].detect.remote(extra, task.video_id, value["indices"])
-            self.refs[det_ref] = ("detect", i, gen, d)
+            self.refs[det_ref] = ("detect", i, gen, (d, self.dets.actors[d]))
             self.refs[slot.miner.add_detections.remote(value["batch"], det_ref)] = ("add", i, gen, None)
             self.pump(i)  # decode the next batch while this one is being detected
         elif kind == "add":

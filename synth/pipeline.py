@@ -252,7 +252,10 @@ def run_synth(
         with tqdm(total=len(todo), unit="shard", desc="synth", disable=not progress) as bar:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                rec = ray.get(ready[0])
+                try:
+                    rec = ray.get(ready[0])
+                except ray.exceptions.RayError as e:  # the worker died (OOM kill, crash): fail that shard
+                    rec = {"input": pending[ready[0]].name, "error": f"{type(e).__name__}: {e}"}
                 pending.pop(ready[0])
                 append_jsonl(out_dir / LEDGER, rec)
                 if "error" in rec:

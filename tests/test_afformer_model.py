@@ -63,7 +63,8 @@ def test_pretraining_head_forward_backward(pretrain_model):
         "encoder.body.layer2.0.conv1.weight",
     ):
         assert _has_grad(pretrain_model, name), name
-    assert pretrain_model.encoder.body.conv1.weight.grad is None  # conv1 and layer1 frozen (torchvision)
+    # default trainable_backbone_layers=5 (the authors'): the whole ResNet trains, conv1 included
+    assert _has_grad(pretrain_model, "encoder.body.conv1.weight")
 
 
 def test_opra_heads_forward_backward_and_predict(opra_model):

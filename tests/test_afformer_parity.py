@@ -119,8 +119,11 @@ def test_coco_detection_weights_load_into_the_encoder(tmp_path):
         "fpn.layer_blocks.0.1.weight",
     ):
         assert torch.equal(ours[name], det["backbone." + name]), name
-    assert not model.encoder.body.conv1.weight.requires_grad  # torchvision convention: conv1, layer1 frozen
-    assert model.encoder.body.layer2[0].conv1.weight.requires_grad
+    assert model.encoder.body.conv1.weight.requires_grad  # default 5: the whole ResNet trains
+    partly = build_model(AfformerConfig(backbone_weights=str(path), trainable_backbone_layers=3))
+    assert not partly.encoder.body.conv1.weight.requires_grad  # 3: conv1 and layer1 frozen
+    assert not partly.encoder.body.layer1[0].conv1.weight.requires_grad
+    assert partly.encoder.body.layer2[0].conv1.weight.requires_grad
     (tmp_path / "heads_only.pth").write_bytes(b"")
     with pytest.raises(WeightsFileError, match="heads_only.pth"):
         build_model(AfformerConfig(backbone_weights=str(tmp_path / "heads_only.pth")))

@@ -63,12 +63,30 @@ def test_checkpoint_layouts_load_and_reproduce_the_model(tmp_path, random_model,
     assert loaded.version.startswith("r50fpnv2-") and loaded.version != "r50fpnv2-random"
 
 
+def test_torchvision_reference_training_checkpoint_loads(tmp_path, random_model):
+    """The authors trained hircnn with torchvision's detection reference script (their outputs are
+    ``model_11.pth``), whose checkpoints also hold ``args`` (an ``argparse.Namespace``), the optimizer,
+    the lr scheduler and the epoch next to ``model``; torch's weights-only loader refuses Namespace."""
+    import argparse
+
+    sd = random_model.state_dict()
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.02, momentum=0.9)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[8, 11])
+    path = tmp_path / "model_11.pth"
+    args = argparse.Namespace(model="fasterrcnn_resnet50_fpn_v2", lr=0.02, sync_bn=True, amp=True)
+    ckpt = {"model": sd, "optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict()}
+    torch.save({**ckpt, "args": args, "epoch": 11}, path)
+    loaded = build_detector(tiny_cfg(str(path), score_threshold=0.0))
+    for key, value in sd.items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+
+
 def test_detect_accepts_frames_of_different_sizes_and_boxes_stay_inside(real_frames):
     det = build_detector(tiny_cfg(allow_random_weights=True, score_threshold=0.0))
     result = det.detect(real_frames)
     assert len(result) == 2
     for frame, hands in zip(real_frames, result):
-        assert 1 <= len(hands) <= 2  # max_detections
+        assert len(hands) in (1, 2)  # max_detections
         h, w = frame.shape[-2:]
         for hand in hands:
             x1, y1, x2, y2 = hand.box

@@ -271,3 +271,31 @@ def test_ddp_training_under_torchrun(tiny_voc, tmp_path):
     assert set(log[0]) >= {"ap_hand", "ap_hand_state"}
     ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in ckpt["model"])  # saved unwrapped: the authors' layout
+
+
+def test_coco_initialised_backbone_keeps_frozen_batch_norm(tiny_voc, tmp_path):
+    """torchvision builds a pretrained fasterrcnn_resnet50_fpn_v2 with FrozenBatchNorm2d in the ResNet
+    body (the authors trained hircnn so): COCO statistics must not drift to the tiny batches' ones."""
+    from maskahand.detector.hircnn import build_hircnn_model
+    from maskahand.detector.train import train
+
+    root, _ = tiny_voc
+    torch.manual_seed(0)
+    coco = build_hircnn_model(tiny_recipe(root, tmp_path, 1).detector.hircnn).state_dict()
+    coco_path = tmp_path / "coco.pth"
+    torch.save(coco, coco_path)
+    out = tmp_path / "run"
+    recipe = tiny_recipe(root, out, epochs=1)
+    recipe.train.coco_weights = str(coco_path)
+    train(recipe)
+    model = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)["model"]
+    stats = [
+        k for k in coco if k.startswith("backbone.body.") and k.endswith(("running_mean", "running_var"))
+    ]
+    assert stats
+    for key in stats:
+        assert torch.equal(model[key], coco[key]), key
+    # the checkpoint (no BatchNorm counters in the body) still loads into the inference model
+    from maskahand.detector.hircnn import load_into, read_state_dict
+
+    load_into(build_hircnn_model(recipe.detector.hircnn), read_state_dict(out / "checkpoint.pth"), "ckpt")

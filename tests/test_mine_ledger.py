@@ -90,3 +90,15 @@ def test_outputs_of_a_video_to_mine_again_are_removed_even_when_claimed(tmp_path
     assert sorted(removed) == sorted(
         [str(tmp_path / "shards" / shards[0]), str(tmp_path / "parts" / f"{stem}.jsonl")]
     )
+
+
+def test_an_append_after_a_torn_tail_is_read_back(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.append(VideoRecord("a.mp4", "/v/a.mp4", "ok", clips=1, fingerprint={"size": 1}))
+    with open(tmp_path / "ledger.jsonl", "a") as f:
+        f.write('{"video_id": "b.mp4", "stat')  # killed in the middle of an append
+    resumed = Ledger(tmp_path)
+    resumed.append(VideoRecord("b.mp4", "/v/b.mp4", "ok", clips=3, fingerprint={"size": 2}))
+    again = Ledger(tmp_path)  # the next restart must still read the ledger, with both videos done
+    assert again.records["a.mp4"].clips == 1
+    assert again.records["b.mp4"].clips == 3

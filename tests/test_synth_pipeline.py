@@ -154,6 +154,29 @@ def test_run_synth_resumes_without_duplicates(clip_shards, tmp_path, ray_session
         run_synth(clip_shards, out, small_recipe(variants=3), progress=False)
 
 
+def test_a_crashed_worker_is_recorded_as_a_failed_shard(clip_shards, tmp_path, ray_session, monkeypatch):
+    """A Ray worker that dies (OOM killer, segfault in a decoder) fails its shard, not the whole run."""
+    from maskahand.synth import pipeline
+
+    real_task = pipeline._task
+
+    def crashing_task(in_path, out_dir, recipe, threads):  # nested: Ray ships it by value
+        if in_path.endswith("clips-000001.tar"):
+            os._exit(1)
+        return real_task(in_path, out_dir, recipe, threads)
+
+    monkeypatch.setattr(pipeline, "_task", crashing_task)
+    out = tmp_path / "out"
+    with pytest.raises(SynthError, match="clips-000001.tar"):
+        run_synth(clip_shards, out, small_recipe(variants=2), progress=False)
+    ledger = [json.loads(line) for line in (out / LEDGER).read_text().splitlines()]
+    assert sorted(r["input"] for r in ledger) == ["clips-000000.tar", "clips-000001.tar"]
+    assert ["error" in r for r in sorted(ledger, key=lambda r: r["input"])] == [False, True]
+    assert json.loads((out / SUMMARY).read_text())["failed"] == ["clips-000001.tar"]
+    monkeypatch.setattr(pipeline, "_task", real_task)
+    assert run_synth(clip_shards, out, small_recipe(variants=2), progress=False)["processed"] == 1
+
+
 def test_cli_end_to_end_on_mined_real_clips(mined_clip_shards, ray_session, tmp_path):
     from maskahand.cli import main
     from maskahand.shards.check import check_shards
