@@ -357,11 +357,7 @@ def _record_finished(
     if fault is not None:
         fault("published", task.video_id)
     too_short = result["too_short"]
-    reason = (
-        f"{result['frames']} sampled frames: shorter than one clip and than mine.min_frames"
-        if too_short
-        else ""
-    )
+    reason = result["skip_reason"]
     ledger.append(
         VideoRecord(
             task.video_id,

@@ -132,6 +132,7 @@ class VideoMiner:
             "clips": len(self.rows),
             "rows": self.rows,
             "too_short": not windows_possible,
+            "skip_reason": "" if windows_possible else self._too_short_reason(),
             "duration": self.info["duration"],
         }
         self._close_reader()
@@ -149,10 +150,19 @@ class VideoMiner:
         self._close_reader()
         self._reset()
 
+    def _too_short_reason(self) -> str:
+        m = self.recipe.mine
+        if m.short_video == "drop":
+            return f"{self.frames} sampled frames: shorter than one clip ({m.clip_length}); mine.short_video=drop"
+        return (
+            f"{self.frames} sampled frames: shorter than one clip and than mine.min_frames ({m.min_frames})"
+        )
+
     def _close_reader(self) -> None:
-        close = getattr(self.reader, "close", None)
-        if callable(close):
-            close()
+        # Closing the batch generator now runs the decoder's cleanup (its container is closed) instead
+        # of leaving it to garbage collection.
+        if self._batches is not None:
+            self._batches.close()
 
     # -- clips -------------------------------------------------------------------------------------
 

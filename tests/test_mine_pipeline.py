@@ -317,3 +317,13 @@ def test_precomputed_epic_detections_mine_epic_frame_folders(shared_data, ray_se
         for h in hands
     )
     assert sample.meta["detector"]["name"] == "precomputed"
+
+    # the same short videos with short_video=drop: skipped, and the ledger says why
+    dropped = tmp_path / "out_drop"
+    mine(apply_overrides(r, ["mine.short_video=drop"]), str(tmp_path / "in"), dropped, progress=False)
+    for rec in ledger_of(dropped).values():
+        assert rec["status"] == "skipped" and rec["clips"] == 0
+        assert (
+            rec["reason"]
+            == f"{len(EPIC_SAMPLED)} sampled frames: shorter than one clip (32); mine.short_video=drop"
+        )
