@@ -57,3 +57,14 @@ def mined_clip_shards(shared_data, ray_session, tmp_path_factory) -> Path:
     recipe = apply_overrides(MineRecipe(), ["detector.backend=mediapipe", "mine.frame_max_side=256"])
     mine(recipe, str(videos), out, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a module: on a shared 2-core CPU, intra-op threads spin against other processes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,14 +12,7 @@ from maskahand.afformer.attention import CrossAttention3d, SelfAttention2d
 from maskahand.afformer.decoder import TemporalPyramid
 from maskahand.afformer.relpos import gather_rel_pos, one_hot_positions
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CPU is shared: intra-op threads spin against other processes, one thread is faster there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_gather_rel_pos_indexes_scaled_offsets():

@@ -20,14 +20,7 @@ from maskahand.afformer.encoder import WeightsFileError
 from maskahand.afformer.model import build_model
 from maskahand.config import AfformerConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CPU is shared: intra-op threads spin against other processes, one thread is faster there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 ROOT = Path(__file__).resolve().parents[1]
