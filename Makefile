@@ -53,19 +53,19 @@ synth: venv  ## maskahand synth --clips $(CLIPS) --out $(OUT)
 	$(BIN)/maskahand synth --clips $(CLIPS) --out $(OUT) $(ARGS)
 
 bench-shards: venv  ## bytes/sample and decode rate: JPEG-per-frame vs alternative
-	$(PY) -m maskahand.shards.bench --data $(SHARED)
+	$(PY) -m benchmarks.shards --data $(SHARED)
 
 bench-detector: venv  ## detector frames/s, batch 1 vs 8
-	$(PY) -m maskahand.detector.bench --data $(SHARED) --out $(OUT)/bench-detector/results.json
+	$(PY) -m benchmarks.detector --data $(SHARED) --out $(OUT)/bench-detector/results.json
 
 bench-mine: venv  ## mining frames/s vs the authors' sequential OpenCV miner
-	$(PY) -m maskahand.mine.bench --data $(SHARED)
+	$(PY) -m benchmarks.mine --data $(SHARED)
 
 bench-synth: venv  ## synthesis targets/s vs a per-sample CPU implementation
-	$(PY) -m maskahand.synth.bench --data $(SHARED)
+	$(PY) -m benchmarks.synth --data $(SHARED)
 
 bench-model: venv  ## Afformer forward+backward time/memory: efficient vs reference attention
-	$(PY) -m maskahand.afformer.bench
+	$(PY) -m benchmarks.model
 
 clean:  ## remove the venv and outputs
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

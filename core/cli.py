@@ -24,6 +24,8 @@ STAGES = [
     ("synth", "maskahand.synth.cli"),
     ("pretrain", "maskahand.pretrain.cli"),
     ("finetune", "maskahand.finetune.cli"),
+    ("eval", "maskahand.evaluation.cli"),  # also registers `ground`
+    ("hotspots", "maskahand.hotspots.cli"),
     ("config", "maskahand.cli_config"),
 ]
 

@@ -38,7 +38,7 @@ class VideoConfig:
 class ShardWriterConfig:
     max_samples: int = 200  # a shard is closed after this many samples ...
     max_bytes: int = 512 * 1024 * 1024  # ... or before it would grow past this many bytes
-    jpeg_quality: int = 90  # frames and targets: one JPEG member each (measured: maskahand.shards.bench)
+    jpeg_quality: int = 90  # frames and targets: one JPEG member each (measured: benchmarks.shards)
 
     def validate(self) -> None:
         if self.max_samples < 1 or self.max_bytes < 1:

@@ -3,7 +3,7 @@
 | member | holds | encoding |
 |---|---|---|
 | ``KEY.json`` | meta | UTF-8 JSON, sorted keys (byte-stable) |
-| ``KEY.000.jpg`` ... | frame t of T | baseline JPEG, 4:2:0 (chosen by measurement: ``maskahand.shards.bench``) |
+| ``KEY.000.jpg`` ... | frame t of T | baseline JPEG, 4:2:0 (chosen by measurement: ``benchmarks.shards``) |
 | ``KEY.t00.jpg`` ... | target k of K (maskahand) | JPEG, same quality |
 | ``KEY.h00.png`` ... | heatmap k of K (maskahand) | 16-bit grayscale PNG of round(h * 65535) |
 

@@ -146,7 +146,7 @@ def blur_matrix(size: int, kernel: int, sigma: float, device: str) -> torch.Tens
     """``(size, size)`` matrix ``G`` with ``G @ x`` = 1-D Gaussian blur of the rows of ``x``, reflect border.
 
     The weights are kornia's Gaussian kernel; applying them as two dense matmuls (``G @ X @ G.T``) is far
-    faster than an 85-tap convolution on CPUs and GPUs (see ``maskahand.synth.bench``).
+    faster than an 85-tap convolution on CPUs and GPUs (see ``benchmarks.synth``).
     """
     from kornia.filters import get_gaussian_kernel1d
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from maskahand.cli import main as cli_main
 from maskahand.config import ShardWriterConfig
-from maskahand.shards.bench import read_clip
+from benchmarks.shards import read_clip
 from maskahand.shards.check import check_shards, manifest_matches
 from maskahand.shards.codec import dumps_json, encode_sample
 from maskahand.shards.reader import clip_dataset, collate_samples, list_shards, maskahand_dataset

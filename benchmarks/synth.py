@@ -1,6 +1,6 @@
 """Benchmark: batched MaskAHand synthesis vs a per-sample CPU implementation in the authors' style.
 
-    python -m maskahand.synth.bench --data ../shared/data          (make bench-synth)
+    python -m benchmarks.synth --data ../shared/data          (make bench-synth)
 
 Inputs are real: frames of the shared videos sampled at 5 fps (stored size, max side 480) and hand
 boxes from the mediapipe detector. Reported, in one run on one machine:

@@ -1,6 +1,6 @@
 """Measure frame encodings for shards on real footage: bytes per sample and decoded samples/s per core.
 
-    python -m maskahand.shards.bench --data ../shared/data      (also: make bench-shards)
+    python -m benchmarks.shards --data ../shared/data      (also: make bench-shards)
 
 Clips: up to 32 frames sampled at 5 fps from every shared video (and the EPIC frame folder), stored
 like ``mine`` stores them (longer side 480) and like ``synth`` stores them (256 x 256). Candidates:

@@ -1,6 +1,6 @@
 """Mining throughput: this pipeline vs a naive miner written the way the authors' miner works.
 
-    python -m maskahand.mine.bench --data ../shared/data [--detector mediapipe] [key=value ...]
+    python -m benchmarks.mine --data ../shared/data [--detector mediapipe] [key=value ...]
 
 Naive baseline (one process): OpenCV reads every frame of each video sequentially, keeps every 6th
 (5 fps from 30 fps, as the authors do regardless of the source rate), resizes it to ``mine.frame_max_side``
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from maskahand.cli_util import load_recipe
     from maskahand.fsutil import atomic_write_json
 
-    p = argparse.ArgumentParser(prog="python -m maskahand.mine.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.mine", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="../shared/data", help="shared data folder (uses its videos/)")
     p.add_argument("--detector", choices=["hircnn", "mediapipe"], default=None, help="detector.backend")
     p.add_argument("--repeat", type=int, default=4, help="mine the collection this many times (links)")

@@ -7,7 +7,7 @@ right before the forward (what the step itself added: activations, attention buf
 CUDA (when available): bf16 autocast, samples/s over timed iterations after warm-up, and
 ``torch.cuda.max_memory_allocated``, for each mode and batch size.
 
-    python -m maskahand.afformer.bench [--frames 8 32] [--threads 1] [model.attention=...]
+    python -m benchmarks.model [--frames 8 32] [--threads 1] [model.attention=...]
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def run_cpu_worker(args: argparse.Namespace, extra: list[str]) -> list[dict]:
     jobs = [(t, m) for _ in range(args.repeats) for t in args.frames for m in args.modes]
     runs = []
     for frames, mode in tqdm(jobs, desc="cpu forward+backward", unit="run"):
-        cmd = [sys.executable, "-m", "maskahand.afformer.bench", "--worker", mode, "--frames", str(frames)]
+        cmd = [sys.executable, "-m", "benchmarks.model", "--worker", mode, "--frames", str(frames)]
         cmd += ["--size", str(args.size)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
@@ -191,7 +191,7 @@ def print_table(rows: list[dict]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m maskahand.afformer.bench", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.model", description=__doc__.split("\n\n")[0]
     )
     add_config_option(p)
     p.add_argument("--frames", type=int, nargs="+", default=[8, 32], help="video lengths (CPU runs)")

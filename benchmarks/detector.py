@@ -1,4 +1,4 @@
-"""Detector throughput: ``python -m maskahand.detector.bench --data ../shared/data`` (``make bench-detector``).
+"""Detector throughput: ``python -m benchmarks.detector --data ../shared/data`` (``make bench-detector``).
 
 Frames/s of ``mediapipe`` and ``hircnn`` (random weights: speed does not depend on them) on real
 frames resized to a 640-pixel maximum side, batch 1 vs batch 8, on the CPU; when CUDA is present,

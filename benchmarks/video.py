@@ -1,4 +1,4 @@
-"""Decode-rate benchmark of the video backends on one file: ``python -m maskahand.video.bench PATH``.
+"""Decode-rate benchmark of the video backends on one file: ``python -m benchmarks.video PATH``.
 
 Backends run alternately, ``--repeats`` times each, in one process with one torch thread, so that the
 ratio between them holds even when the machine is busy; the best run of each is reported.

@@ -1,0 +1,1 @@
+"""The one training engine every recipe uses: distributed, precision, optimiser, checkpoints, logging."""
