@@ -20,9 +20,9 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from benchmarks.shards import read_clip
 from maskahand.cli import main as cli_main
 from maskahand.config import ShardWriterConfig
-from benchmarks.shards import read_clip
 from maskahand.shards.check import check_shards, manifest_matches
 from maskahand.shards.codec import dumps_json, encode_sample
 from maskahand.shards.reader import clip_dataset, collate_samples, list_shards, maskahand_dataset
