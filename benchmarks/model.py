@@ -190,9 +190,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.model", description=__doc__.split("\n\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m benchmarks.model", description=__doc__.split("\n\n")[0])
     add_config_option(p)
     p.add_argument("--frames", type=int, nargs="+", default=[8, 32], help="video lengths (CPU runs)")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
