@@ -24,9 +24,10 @@ $(STAMP): requirements/base.txt requirements/dev.txt requirements/nodeps.txt pyp
 
 venv: $(STAMP)  ## create or refresh the virtual environment from requirements/*.txt
 
-lint: venv  ## ruff check + ruff format --check
+lint: venv  ## ruff check + ruff format --check + mypy (tools/typecheck.py)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(PY) tools/typecheck.py
 
 format: venv  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -68,4 +69,4 @@ bench-model: venv  ## Afformer forward+backward time/memory: efficient vs refere
 	$(PY) -m benchmarks.model
 
 clean:  ## remove the venv and outputs
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

@@ -17,17 +17,9 @@ nothing is ever downloaded by this package. The authors' Afformer checkpoints lo
 :func:`load_reference_checkpoint`.
 """
 
-from maskahand.afformer.checkpoint import (
-    CheckpointMismatchError,
-    LoadReport,
-    from_reference_name,
-    load_reference_checkpoint,
-    to_reference_name,
-    to_reference_state_dict,
-)
-from maskahand.afformer.encoder import WeightsFileError, load_backbone_weights
-from maskahand.afformer.loss import LossTerms, afformer_loss, heatmap_kl
-from maskahand.afformer.model import Afformer, AfformerOutput, AfformerPrediction, GroundingModel, build_model
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __all__ = [
     "Afformer",
@@ -47,3 +39,26 @@ __all__ = [
     "to_reference_name",
     "to_reference_state_dict",
 ]
+
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
+    from maskahand.afformer.checkpoint import (
+        CheckpointMismatchError,
+        LoadReport,
+        from_reference_name,
+        load_reference_checkpoint,
+        to_reference_name,
+        to_reference_state_dict,
+    )
+    from maskahand.afformer.encoder import WeightsFileError, load_backbone_weights
+    from maskahand.afformer.loss import LossTerms, afformer_loss, heatmap_kl
+    from maskahand.afformer.model import (
+        Afformer,
+        AfformerOutput,
+        AfformerPrediction,
+        GroundingModel,
+        build_model,
+    )
+else:
+    from maskahand.lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -27,6 +27,7 @@ from maskahand.afformer.relpos import (
     spatial_rel_logits,
     table_size,
     temporal_rel_logits,
+    time_rows,
 )
 
 AttentionMode = Literal["efficient", "reference"]
@@ -116,15 +117,12 @@ class CrossAttention3d(nn.Module):
     def time_rows(
         self, frames: int, counts: torch.Tensor | None, batch: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample time embeddings (B, T, D) and the additive frame mask (B, T) for padded frames."""
+        """Per-sample time embeddings (B, T, D) (the authors' rule, :func:`relpos.time_rows`) and the
+        additive frame mask (B, T) for padded frames."""
+        rows = time_rows(self.rel_pos_t, counts, frames)
         if counts is None:
-            rows = gather_rel_pos(1, frames, self.rel_pos_t)[0]
             return rows.expand(batch, -1, -1), rows.new_zeros(batch, frames)
-        rows = self.rel_pos_t.new_zeros(batch, frames, self.rel_pos_t.shape[1])
-        for n in torch.unique(counts).tolist():
-            picked = (counts == n).nonzero(as_tuple=True)[0]
-            rows[picked, :n] = gather_rel_pos(1, int(n), self.rel_pos_t)[0]
-        valid = torch.arange(frames, device=counts.device)[None, :] < counts[:, None]
+        valid = torch.arange(frames, device=rows.device)[None, :] < counts.to(rows.device)[:, None]
         mask = torch.zeros(batch, frames, device=rows.device, dtype=rows.dtype).masked_fill(
             ~valid, MASKED_LOGIT
         )

@@ -66,6 +66,8 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # ours, absent from the checkpoint
     unexpected: list[str] = field(default_factory=list)  # the checkpoint's, with no tensor of ours
     shape_mismatch: list[str] = field(default_factory=list)  # "name: checkpoint (..) vs model (..)"
+    # time tables shorter than the model's, loaded into its first rows (exact for the clips they covered)
+    extended: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +75,8 @@ class LoadReport:
 
     def describe(self, limit: int = 10) -> str:
         parts = [f"{len(self.loaded)} tensors loaded"]
+        if self.extended:
+            parts.append(f"time tables extended: {', '.join(self.extended)}")
         for label, items in (
             ("missing from the checkpoint", self.missing),
             ("unexpected in the checkpoint", self.unexpected),
@@ -113,8 +117,9 @@ def load_reference_checkpoint(
 
     Keys may use the authors' names or ours. Raises :class:`CheckpointMismatchError` listing the
     missing, unexpected and differently shaped tensors unless ``strict=False``, in which case every
-    matching tensor is loaded and the report says what was left out. Image normalisation statistics
-    stored on the 0..255 scale are converted to our [0, 1] inputs.
+    matching tensor is loaded and the report says what was left out. A time table for shorter clips
+    (e.g. 32-frame pretraining into a 64-frame model) fills the first rows of ours (``report.extended``).
+    Image normalisation statistics stored on the 0..255 scale are converted to our [0, 1] inputs.
     """
     state = read_state_dict(source)
     ours = model.state_dict()
@@ -126,6 +131,11 @@ def load_reference_checkpoint(
         name = key if key in ours else from_reference_name(key)
         if name not in ours:
             report.unexpected.append(key)
+        elif is_shorter_time_table(name, value, ours[name]):
+            table = ours[name].clone()
+            table[: value.shape[0]] = value
+            picked[name] = table
+            report.extended.append(f"{key}: {value.shape[0]} -> {table.shape[0]} rows")
         elif ours[name].shape != value.shape:
             report.shape_mismatch.append(
                 f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(ours[name].shape)}"
@@ -142,6 +152,17 @@ def load_reference_checkpoint(
     model.load_state_dict(picked, strict=False)
     log.info("checkpoint: %s", report.describe())
     return report
+
+
+def is_shorter_time_table(name: str, value: torch.Tensor, ours: torch.Tensor) -> bool:
+    """A cross-attention time table for shorter clips: frame k of a T-frame clip uses row T-1-k, so its
+    rows are our first rows and clips it covered give the same result; later rows keep the model's."""
+    return (
+        name.endswith("cross_attn.rel_pos_t")
+        and value.dim() == ours.dim() == 2
+        and value.shape[1] == ours.shape[1]
+        and value.shape[0] < ours.shape[0]
+    )
 
 
 def _has_mismatch(name: str, report: LoadReport) -> bool:

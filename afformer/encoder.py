@@ -87,6 +87,9 @@ class PyramidNeck(nn.Module):
 class Encoder(nn.Module):
     """Normalises images in [0, 1] (or uint8) and returns the requested FPN levels."""
 
+    image_mean: torch.Tensor  # buffers, for type checkers
+    image_std: torch.Tensor
+
     def __init__(self, with_fpn: bool = True, out_channels: int = 256) -> None:
         super().__init__()
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))

@@ -16,7 +16,8 @@ from torch import nn
 from maskahand.afformer.decoder import Decoder
 from maskahand.afformer.encoder import Encoder, level_index, load_backbone_weights
 from maskahand.afformer.heads import Predictor
-from maskahand.afformer.loss import LossTerms, afformer_loss
+from maskahand.afformer.loss import LossTerms, action_probabilities, afformer_loss
+from maskahand.afformer.relpos import check_time_table
 from maskahand.config import AfformerConfig
 
 
@@ -29,7 +30,7 @@ class AfformerOutput:
 @dataclass
 class AfformerPrediction:
     heatmaps: torch.Tensor  # (B, num_heatmaps, H, W), each channel sums to 1
-    actions: torch.Tensor | None  # (B, num_actions) probabilities
+    actions: torch.Tensor | None  # (B, num_actions) independent sigmoid probabilities (multi-label)
 
 
 def frame_counts(num_frames, batch: int, frames: int, device: torch.device) -> torch.Tensor | None:
@@ -65,6 +66,7 @@ class GroundingModel(nn.Module):
     def loss(
         self, out: AfformerOutput, heatmaps: torch.Tensor, actions: torch.Tensor | None = None
     ) -> LossTerms:
+        """``actions``: (B, num_actions) multi-hot or (B,) indices (see :mod:`maskahand.afformer.loss`)."""
         return afformer_loss(out.heatmap_logits, out.action_logits, heatmaps, actions)
 
     @torch.no_grad()
@@ -72,7 +74,7 @@ class GroundingModel(nn.Module):
         out = self(video, image, num_frames)
         heat = out.heatmap_logits.float()
         heat = heat.flatten(2).softmax(-1).view_as(heat)
-        actions = out.action_logits.float().softmax(-1) if out.action_logits is not None else None
+        actions = action_probabilities(out.action_logits) if out.action_logits is not None else None
         return AfformerPrediction(heatmaps=heat, actions=actions)
 
     def param_groups(
@@ -158,6 +160,8 @@ class Afformer(GroundingModel):
     def forward(self, video: torch.Tensor, image: torch.Tensor, num_frames=None) -> AfformerOutput:
         check_inputs(video, image)
         counts = frame_counts(num_frames, video.shape[0], video.shape[1], video.device)
+        longest = video.shape[1] if counts is None else int(counts.max())
+        check_time_table(self.decoder.block.cross_attn.rel_pos_t.shape[0], longest)  # before the encoder
         image_levels, video_level = self.encode(video, image, counts)
         decoded = self.decoder(image_levels, video_level, counts)
         heatmap, action = self.predictor(decoded)

@@ -1,9 +1,15 @@
 """Decomposed relative positions (one learned table per axis), and the two ways to apply them.
 
-For one axis with ``q_size`` query and ``k_size`` key positions, a table of ``2 * max(q, k) - 1`` rows
-(linearly resized when it was learned for another extent, e.g. more than 32 frames or 16x16 queries) is indexed by the scaled offset between the
-positions; the shorter axis is stretched so both span the same extent (the MViTv2 / ViTDet convention,
-which the authors' table sizes, ``2 * max(max_q, max_kv) - 1``, follow).
+Spatial axes (h, w): for ``q_size`` query and ``k_size`` key positions, a table of
+``2 * max(q, k) - 1`` rows (linearly resized when it was learned for another extent, e.g. 16x16
+queries against a 64x64 table) is indexed by the scaled offset between the positions; the shorter axis
+is stretched so both span the same extent (the MViTv2 / ViTDet convention the authors use).
+
+Time axis (cross-attention only; the image query is a single time step): the authors index the raw
+time table directly, never resized (their ``get_rel_pos(..., pad=False)`` with ``q_t = 1``): frame
+``k`` of a clip with ``T`` frames uses row ``T - 1 - k`` (:func:`time_rows`), at every level of the
+temporal pyramid (T, T/2, T/4), each with its own ``T``. The table has ``2 * max_kv_thw[0] - 1`` rows, so
+clips longer than that have no row: :func:`check_time_table` says which config key to raise.
 
 The attention logit of query ``i`` and key ``j`` then is ``scale * q_i . k_j + sum_axis q_i . R[i_a, j_a]``.
 :func:`spatial_rel_logits` / :func:`temporal_rel_logits` compute the per-axis terms ``q_i . R[i_a, :]``
@@ -43,6 +49,29 @@ def gather_rel_pos(q_size: int, k_size: int, table: torch.Tensor) -> torch.Tenso
     k_coords = torch.arange(k_size, device=table.device)[None, :] * k_stretch
     offsets = (q_coords - k_coords + (k_size - 1) * k_stretch).long()
     return table[offsets]
+
+
+def check_time_table(table_rows: int, frames: int) -> None:
+    """A clip of ``frames`` frames needs rows ``0 .. frames - 1`` of the time table."""
+    if frames > table_rows:
+        raise ValueError(
+            f"a clip of {frames} frames is longer than the cross-attention time table ({table_rows} rows, "
+            f"sized by model.max_kv_thw[0]={(table_rows + 1) // 2} as 2 * t - 1): set model.max_kv_thw[0] "
+            f"to the clip length ({frames} or more)"
+        )
+
+
+def time_rows(table: torch.Tensor, counts: torch.Tensor | None, frames: int) -> torch.Tensor:
+    """The authors' time rule: (B, frames, D), frame ``k`` of a clip of ``n = counts[b]`` frames gets row
+    ``n - 1 - k`` of the raw ``table`` (no resizing); frames past ``n`` (padding) get row 0 and are
+    masked by the caller. ``counts=None``: every clip has ``frames`` frames, (1, frames, D)."""
+    if counts is None:
+        check_time_table(table.shape[0], frames)
+        return gather_rel_pos(1, frames, table)
+    check_time_table(table.shape[0], int(counts.max()) if counts.numel() else 0)
+    k = torch.arange(frames, device=table.device)
+    index = (counts.to(table.device)[:, None] - 1 - k[None, :]).clamp_min(0)
+    return table[index]
 
 
 def spatial_rel_logits(q: torch.Tensor, q_hw: Sequence[int], rel_h: torch.Tensor, rel_w: torch.Tensor):

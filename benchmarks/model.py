@@ -13,6 +13,7 @@ CUDA (when available): bf16 autocast, samples/s over timed iterations after warm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -48,6 +49,12 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def sized_for(cfg: AfformerConfig, frames: int) -> AfformerConfig:
+    """The config with a time table long enough for ``frames``-frame clips (model.max_kv_thw[0])."""
+    t, h, w = cfg.max_kv_thw
+    return dataclasses.replace(cfg, max_kv_thw=[max(t, frames), h, w])
+
+
 def make_inputs(batch: int, frames: int, size: int, device):
     import torch
 
@@ -67,7 +74,7 @@ def cpu_step(cfg: AfformerConfig, mode: str, frames: int, size: int, threads: in
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = build_model(sized_for(cfg, frames)).train()
     model.set_attention_mode(mode)
     video, image, target = make_inputs(1, frames, size, "cpu")
     before = rss_bytes()
@@ -98,7 +105,7 @@ def gpu_runs(
 
     results = []
     torch.manual_seed(0)
-    model = build_model(cfg).cuda().train()
+    model = build_model(sized_for(cfg, frames)).cuda().train()
     params = [p for p in model.parameters() if p.requires_grad]
     for mode in MODES:
         model.set_attention_mode(mode)

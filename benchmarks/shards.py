@@ -6,7 +6,9 @@ Clips: up to 32 frames sampled at 5 fps from every shared video (and the EPIC fr
 like ``mine`` stores them (longer side 480) and like ``synth`` stores them (256 x 256). Candidates:
 one JPEG per frame (the shard format), one H.264 MP4 per clip (PyAV/libx264, two CRFs), and a raw
 uint8 ``.npy`` blob. Decoding runs on one thread; PSNR is against the raw frames. Also compares the
-two heatmap encodings (16-bit PNG vs float16 ``.npy``) on blurred hand-box heatmaps.
+two heatmap encodings (16-bit PNG vs float16 ``.npy``) on blurred hand-box heatmaps, and the two
+target encodings (lossless PNG, the default, vs JPEG q90) on MaskAHand targets rendered from the
+same footage: bytes per target and per sample (K = 4), decode rate, and the difference to the render.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ import cv2
 import numpy as np
 import torch
 
-from maskahand.shards.codec import decode_heatmap, decode_jpeg_bytes, encode_heatmap, encode_jpegs
+from maskahand.shards.codec import (
+    decode_heatmap,
+    decode_image_bytes,
+    decode_jpeg_bytes,
+    encode_heatmap,
+    encode_jpegs,
+    encode_pngs,
+)
 
 CLIP_LENGTH = 32
 FPS = 5.0
@@ -229,6 +238,57 @@ def bench_heatmaps(min_seconds: float) -> list[dict[str, object]]:
     return rows
 
 
+def render_targets(clips: list[np.ndarray], variants: int = 4) -> list[torch.Tensor]:
+    """MaskAHand targets (default recipe, 256 x 256) from the middle frame of each clip: a hand box in
+    the lower middle of the frame stands in for a detection (the encoding does not care where)."""
+    from maskahand.config import SynthConfig
+    from maskahand.synth import recipe as rc
+
+    cfg = SynthConfig()
+    targets = []
+    for i, clip in enumerate(clips):
+        frame = torch.from_numpy(clip[len(clip) // 2]).permute(2, 0, 1).contiguous()
+        h, w = frame.shape[-2:]
+        hand = {"box": [0.3 * w, 0.45 * h, 0.55 * w, 0.85 * h], "state": "contact", "score": 0.995}
+        meta = {"width": w, "height": h, "frame_indices": [0], "interacting": [0], "detections": [[hand]]}
+        for v in range(variants):
+            target, _ = rc.replay(rc.sample_params(cfg, f"clip{i}", meta, v), frame)
+            targets.append(target)
+    return targets
+
+
+def bench_targets(clips: list[np.ndarray], min_seconds: float, variants: int = 4) -> list[dict[str, object]]:
+    targets = render_targets(clips, variants)
+    rows = []
+    for name, enc, suffix in (
+        ("png (lossless, default)", lambda t: encode_pngs(t[None])[0], ".png"),
+        ("jpeg q90 (before)", lambda t: encode_jpegs(t[None], 90)[0], ".jpg"),
+    ):
+        encoded = [enc(t) for t in targets]
+        decoded = [decode_image_bytes(e, "t" + suffix) for e in encoded]
+        diff = torch.stack([(d.float() - t.float()).abs() for d, t in zip(decoded, targets)])
+        rate = _rate(
+            partial(_decode_all, partial(decode_image_bytes, name="t" + suffix), encoded),
+            len(encoded),
+            min_seconds,
+        )
+        enc_rate = _rate(partial(_decode_all, enc, targets), len(targets), min_seconds)
+        per_target = sum(len(e) for e in encoded) / len(encoded)
+        rows.append(
+            {
+                "encoding": name,
+                "bytes_per_target": round(per_target),
+                f"target_bytes_per_sample_k{variants}": round(per_target * variants),
+                "decoded_targets_per_s_per_core": round(rate, 1),
+                "encoded_targets_per_s_per_core": round(enc_rate, 1),
+                "max_abs_diff_to_render": int(diff.max()),
+                "mean_abs_diff_to_render": round(float(diff.mean()), 3),
+                "exact": bool(diff.max() == 0),
+            }
+        )
+    return rows
+
+
 def sources(data: Path) -> list[Path]:
     videos = sorted(
         p for p in (data / "videos").iterdir() if p.suffix in {".mp4", ".mkv", ".webm", ".avi", ".mov"}
@@ -272,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         reader = bench_reader(clips, args.seconds)
         print(_table([reader]))
         result[label] = {"encodings": rows, "reader": reader}
+    print("\n== MaskAHand targets 256x256 (default recipe on the clip frames at 480, 4 per clip), 1 thread")
+    rows = bench_targets([read_clip(p, max_side=480) for p in srcs], args.seconds)
+    print(_table(rows))
+    result["targets"] = rows
     print("\n== heatmaps 256x256 (blurred hand boxes, kernel 85)")
     rows = bench_heatmaps(args.seconds)
     print(_table(rows))

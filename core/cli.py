@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from maskahand import __version__
-from maskahand.configbase import ConfigError
+from maskahand.cli_util import EXIT_USAGE, run_handler
 
 # (command, module with register(subparsers)), in the order of the data flow.
 STAGES = [
@@ -44,32 +45,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_overrides(extra: list[str]) -> tuple[list[str], list[str]]:
-    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
-    rest = [e for e in extra if e not in overrides]
-    return overrides, rest
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+
+
+def _option(parser: argparse.ArgumentParser, token: str) -> argparse.Action | None:
+    """The option ``token`` names in ``parser`` (exactly, or by an unambiguous prefix as argparse allows)."""
+    actions = parser._option_string_actions
+    if token in actions:
+        return actions[token]
+    found = {actions[s] for s in actions if s.startswith(token) and token.startswith("--")}
+    return found.pop() if len(found) == 1 else None
+
+
+def _subcommand(parser: argparse.ArgumentParser, token: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(token)
+    return None
+
+
+def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """(arguments for argparse, ``key.sub=value`` overrides), wherever the overrides stand on the line.
+
+    Overrides are taken out before parsing, so they never meet a sub-parser choice (``mine show`` vs
+    ``mine mine.fps=10``). The value of an option (``--out a=b``) stays an argument.
+    """
+    rest: list[str] = []
+    overrides: list[str] = []
+    current, values_due = parser, 0
+    for i, token in enumerate(argv):
+        if values_due:
+            values_due -= 1
+            rest.append(token)
+        elif token == "--":
+            rest += argv[i:]
+            break
+        elif token.startswith("-") and token != "-":
+            action = _option(current, token)
+            if action is not None and "=" not in token:
+                nargs = action.nargs
+                values_due = 1 if nargs is None else nargs if isinstance(nargs, int) else 0
+            rest.append(token)
+        elif _OVERRIDE.match(token):
+            overrides.append(token)
+        else:
+            current = _subcommand(current, token) or current
+            rest.append(token)
+    return rest, overrides
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (see ``cli_util``: 0, 1 failure, 2 usage/config, 130)."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    overrides, rest = split_overrides(extra)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    rest, overrides = split_overrides(parser, sys.argv[1:] if argv is None else list(argv))
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as e:  # --help, --version, or a usage error argparse has reported (status 2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     args.overrides = overrides
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as e:
-        print(f"maskahand: config error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("maskahand: interrupted", file=sys.stderr)
-        return 130
+    return run_handler(args.func, args, f"maskahand {args.command}")
 
 
 if __name__ == "__main__":

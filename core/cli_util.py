@@ -1,14 +1,71 @@
-"""Small helpers for stage sub-commands: the shared --config option and recipe loading."""
+"""Small helpers for stage sub-commands: the shared --config option, recipe loading, exit statuses.
+
+Exit status of every ``maskahand`` command (applied once, by :func:`run_handler`):
+
+- ``0`` success (``shards check``: every shard is sound);
+- ``1`` runtime failure: the command ran and failed on its input (unreadable video, corrupt shard,
+  failed shards); one line on stderr, ``maskahand STAGE: message``, the message naming the file;
+- ``2`` usage or configuration error: bad arguments, an input path that does not exist, an unknown or
+  invalid config key, a resume with a changed config, an unusable Ray address;
+- ``130`` interrupted (Ctrl-C).
+
+Handlers return ``0`` (or a status of their own, e.g. ``shards check`` returns 1 for problems found)
+and signal errors by raising: :class:`UsageError` or ``ConfigError`` for 2, anything else for 1
+(``-v`` adds the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from maskahand.configbase import load_config
+from maskahand.configbase import ConfigError, load_config
 
 T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("maskahand")
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (a missing option, an input path that does not exist): exit status 2."""
+
+
+def usage_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "fix the command or its config", exit status 2."""
+    from maskahand.rayutil import RayConnectError
+    from maskahand.video.errors import VideoNotFoundError
+
+    return (UsageError, ConfigError, RayConnectError, FileNotFoundError, VideoNotFoundError)
+
+
+def run_handler(
+    handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, name: str
+) -> int:
+    """Call a command's handler and turn what it raises into one stderr line and an exit status."""
+    try:
+        return int(handler(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        usage = isinstance(e, usage_errors())
+        kind = "config error: " if isinstance(e, ConfigError) else ""
+        # Our errors carry a message naming the file; a bare builtin (KeyError, ...) is a bug: say which.
+        message = str(e) if type(e).__module__ != "builtins" or usage else f"{type(e).__name__}: {e}"
+        if getattr(args, "verbose", False):
+            log.exception("%s failed", name)
+        elif not usage and type(e).__module__ == "builtins" and not isinstance(e, OSError):
+            message += " (run with -v for the traceback)"
+        print(f"{name}: {kind}{message}", file=sys.stderr)
+        return EXIT_USAGE if usage else EXIT_FAILURE
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

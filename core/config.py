@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from maskahand.configbase import RUNTIME
+
 # --------------------------------------------------------------------------------------------------
 # Inputs and infrastructure
 
@@ -23,7 +25,7 @@ class VideoConfig:
     fps: float = 5.0  # paper: frames sampled at 5 fps
     max_side: Optional[int] = None  # resize so that max(h, w) <= max_side (None: keep source size)
     folder_fps: float = 60.0  # frame rate of EPIC-style frame folders (EPIC-KITCHENS-55: 60 fps)
-    threads: int = 0  # decoder threads (0: library default)
+    threads: int = field(default=0, metadata=RUNTIME)  # decoder threads (0: library default)
 
     def validate(self) -> None:
         if self.fps <= 0:
@@ -38,7 +40,10 @@ class VideoConfig:
 class ShardWriterConfig:
     max_samples: int = 200  # a shard is closed after this many samples ...
     max_bytes: int = 512 * 1024 * 1024  # ... or before it would grow past this many bytes
-    jpeg_quality: int = 90  # frames and targets: one JPEG member each (measured: benchmarks.shards)
+    jpeg_quality: int = 90  # frames: one JPEG member each (measured: benchmarks.shards)
+    # maskahand targets: png keeps them exactly as rendered (noise included); jpeg (q jpeg_quality) is
+    # ~4x smaller but shifts the noise regions by tens of grey levels (benchmarks.shards)
+    target_format: Literal["png", "jpeg"] = "png"
 
     def validate(self) -> None:
         if self.max_samples < 1 or self.max_bytes < 1:
@@ -96,9 +101,9 @@ class PrecomputedConfig:
 @dataclass
 class DetectorConfig:
     backend: Literal["hircnn", "mediapipe", "precomputed"] = "mediapipe"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = 8
-    amp: bool = True  # autocast on CUDA
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=RUNTIME)
+    batch_size: int = field(default=8, metadata=RUNTIME)
+    amp: bool = field(default=True, metadata=RUNTIME)  # autocast on CUDA
     hircnn: HircnnConfig = field(default_factory=HircnnConfig)
     mediapipe: MediapipeConfig = field(default_factory=MediapipeConfig)
     precomputed: PrecomputedConfig = field(default_factory=PrecomputedConfig)
@@ -173,7 +178,11 @@ class MineConfig:
     # The last partial window: "align_end" adds one full clip ending at the last frame (an interaction in
     # the tail is not lost); "drop" ignores frames after the last regular window.
     tail: Literal["align_end", "drop"] = "align_end"
-    frame_max_side: int = 480  # stored frames (enough for 256x256 synthesis); detection runs on them too
+    frame_max_side: int = 480  # stored frames (enough for 256x256 synthesis) and their boxes' pixels
+    # Detection sees each frame at the detector's own input size (the authors detect on full frames):
+    # hircnn at torchvision's min_size/max_size rule, mediapipe at full size, precomputed at the storage
+    # size (its boxes are normalized). This caps the detection frames' longer side further (None: no cap).
+    detect_max_side: Optional[int] = None
 
     def validate(self) -> None:
         if self.clip_length < 1 or self.clip_stride < 1:
@@ -184,6 +193,8 @@ class MineConfig:
             raise ValueError("min_frames must be >= 1")
         if self.frame_max_side < 16:
             raise ValueError("frame_max_side must be >= 16")
+        if self.detect_max_side is not None and self.detect_max_side < 16:
+            raise ValueError("detect_max_side must be >= 16 or null")
         if not 0.0 <= self.contact_score <= 1.0:
             raise ValueError("contact_score must be in [0, 1]")
 
@@ -197,6 +208,10 @@ class MineRayConfig:
     gpus_per_detector: float = 1.0
     cpus_per_detector: float = 1.0
     max_inflight_batches: int = 4  # backpressure, per miner: decoded batches not yet detected
+    # Extra Ray resources each actor needs, e.g. {"decode": 1} with `ray start --resources '{"decode": 4}'`
+    # on the nodes that should decode: places each stage on the nodes meant for it.
+    decoder_resources: dict[str, float] = field(default_factory=dict)
+    detector_resources: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +222,10 @@ class MineRayConfig:
 class SynthConfig:
     variants: int = 4  # K targets per clip, sharing the stored frames
     hand_masks: int = 1  # paper (table 5, #Mh): 1 masks every interacting hand; 0 gives the "no mask" rows
-    hand_mask_scale: float = 1.5  # paper: hand context mask = box enlarged 1.5x (table 5)
+    hand_mask_scale: float = 1.5  # paper: hand context mask ratio r = 1.5 (table 5)
+    # random_sides (the authors' affodist/dataset.py): each side of the hand box moves out by
+    # U(0, r-1) * sqrt(box area) on its own; centered: the box scaled r x about its centre.
+    hand_mask_mode: Literal["random_sides", "centered"] = "random_sides"
     random_masks: int = 1  # paper: one random context mask of the same size (table 5)
     fill: Literal["noise", "zero"] = "noise"  # paper: uniform noise 0..255 beats black (2.36 vs 2.65)
     distortion_scale: float = 0.5  # paper: perspective distortion 0.5 (table 8)
@@ -215,8 +233,8 @@ class SynthConfig:
     blur_sigma: Optional[float] = None  # None: OpenCV's rule from the kernel size
     output_size: int = 256  # paper: 256 x 256
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = 64
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=RUNTIME)
+    batch_size: int = field(default=64, metadata=RUNTIME)
 
     def validate(self) -> None:
         if self.blur_kernel % 2 == 0 or self.blur_kernel < 1:
@@ -256,6 +274,8 @@ class AfformerConfig:
     num_actions: int = 0  # 0: no action head (pretraining); 7 for OPRA
     attention: Literal["efficient", "reference"] = "efficient"
     max_q_thw: list[int] = field(default_factory=lambda: [1, 64, 64])  # relative-position table extents
+    # [clip length, h, w]: as the authors (max_kv_thw[0] = their clip_length_in_frames), the time table has
+    # 2 * max_kv_thw[0] - 1 rows and frame k of a T-frame clip uses row T-1-k; recipes check their clips fit
     max_kv_thw: list[int] = field(default_factory=lambda: [32, 32, 32])
     backbone_weights: Optional[str] = None  # torchvision COCO fasterrcnn_resnet50_fpn_v2 weights file
     freeze_backbone: bool = False  # freeze the whole encoder (ResNet body + FPN)
@@ -278,27 +298,102 @@ class AfformerConfig:
             raise ValueError("trainable_backbone_layers must be in 0..5")
 
 
+def check_clip_fits(model: AfformerConfig, frames: int, key: str) -> None:
+    """Clips of ``frames`` frames (config key ``key``) need a time table sized for them (model.max_kv_thw[0])."""
+    if frames > model.max_kv_thw[0]:
+        raise ValueError(
+            f"{key}={frames} is longer than model.max_kv_thw[0]={model.max_kv_thw[0]}, the clip length the "
+            f"model's time table is sized for: set model.max_kv_thw=[{frames}, {model.max_kv_thw[1]}, "
+            f"{model.max_kv_thw[2]}]"
+        )
+
+
 @dataclass
 class OptimConfig:
     lr: float = 3e-4  # paper
     weight_decay: float = 0.05  # paper
     # the backbone's lr factor (paper: 0.1) lives in AfformerConfig.backbone_lr_factor
     schedule: Literal["cosine"] = "cosine"  # paper
-    warmup_iters: int = 0
+    warmup_iters: int = 0  # linear warmup steps before the cosine decay
+    min_lr_factor: float = 0.0  # cosine decays to lr * this at max_iters
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"  # paper: 16-bit mixed precision
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW (torch default)
+    grad_clip: Optional[float] = None  # max global grad norm (None: no clipping)
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if self.warmup_iters < 0 or not 0.0 <= self.min_lr_factor <= 1.0:
+            raise ValueError("warmup_iters must be >= 0 and min_lr_factor in [0, 1]")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError("betas must be two numbers in [0, 1)")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError("grad_clip must be > 0 or null")
 
 
 @dataclass
 class TrainConfig:
+    # RUNTIME fields may change when a run resumes; any other change is refused (changes the result).
     batch_size: int = 32  # paper: MaskAHand pretraining batch 32
     max_iters: int = 5000
     num_frames: int = 32  # paper: the 32 mined frames
-    workers: int = 4
-    out_dir: str = "runs/pretrain"
-    resume: Optional[str] = None
-    log_every: int = 20
-    ckpt_every: int = 500
+    workers: int = 4  # DataLoader workers per process (part of the data order, so not runtime-only)
+    out_dir: str = field(default="runs/pretrain", metadata=RUNTIME)
+    resume: Optional[str] = field(default=None, metadata=RUNTIME)
+    log_every: int = field(default=20, metadata=RUNTIME)
+    ckpt_every: int = field(default=500, metadata=RUNTIME)
     seed: int = 0
+    accum_steps: int = 1  # gradient accumulation: global batch = batch_size x GPUs x accum_steps
+    # auto, cpu, cuda (torchrun: each process its LOCAL_RANK's GPU)
+    device: str = field(default="auto", metadata=RUNTIME)
+    keep_last: int = field(default=2, metadata=RUNTIME)  # checkpoints kept: the last N ...
+    keep_every: int = field(default=0, metadata=RUNTIME)  # ... plus multiples of this step (0: none)
+    image_every: int = field(default=500, metadata=RUNTIME)  # TensorBoard picture every N steps (0: never)
+    eval_every: int = field(default=0, metadata=RUNTIME)  # task evaluation every N steps (0: at the end)
+    # abort after this many non-finite losses in a row (each one is skipped and counted)
+    max_nonfinite: int = field(default=5, metadata=RUNTIME)
+    # recompute encoder/decoder blocks in backward: less memory, same results, more time
+    activation_checkpointing: bool = field(default=False, metadata=RUNTIME)
+    shuffle: int = 200  # sample shuffle buffer per reader (0: in order)
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.max_iters < 1 or self.num_frames < 1 or self.accum_steps < 1:
+            raise ValueError("batch_size, max_iters, num_frames and accum_steps must be >= 1")
+        if self.ckpt_every < 1 or self.log_every < 1 or self.keep_last < 1:
+            raise ValueError("ckpt_every, log_every and keep_last must be >= 1")
+        if min(self.keep_every, self.image_every, self.eval_every, self.workers, self.shuffle) < 0:
+            raise ValueError("keep_every, image_every, eval_every, workers and shuffle must be >= 0")
+        if self.max_nonfinite < 1:
+            raise ValueError("max_nonfinite must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------------
+# Interaction Hotspots (seeds 000 S4/S5, 001 section 3; their code: Tushar-N/interaction-hotspots)
+
+
+@dataclass
+class HotspotsConfig:
+    num_verbs: int = 7  # OPRA 7; EPIC-Hotspots 20 (seed 000 table S2)
+    hidden: int = 2048  # paper: one LSTM layer, hidden 2048
+    max_len: int = 8  # frames per training clip (their train.py --max_len); 32 at most
+    pool: Literal["l2", "avg"] = "l2"  # paper: L2 pooling
+    ant_loss: Literal["mse", "triplet", "none"] = "mse"  # paper: L2 on OPRA, triplet on EPIC
+    mse_weight: float = 0.1  # paper: lambda_ant 0.1 (their code applies it to the L2 loss only)
+    triplet_margin: float = 0.5  # paper
+    triplet_weight: float = 1.0  # their code: the triplet loss is not weighted
+    aux_weight: float = 1.0  # paper: lambda_aux 1
+    # their dr50_n28 dilates only the first block of res4 (2) and res5 (4); "every_block" dilates all
+    dilation: Literal["first_block", "every_block"] = "first_block"
+    backbone_weights: Optional[str] = None  # torchvision ImageNet resnet50 state dict file (required)
+    image_size: int = 224  # their crop; 28 x 28 features at 224
+
+    def validate(self) -> None:
+        if not 1 <= self.max_len <= 32:
+            raise ValueError("max_len must be in 1..32")
+        if self.num_verbs < 1 or self.hidden < 1:
+            raise ValueError("num_verbs and hidden must be >= 1")
+        if self.image_size % 8 != 0:
+            raise ValueError("image_size must be a multiple of 8 (the backbone's stride)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,23 +419,39 @@ class DetectorTrainRecipe:
 
 @dataclass
 class MineRecipe:
-    # video.fps and video.max_side are set from mine.fps and mine.frame_max_side (the saved config shows
-    # the values used); the other video.* keys (backend, folder_fps, threads) apply as given.
+    # The sampling rate is mine.fps and the stored size mine.frame_max_side: video.fps and
+    # video.max_side are not read by mine, and a value that differs from them is refused (validate).
+    # The other video.* keys (backend, folder_fps, threads) apply as given.
     video: VideoConfig = field(default_factory=VideoConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     mine: MineConfig = field(default_factory=MineConfig)
     shards: ShardWriterConfig = field(default_factory=ShardWriterConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    workers: MineRayConfig = field(default_factory=MineRayConfig)
+    ray: RayConfig = field(default_factory=RayConfig, metadata=RUNTIME)
+    workers: MineRayConfig = field(default_factory=MineRayConfig, metadata=RUNTIME)
+
+    def validate(self) -> None:
+        # Left at its default, or repeating the mine.* value (configs saved by older versions), is fine.
+        if self.video.fps not in (VideoConfig.fps, self.mine.fps):
+            raise ValueError(
+                f"video.fps={self.video.fps:g} is not used by mine: set mine.fps={self.video.fps:g} "
+                "(frames sampled per second)"
+            )
+        if self.video.max_side not in (None, self.mine.frame_max_side):
+            raise ValueError(
+                f"video.max_side={self.video.max_side} is not used by mine: set mine.frame_max_side="
+                f"{self.video.max_side} for the stored frames (mine.detect_max_side caps detection)"
+            )
 
 
 @dataclass
 class SynthRecipe:
     synth: SynthConfig = field(default_factory=SynthConfig)
     shards: ShardWriterConfig = field(default_factory=ShardWriterConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    gpus_per_worker: float = 0.25
-    cpus_per_worker: float = 1.0
+    ray: RayConfig = field(default_factory=RayConfig, metadata=RUNTIME)
+    gpus_per_worker: float = field(default=0.25, metadata=RUNTIME)
+    cpus_per_worker: float = field(default=1.0, metadata=RUNTIME)
+    # extra Ray resources per shard task
+    worker_resources: dict[str, float] = field(default_factory=dict, metadata=RUNTIME)
 
 
 @dataclass
@@ -348,12 +459,54 @@ class PretrainRecipe:
     model: AfformerConfig = field(default_factory=AfformerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)  # `pretrain --clips`: targets made each step
+
+    def validate(self) -> None:
+        check_clip_fits(self.model, self.train.num_frames, "train.num_frames")
 
 
 @dataclass
 class FinetuneRecipe:
-    model: AfformerConfig = field(default_factory=lambda: AfformerConfig(num_heatmaps=7, num_actions=7))
+    # paper: up to 64 frames for supervised training, so a time table for 64-frame clips
+    model: AfformerConfig = field(
+        default_factory=lambda: AfformerConfig(num_heatmaps=7, num_actions=7, max_kv_thw=[64, 32, 32])
+    )
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(batch_size=16, num_frames=64, out_dir="runs/finetune")
     )
+
+    def validate(self) -> None:
+        check_clip_fits(self.model, self.train.num_frames, "train.num_frames")
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation (seed 002 section 5; the authors' configs/opra/r50fpn.yaml and data/opra; Hotspots eval)
+
+
+@dataclass
+class EvalConfig:
+    protocol: Literal["256", "28", "both"] = "both"  # 256x256 (Afformer table 1) / 28x28 (Hotspots, table 2)
+    clip_fps: float = 2.0  # authors' OPRA config: frame_rate 2
+    clip_length: int = 32  # authors: clip_length_in_frames 32
+    clip_stride: int = 16  # authors: frames_between_clips 16
+    max_clips: Optional[int] = None  # cap on clips per video (None: every clip, as the authors)
+    image_size: int = 256  # paper: image and frames resized to 256 x 256
+    clip_batch: int = 4  # clips of one video per forward pass
+    device: str = "auto"  # auto, cpu, cuda (torchrun: each process its LOCAL_RANK's GPU)
+    seed: int = 0  # the 28x28 protocol's AUC tie-breaking jitter
+    cache_dir: Optional[str] = None  # ground-truth cache when the annotations' folder is read-only
+
+    def validate(self) -> None:
+        if self.clip_fps <= 0 or self.clip_length < 1 or self.clip_stride < 1 or self.clip_batch < 1:
+            raise ValueError("clip_fps must be > 0; clip_length, clip_stride and clip_batch >= 1")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ValueError("max_clips must be >= 1 or null")
+        if self.image_size % 32 != 0:
+            raise ValueError("image_size must be a multiple of 32")
+
+
+@dataclass
+class EvalRecipe:
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)

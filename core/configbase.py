@@ -45,7 +45,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"config key '{key}': null is not allowed (expected {_type_name(inner)})")
     tp = inner
     origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -96,9 +96,13 @@ def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls, include_extras=False)
 
 
+def _fields(cls: Any) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(cls)
+
+
 def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in _fields(cls)}
     for k in data:
         if k not in names:
             raise ConfigError(
@@ -106,7 +110,7 @@ def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             )
     base = cls()
     kwargs = {}
-    for f in dataclasses.fields(cls):
+    for f in _fields(cls):
         if f.name in data:
             kwargs[f.name] = _coerce(data[f.name], hints[f.name], prefix + f.name)
         else:
@@ -215,3 +219,83 @@ def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Pat
     out = Path(out_dir) / name
     atomic_write_text(out, dump_config(cfg))
     return out
+
+
+# --- resuming: a run folder's saved config.yaml must match the new config --------------------------------
+
+#: Field metadata of a setting that changes only speed or placement, never what a run produces (devices,
+#: batch sizes of pure inference, worker counts, Ray options). ``check_resume`` ignores such fields and
+#: everything under them: ``threads: int = field(default=0, metadata=RUNTIME)``.
+RUNTIME = types.MappingProxyType({"runtime": True})
+
+
+class ConfigChangedError(ConfigError):
+    """A run would resume into a folder made with a config that differs in a result-relevant key."""
+
+    def __init__(self, message: str, changes: list[str]) -> None:
+        super().__init__(message)
+        self.changes = changes
+
+
+def result_dict(cfg: Any) -> dict[str, Any]:
+    """``to_dict(cfg)`` without the fields marked :data:`RUNTIME` (at any depth)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in _fields(v) if not f.metadata.get("runtime")}
+        return to_dict(v)
+
+    return conv(cfg)
+
+
+def _strip_runtime(saved: Any, cfg_node: Any) -> Any:
+    """``saved`` without the keys that are runtime-only in the config class ``cfg_node`` describes."""
+    if not (isinstance(saved, dict) and dataclasses.is_dataclass(cfg_node)):
+        return saved
+    runtime = {f.name for f in _fields(cfg_node) if f.metadata.get("runtime")}
+    return {k: _strip_runtime(v, getattr(cfg_node, k, None)) for k, v in saved.items() if k not in runtime}
+
+
+def config_changes(saved: dict[str, Any], cfg: Any) -> list[str]:
+    """``key.sub: old -> new`` for every result-relevant key where ``saved`` (a loaded config.yaml) and
+    ``cfg`` differ, a key present on one side only included."""
+    old, new = _strip_runtime(saved, cfg), result_dict(cfg)
+
+    def diff(a: Any, b: Any, prefix: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [
+                d for k in sorted(set(a) | set(b), key=str) for d in diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            ]
+        return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+    return diff(old, new, "")
+
+
+def check_resume(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> None:
+    """Refuse to continue a run in ``out_dir`` whose saved ``name`` differs from ``cfg`` where it matters.
+
+    Call it before writing anything into ``out_dir`` (then ``save_config(cfg, out_dir)``)::
+
+        check_resume(recipe, out_dir)    # mine, synth, the trainer: raises ConfigChangedError
+        save_config(recipe, out_dir)
+
+    No saved config: nothing to check. Fields marked ``metadata=RUNTIME`` in ``core/config.py`` (and all
+    below them) may change between runs. Any other difference raises :class:`ConfigChangedError` (a
+    ``ConfigError``: the command exits with status 2) naming every changed key, ``synth.variants: 2 -> 3``.
+    """
+    path = Path(out_dir) / name
+    if not path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML ({e}); remove it or use another output folder") from e
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} does not hold a mapping; remove it or use another output folder")
+    changes = config_changes(saved, cfg)
+    if changes:
+        raise ConfigChangedError(
+            f"{out_dir} was made with a different config ({'; '.join(changes)}): resume with the same "
+            f"settings (see {path}) or use another output folder",
+            changes,
+        )

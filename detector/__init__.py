@@ -14,18 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maskahand.detector.base import (
-    HAND_STATES,
-    DetectionsFileError,
-    DetectorError,
-    Hand,
-    HandDetector,
-    WeightsError,
-)
-
-if TYPE_CHECKING:
-    from maskahand.config import DetectorConfig
-
 __all__ = [
     "HAND_STATES",
     "DetectionsFileError",
@@ -36,20 +24,17 @@ __all__ = [
     "build_detector",
 ]
 
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
+    from maskahand.detector.base import (
+        HAND_STATES,
+        DetectionsFileError,
+        DetectorError,
+        Hand,
+        HandDetector,
+        WeightsError,
+    )
+    from maskahand.detector.build import build_detector
+else:
+    from maskahand.lazy import lazy_exports
 
-def build_detector(cfg: DetectorConfig) -> HandDetector:
-    """The backend named by ``cfg.backend``, ready to ``detect``."""
-    cfg.validate()
-    if cfg.backend == "hircnn":
-        from maskahand.detector.hircnn import HircnnDetector
-
-        return HircnnDetector(cfg)
-    if cfg.backend == "mediapipe":
-        from maskahand.detector.mediapipe_hands import MediapipeDetector
-
-        return MediapipeDetector(cfg)
-    if cfg.backend == "precomputed":
-        from maskahand.detector.precomputed import PrecomputedDetector
-
-        return PrecomputedDetector(cfg)
-    raise ValueError(f"unknown detector backend {cfg.backend!r} (hircnn, mediapipe, precomputed)")
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     import torch
 
 HandState = Literal["contact", "no_contact", "unknown"]
+Box = tuple[float, float, float, float]
 HAND_STATES: tuple[str, ...] = ("contact", "no_contact", "unknown")
 
 
@@ -32,7 +33,7 @@ class DetectionsFileError(DetectorError):
 class Hand:
     """One detected hand: ``box`` is (x1, y1, x2, y2) in the pixels of the frame it was found in."""
 
-    box: tuple[float, float, float, float]
+    box: Box
     state: HandState
     score: float
 
@@ -49,7 +50,8 @@ class Hand:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Hand:
-        return cls(box=tuple(float(v) for v in d["box"]), state=d["state"], score=float(d["score"]))
+        box = cast(Box, tuple(float(v) for v in d["box"]))  # its length is checked in __post_init__
+        return cls(box=box, state=d["state"], score=float(d["score"]))
 
 
 class HandDetector:

@@ -9,10 +9,10 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
+from typing import Any
 
-from maskahand.cli_util import add_config_option, load_recipe
+from maskahand.cli_util import UsageError, add_config_option, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from maskahand.config import DetectorRecipe
     from maskahand.configbase import save_config
-    from maskahand.detector import DetectorError, build_detector
+    from maskahand.detector import WeightsError, build_detector
     from maskahand.detector.draw import annotate_image, annotate_video, is_image
 
     recipe = load_recipe(
@@ -71,20 +71,19 @@ def _run(args: argparse.Namespace) -> int:
     )
     src, out = Path(args.input), Path(args.out)
     if not src.exists():
-        print(f"maskahand detector run: {src} does not exist", file=sys.stderr)
-        return 2
+        raise UsageError(f"{src} does not exist")
     try:
         with build_detector(recipe.detector) as detector:
             if is_image(src):
                 hands = annotate_image(detector, src, out)
-                summary = {"input": str(src), "out": str(out), "hands": [h.to_dict() for h in hands]}
+                summary: dict[str, Any] = {"input": str(src), "out": str(out)}
+                summary["hands"] = [h.to_dict() for h in hands]
             else:
                 frames = annotate_video(detector, src, out, recipe)
                 summary = {"input": str(src), "out": str(out), "frames": frames}
             summary["detector"] = detector.describe()
-    except (DetectorError, ValueError) as e:
-        print(f"maskahand detector run: {e}", file=sys.stderr)
-        return 2
+    except WeightsError as e:  # detector.hircnn.weights is missing or names an unusable file
+        raise UsageError(str(e)) from e
     save_config(recipe, out.parent, name=f"{out.stem}.config.yaml")
     print(json.dumps(summary))
     return 0
@@ -92,9 +91,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from maskahand.config import DetectorTrainRecipe
-    from maskahand.detector import DetectorError
     from maskahand.detector.train import train
-    from maskahand.detector.voc import VOCFormatError
 
     recipe = load_recipe(
         DetectorTrainRecipe,
@@ -106,11 +103,7 @@ def _train(args: argparse.Namespace) -> int:
             "train.coco_weights": args.coco_weights,
         },
     )
-    try:
-        record = train(recipe)
-    except (DetectorError, VOCFormatError, ValueError) as e:
-        print(f"maskahand detector train: {e}", file=sys.stderr)
-        return 2
+    record = train(recipe)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: v for k, v in record.items() if k != "losses"}))
     return 0
@@ -118,18 +111,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from maskahand.config import DetectorTrainRecipe
-    from maskahand.detector import DetectorError
     from maskahand.detector.train import evaluate_weights
-    from maskahand.detector.voc import VOCFormatError
 
     recipe = load_recipe(DetectorTrainRecipe, args, **{"train.data_root": args.data})
-    try:
-        metrics = evaluate_weights(
-            recipe, args.weights, args.split or recipe.train.test_split, args.out or recipe.train.out_dir
-        )
-    except (DetectorError, VOCFormatError, ValueError) as e:
-        print(f"maskahand detector eval: {e}", file=sys.stderr)
-        return 2
+    metrics = evaluate_weights(
+        recipe, args.weights, args.split or recipe.train.test_split, args.out or recipe.train.out_dir
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(metrics))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 
 import torch
 
@@ -35,7 +35,7 @@ def train_one_epoch(
 
     model.train()
     losses: list[float] = []
-    total = len(loader) if hasattr(loader, "__len__") else None
+    total = len(loader) if isinstance(loader, Sized) else None
     if max_iters is not None:
         total = min(total, max_iters) if total is not None else max_iters
     bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not _is_main(), unit="it")

@@ -19,6 +19,8 @@ The descriptors live in a private pool so they never clash with another copy of 
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 _PACKAGE = "maskahand.epic_hoa"
@@ -78,7 +80,7 @@ _POOL = descriptor_pool.DescriptorPool()
 _POOL.AddSerializedFile(_file_proto().SerializeToString())
 
 
-def _message(name: str) -> type:
+def _message(name: str) -> Any:  # a generated protobuf message class
     return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
 
 

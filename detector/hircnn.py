@@ -10,16 +10,16 @@ import argparse
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from maskahand.config import DetectorConfig, HircnnConfig
-from maskahand.detector.base import Hand, HandDetector, WeightsError, box_iou
+from maskahand.detector.base import Box, Hand, HandDetector, HandState, WeightsError, box_iou
 from maskahand.detector.device import inference_autocast, resolve_device
 
 NUM_CLASSES = 3
-LABEL_TO_STATE = {1: "no_contact", 2: "contact"}
+LABEL_TO_STATE: dict[int, HandState] = {1: "no_contact", 2: "contact"}
 WEIGHTS_OPTION = "detector.hircnn.weights"
 EXPECTED_LAYOUT = (
     "a torch file holding {'model': state_dict} (the authors' hircnn_r50fpnv2_849.pth) or a plain "
@@ -151,7 +151,7 @@ def select_hands(
     )
     return [
         Hand(
-            box=tuple(float(v) for v in boxes[cand[k]]),
+            box=cast(Box, tuple(float(v) for v in boxes[cand[k]])),
             state=LABEL_TO_STATE[labels[cand[k]]],
             score=float(scores[cand[k]]),
         )

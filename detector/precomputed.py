@@ -29,12 +29,12 @@ import pickle
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from maskahand.config import DetectorConfig, PrecomputedConfig
-from maskahand.detector.base import HAND_STATES, DetectionsFileError, Hand, HandDetector
+from maskahand.detector.base import HAND_STATES, DetectionsFileError, Hand, HandDetector, HandState
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 SUFFIX_FORMAT = {".pkl": "epic", ".pickle": "epic", ".jsonl": "jsonl"}
@@ -223,7 +223,7 @@ class PrecomputedDetector(HandDetector):
         offset = (
             self.pcfg.frame_offset if self.pcfg.frame_offset is not None else default_frame_offset(video_id)
         )
-        out = []
+        out: list[list[Hand]] = []
         for frame, index in zip(frames, frame_indices):
             number = int(index) + offset
             if number not in table:
@@ -243,4 +243,5 @@ def _to_pixels(box: Sequence[float], state: str, score: float, width: int, heigh
     x1, y1, x2, y2 = box
     clip_x = lambda v: min(max(v * width, 0.0), float(width))  # noqa: E731
     clip_y = lambda v: min(max(v * height, 0.0), float(height))  # noqa: E731
-    return Hand(box=(clip_x(x1), clip_y(y1), clip_x(x2), clip_y(y2)), state=state, score=score)
+    box = (clip_x(x1), clip_y(y1), clip_x(x2), clip_y(y2))
+    return Hand(box=box, state=cast(HandState, state), score=score)  # the state is checked by Hand

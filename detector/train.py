@@ -50,7 +50,7 @@ def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def freeze_backbone_layers(model: torch.nn.Module, trainable: int) -> None:
+def freeze_backbone_layers(model: Any, trainable: int) -> None:  # a torchvision FasterRCNN
     """Freeze the ResNet stages torchvision freezes for pretrained backbones (keep ``trainable`` last)."""
     train = BACKBONE_LAYERS[:trainable] + (["bn1"] if trainable == 5 else [])
     for name, param in model.backbone.body.named_parameters():
@@ -58,7 +58,7 @@ def freeze_backbone_layers(model: torch.nn.Module, trainable: int) -> None:
             param.requires_grad_(False)
 
 
-def freeze_backbone_batch_norm(model: torch.nn.Module) -> None:
+def freeze_backbone_batch_norm(model: Any) -> None:  # a torchvision FasterRCNN
     """BatchNorm2d of the ResNet body -> FrozenBatchNorm2d, as torchvision builds pretrained backbones."""
     from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -135,7 +135,7 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
     )
     if tcfg.multiscale_min_sizes:
         # torchvision draws a training image's min side from this tuple and evaluates at its last entry
-        model.transform.min_size = (*tcfg.multiscale_min_sizes, dcfg.hircnn.min_size)
+        model.transform.min_size = (*tcfg.multiscale_min_sizes, dcfg.hircnn.min_size)  # type: ignore[union-attr]
     if tcfg.coco_weights:
         load_coco_init(model, tcfg.coco_weights)
         freeze_backbone_layers(model, tcfg.trainable_backbone_layers)

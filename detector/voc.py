@@ -117,8 +117,8 @@ def write_voc_xml(path: str | Path, ann: ImageAnnotation) -> None:
         ET.SubElement(obj, "handside").text = "" if hand.hand_side is None else str(hand.hand_side)
         bnd = ET.SubElement(obj, "bndbox")
         x1, y1, x2, y2 = hand.box
-        for tag, v in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
-            ET.SubElement(bnd, tag).text = f"{v:g}"
+        for tag, coord in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
+            ET.SubElement(bnd, tag).text = f"{coord:g}"
     atomic_write_bytes(path, ET.tostring(root, encoding="utf-8"))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
 
 from maskahand.cli_util import add_config_option
 
@@ -29,45 +29,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("words", nargs="*", metavar="show OUT", help="`show OUT` draws a contact sheet of OUT")
     p.add_argument("--videos", help="input folder (searched recursively), glob, or a .txt list of paths")
-    p.add_argument("--out", help="output folder (mine) or sheet image (show)")
+    p.add_argument("--out", help="output folder")
     p.add_argument("--detector", choices=["hircnn", "mediapipe", "precomputed"], help="detector.backend")
     p.add_argument("--detections", help="detector.precomputed.path (precomputed backend)")
     p.add_argument("--weights", help="detector.hircnn.weights")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded local Ray)")
     p.add_argument("--retry-failed", action="store_true", help="mine videos the ledger marks failed again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--clips", type=int, default=6, help="show: number of clips on the sheet")
-    p.add_argument("--frames", type=int, default=8, help="show: frames per clip on the sheet")
     add_config_option(p)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    words = [w for w in args.words if "=" not in w]
-    args.overrides = list(getattr(args, "overrides", [])) + [w for w in args.words if "=" in w]
-    if words and words[0] == "show":
-        if len(words) != 2 or not args.out:
-            print("usage: maskahand mine show OUT --out sheet.png", file=sys.stderr)
-            return 2
-        return run_show(words[1], args.out, args.clips, args.frames)
-    if words:
-        print(
-            f"maskahand mine: unexpected argument(s) {words} (did you mean `mine show OUT`?)", file=sys.stderr
-        )
-        return 2
-    if not args.videos or not args.out:
-        print("maskahand mine: --videos and --out are required (see --help)", file=sys.stderr)
-        return 2
-    return run_mine(args)
+    p.set_defaults(func=run_mine)
+    # `mine` alone mines; `mine show` is an action of its own.
+    actions = p.add_subparsers(dest="mine_command", metavar="ACTION")
+    s = actions.add_parser("show", help="draw a contact sheet of mined clips", description=run_show.__doc__)
+    s.add_argument("dir", metavar="OUT", help="a `maskahand mine` output folder")
+    s.add_argument("--out", required=True, metavar="SHEET", help="image to write (.png or .jpg)")
+    s.add_argument("--clips", type=int, default=6, help="number of clips on the sheet (default 6)")
+    s.add_argument("--frames", type=int, default=8, help="frames per clip on the sheet (default 8)")
+    s.set_defaults(func=run_show)
 
 
 def run_mine(args: argparse.Namespace) -> int:
-    from maskahand.cli_util import load_recipe
+    from maskahand.cli_util import UsageError, load_recipe
     from maskahand.config import MineRecipe
-    from maskahand.mine.pipeline import MineError, format_summary, mine
 
+    if not args.videos or not args.out:
+        raise UsageError("--videos and --out are required (or `maskahand mine show OUT --out sheet.png`)")
     recipe = load_recipe(
         MineRecipe,
         args,
@@ -78,26 +65,24 @@ def run_mine(args: argparse.Namespace) -> int:
             "ray.address": args.address,
         },
     )
-    try:
-        summary = mine(
-            recipe, args.videos, args.out, retry_failed=args.retry_failed, progress=not args.no_progress
-        )
-    except MineError as e:
-        print(f"maskahand mine: {e}", file=sys.stderr)
-        return 2
+    from maskahand.mine.pipeline import format_summary, mine  # Ray, torch: after the arguments are checked
+
+    summary = mine(
+        recipe, args.videos, args.out, retry_failed=args.retry_failed, progress=not args.no_progress
+    )
     if summary["nothing_to_do"]:
         print(f"nothing to do: every video of {args.videos} is already in {args.out}/ledger.jsonl")
     print(format_summary(summary))
     return 0
 
 
-def run_show(out_dir: str, sheet: str, clips: int, frames: int) -> int:
-    from maskahand.mine.show import ShowError, render_sheet
+def run_show(args: argparse.Namespace) -> int:
+    """Draw clips of a `maskahand mine` output: frames with hand boxes coloured by state, interacting ones marked."""
+    from maskahand.cli_util import UsageError
+    from maskahand.mine.show import render_sheet
 
-    try:
-        path, shown = render_sheet(out_dir, sheet, max_clips=clips, frames_per_clip=frames)
-    except ShowError as e:
-        print(f"maskahand mine show: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}: {shown} clip(s) of {out_dir}")
+    if not Path(args.dir).is_dir():
+        raise UsageError(f"{args.dir} is not a folder (a `maskahand mine` output)")
+    path, shown = render_sheet(args.dir, args.out, max_clips=args.clips, frames_per_clip=args.frames)
+    print(f"wrote {path}: {shown} clip(s) of {args.dir}")
     return 0

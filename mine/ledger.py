@@ -68,6 +68,7 @@ class VideoRecord:
     shards: list[str] = field(default_factory=list)  # names under shards/
     fingerprint: dict[str, int] = field(default_factory=dict)
     finished_at: float = field(default_factory=time.time)
+    node: dict[str, str] = field(default_factory=dict)  # where it was mined: Ray node id and host name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,7 +228,19 @@ def summarize(ledger: Ledger, video_ids: Iterable[str], wall_seconds: float, fra
         "wall_seconds_this_run": wall_seconds,
         "frames_per_second_this_run": frames_this_run / wall_seconds if wall_seconds > 0 else 0.0,
         "failed": {r.video_id: r.reason for r in recs if r.status == "failed"},
+        "videos_per_node": _videos_per_node(recs),
     }
+
+
+def _videos_per_node(recs: list[VideoRecord]) -> dict[str, int]:
+    """Videos mined per Ray node (``host/node id``); failed videos and older ledger lines have no node."""
+    counts: dict[str, int] = {}
+    for r in recs:
+        if not r.node:
+            continue
+        key = f"{r.node.get('host', '')}/{r.node.get('node_id', '')}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def write_summary(out_dir: str | Path, summary: dict) -> None:

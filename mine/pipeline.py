@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from maskahand.config import MineRecipe
-from maskahand.configbase import save_config, to_dict
+from maskahand.configbase import check_resume, save_config
 from maskahand.mine.ledger import (
     Ledger,
     clean_unclaimed,
@@ -40,61 +40,14 @@ from maskahand.mine.rule import rule_record
 from maskahand.mine.scheduler import MineError, VideoTask, run_scheduler
 from maskahand.mine.worker import mining_video_config
 
-__all__ = ["MineError", "check_output_config", "format_summary", "mine", "plan"]
+__all__ = ["MineError", "format_summary", "mine", "plan"]
 
 log = logging.getLogger(__name__)
 
 
-RESULT_SECTIONS = ("video", "detector", "mine", "shards")
-# Fields inside them that only change speed or placement.
-RUNTIME_FIELDS = {
-    ("detector", "device"),
-    ("detector", "batch_size"),
-    ("detector", "amp"),
-    ("video", "threads"),
-}
-
-
-def result_config(recipe: MineRecipe) -> dict[str, Any]:
-    data = to_dict(recipe)
-    out = {k: data[k] for k in RESULT_SECTIONS}
-    for section, key in RUNTIME_FIELDS:
-        out[section].pop(key, None)
-    return out
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
-
-
-def check_output_config(out_dir: Path, recipe: MineRecipe) -> None:
-    """Refuse to resume into an output that was mined with a different rule/detector/frame size."""
-    import yaml
-
-    path = out_dir / "config.yaml"
-    if not path.exists():
-        return
-    try:
-        old_data = yaml.safe_load(path.read_text()) or {}
-        old = {k: old_data.get(k, {}) for k in RESULT_SECTIONS}
-        for section, key in RUNTIME_FIELDS:
-            old.get(section, {}).pop(key, None)
-    except yaml.YAMLError as e:
-        raise MineError(f"{path}: not valid YAML ({e}); remove it or use another --out") from e
-    diffs = _diff(old, result_config(recipe))
-    if diffs:
-        raise MineError(
-            f"{out_dir} was mined with a different config; use a new --out (or the same settings). "
-            f"Differences: {'; '.join(diffs[:8])}"
-        )
-
-
 def plan(
     recipe: MineRecipe, videos: str, out_dir: str | Path, retry_failed: bool = False
-) -> tuple[list[tuple[str, str]], list[VideoTask], Ledger]:
+) -> tuple[list[tuple[str, Path]], list[VideoTask], Ledger]:
     """Discover inputs, check/prepare the output, and list the videos still to mine."""
     from maskahand.video import VideoError, discover_videos
 
@@ -109,9 +62,10 @@ def plan(
     if len(set(ids)) != len(ids):
         raise MineError(f"{videos}: duplicate video ids in the input")
     out.mkdir(parents=True, exist_ok=True)
-    # Save the reader settings actually used (mine.fps / mine.frame_max_side win over video.*).
+    # Save the reader settings actually used: mine.fps; each video's decode size is chosen per video
+    # (mine.resolution), so video.max_side is recorded as null.
     recipe = dataclasses.replace(recipe, video=mining_video_config(recipe))
-    check_output_config(out, recipe)
+    check_resume(recipe, out)  # runtime-only settings (devices, workers, Ray) may change
     save_config(recipe, out)
     ledger = Ledger(out)
     todo: list[VideoTask] = []
@@ -165,7 +119,7 @@ def mine(
     init_ray(recipe.ray)
     timing = run_scheduler(recipe, out, todo, ledger, progress, fault)
     n = rebuild_manifest(out, ledger)
-    summary = summarize(ledger, ids, time.perf_counter() - t0, timing["frames"])
+    summary = summarize(ledger, ids, time.perf_counter() - t0, int(timing["frames"]))
     summary["startup_seconds_this_run"] = timing["startup_seconds"]
     summary["steady_frames_per_second_this_run"] = timing["steady_frames_per_second"]
     summary["nothing_to_do"] = False

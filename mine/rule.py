@@ -32,7 +32,29 @@ def _hand_field(hand: Any, name: str) -> Any:
     return hand[name] if isinstance(hand, dict) else getattr(hand, name)
 
 
-def hand_interacts(hand: Any, cfg: MineConfig) -> bool:
+@dataclass(frozen=True)
+class HandRule:
+    """When one hand counts as interacting: the part of the clip rule that later stages apply again.
+
+    ``HandRule.from_record(meta["rule"])`` reads it from a clip, so ``synth`` needs no miner config.
+    """
+
+    contact_score: float
+    unknown_rule: str
+    unknown_score: float
+
+    @classmethod
+    def from_record(cls, record: Any) -> HandRule:
+        """From a clip's ``meta["rule"]`` (:func:`rule_record`); keys it lacks take the paper's defaults."""
+        rec = record if isinstance(record, dict) else {}
+        return cls(
+            contact_score=float(rec.get("contact_score", MineConfig.contact_score)),
+            unknown_rule=str(rec.get("unknown_rule", MineConfig.unknown_rule)),
+            unknown_score=float(rec.get("unknown_score", MineConfig.unknown_score)),
+        )
+
+
+def hand_interacts(hand: Any, cfg: MineConfig | HandRule) -> bool:
     """Does one hand (a ``Hand`` or a ``{box, state, score}`` dict) count as interacting?"""
     state = _hand_field(hand, "state")
     score = float(_hand_field(hand, "score"))

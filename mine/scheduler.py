@@ -48,6 +48,8 @@ class _Slot:
     frames: int = 0
     clips: int = 0
     duration: float = 0.0
+    node_id: str = ""  # the Ray node the miner runs on (from its start())
+    retired: bool = False  # its node left the cluster: no replacement, no more videos
 
 
 @dataclass
@@ -111,8 +113,12 @@ def _resources(recipe: MineRecipe, n_videos: int) -> tuple[int, int, dict[str, A
             cpus,
             scale,
         )
-    miner_opts = {"num_cpus": w.cpus_per_decoder * scale}
+    miner_opts: dict[str, Any] = {"num_cpus": w.cpus_per_decoder * scale}
     det_opts: dict[str, Any] = {"num_cpus": w.cpus_per_detector * scale}
+    if w.decoder_resources:
+        miner_opts["resources"] = dict(w.decoder_resources)
+    if w.detector_resources:
+        det_opts["resources"] = dict(w.detector_resources)
     if use_gpu:
         det_opts["num_gpus"] = w.gpus_per_detector
     return n_det, n_miners, miner_opts, det_opts
@@ -224,7 +230,7 @@ class _Scheduler:
         self.slots[i].task = None
         self.slots[i].gen += 1
         self.bar.update(1)
-        if self.queue:
+        if self.queue and not self.slots[i].retired:
             self.assign(i)
 
     def fail(self, i: int, err: BaseException) -> None:
@@ -235,6 +241,9 @@ class _Scheduler:
         task = slot.task
         assert task is not None
         reason = _error_reason(err)
+        if isinstance(err, RayActorError) and _node_lost(slot.node_id):
+            self.requeue_lost(i, reason)
+            return
         if isinstance(err, RayActorError):
             # The miner (e.g. a decoder crash) or a detector it waited on died: use a fresh miner.
             ray.kill(slot.miner)
@@ -255,6 +264,27 @@ class _Scheduler:
         self.ledger.append(rec)
         log.warning("%s: failed: %s", task.video_id, reason)
         self.release(i)
+
+    def requeue_lost(self, i: int, reason: str) -> None:
+        """The miner's node left the cluster: the video is not at fault, a surviving miner redoes it.
+
+        The slot retires instead of getting a new miner: its resources went with the node, and a replacement
+        that no node can place would wait forever (and the run with it).
+        """
+        slot = self.slots[i]
+        task = slot.task
+        assert task is not None
+        discard_video(self.out, task.stem)
+        slot.task, slot.retired = None, True
+        slot.gen += 1
+        self.queue.appendleft(task)
+        log.warning("%s: lost with its miner's node %s (%s): mining it again", task.video_id, slot.node_id, reason)
+        live = [k for k, s in enumerate(self.slots) if not s.retired]
+        if not live:
+            raise MineError("every miner's node left the Ray cluster; rerun the same command to resume")
+        for k in live:
+            if self.slots[k].task is None and self.queue:
+                self.assign(k)
 
     def pump(self, i: int) -> None:
         """Ask the miner for its next batch unless it already holds max_inflight_batches undetected."""
@@ -298,7 +328,8 @@ class _Scheduler:
                 value = ray.get(ref)
             except RayError as e:
                 if kind == "detect" and isinstance(e, RayActorError):
-                    self.dets.replace_dead(*extra, self.new_detector)  # its add_detections fails the video
+                    d, dead = extra
+                    self.dets.replace_dead(d, dead, self.new_detector)  # its add_detections fails the video
                 if not stale and kind != "detect":
                     self.fail(i, e)
                 continue
@@ -312,6 +343,7 @@ class _Scheduler:
         assert task is not None
         if kind == "start":
             slot.duration = float(value["duration"])
+            slot.node_id = str(value.get("node", {}).get("node_id", ""))
             self.pump(i)
         elif kind == "decode":
             slot.decoding = False
@@ -345,6 +377,16 @@ class _Scheduler:
             self.release(i)
 
 
+def _node_lost(node_id: str) -> bool:
+    """Has the Ray node ``node_id`` left the cluster (dead or gone)? False when unknown."""
+    import ray
+
+    if not node_id:
+        return False
+    alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
+    return not alive.get(node_id, False)
+
+
 def _record_finished(
     out: Path,
     ledger: Ledger,
@@ -370,6 +412,7 @@ def _record_finished(
             duration=result["duration"],
             shards=shards,
             fingerprint=task.fingerprint,
+            node=result.get("node", {}),
         )
     )
     if fault is not None:

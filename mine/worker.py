@@ -1,8 +1,10 @@
 """The two kinds of Ray actor a mining run uses (plain classes; the pipeline wraps them with ``ray.remote``).
 
-- :class:`VideoMiner` (CPU): decodes one video at a time in batches, keeps each batch until its detections
-  come back, applies the clip rule frame by frame (:class:`~maskahand.mine.rule.StreamingClipSelector`,
-  at most ``clip_length`` frames held) and writes kept clips to the video's own staging shards.
+- :class:`VideoMiner` (CPU): decodes one video at a time in batches, sends each batch at the detector's
+  input size and keeps its storage-size copy until the detections come back
+  (:mod:`~maskahand.mine.resolution`), applies the clip rule frame by frame
+  (:class:`~maskahand.mine.rule.StreamingClipSelector`, at most ``clip_length`` frames held) and writes
+  kept clips to the video's own staging shards.
 - :class:`DetectorWorker` (one per GPU, else CPU): runs the hand detector on batches of frames.
 
 Frames travel miner -> object store -> detector once; only detections (small) come back to the miner. The
@@ -22,12 +24,14 @@ import numpy as np
 
 from maskahand.config import DetectorConfig, MineRecipe
 from maskahand.mine.ledger import STAGING, frames_log_name
+from maskahand.mine.resolution import FrameSizes, frame_sizes
 from maskahand.mine.rule import StreamingClipSelector, frame_interacts, hand_interacts, rule_record
+from maskahand.rayutil import node_record
 
 
-def mining_video_config(recipe: MineRecipe):
-    """The reader config a miner uses: ``mine.fps`` and ``mine.frame_max_side`` win over ``video.*``."""
-    return dataclasses.replace(recipe.video, fps=recipe.mine.fps, max_side=recipe.mine.frame_max_side)
+def mining_video_config(recipe: MineRecipe, max_side: int | None = None):
+    """The reader config a miner uses: ``mine.fps``, and ``max_side`` (the decode size; None: source)."""
+    return dataclasses.replace(recipe.video, fps=recipe.mine.fps, max_side=max_side)
 
 
 class VideoMiner:
@@ -65,6 +69,9 @@ class VideoMiner:
         self.video_id, self.path, self.stem, self.detector = video_id, path, stem, detector
         self.reader = open_video(path, self.video_cfg)
         info = self.reader.info
+        self.sizes = frame_sizes(self.recipe.detector, self.recipe.mine, int(info.width), int(info.height))
+        if self.sizes.decode_max_side is not None:
+            self.reader = open_video(path, mining_video_config(self.recipe, self.sizes.decode_max_side))
         self.info = {
             "width": int(info.width),
             "height": int(info.height),
@@ -80,19 +87,26 @@ class VideoMiner:
         staging.mkdir(parents=True)
         self.writer = ShardWriter(staging, stem, self.recipe.shards, kind="clip")
         self.frames_log = open(staging / frames_log_name(stem), "w", encoding="utf-8")  # noqa: SIM115
-        return self.info
+        return {**self.info, "node": node_record()}
 
     def next_batch(self) -> tuple[dict[str, Any], np.ndarray | None]:
-        """Decode the next batch: (``{eof, batch, indices}``, frames uint8 (B,3,H,W) or None at the end)."""
+        """Decode the next batch: (``{eof, batch, indices}``, frames uint8 (B,3,H,W) or None at the end).
+
+        The frames returned are for the detector, at its input size; the storage-size copy stays here.
+        """
+        from maskahand.video.sampling import resize_uint8
+
         batch = next(self._batches, None)
         if batch is None:
             return {"eof": True, "batch": self.next_batch_no, "indices": []}, None
-        frames = batch.frames.numpy()
+        decoded = batch.frames
+        for_detector = resize_uint8(decoded, *self.sizes.detect).numpy()
+        stored = resize_uint8(decoded, *self.sizes.store).numpy()
         indices = [int(i) for i in batch.indices]
         no = self.next_batch_no
         self.next_batch_no += 1
-        self.pending[no] = (frames, indices, [float(p) for p in batch.pts])
-        return {"eof": False, "batch": no, "indices": indices}, frames
+        self.pending[no] = (stored, indices, [float(p) for p in batch.pts])
+        return {"eof": False, "batch": no, "indices": indices}, for_detector
 
     def add_detections(self, batch_no: int, detections: list[list[dict]]) -> dict[str, int]:
         """Take one batch's detections; apply the rule to every batch now complete, in order."""
@@ -102,8 +116,9 @@ class VideoMiner:
             dets = self.detections.pop(self.next_apply)
             if len(dets) != len(indices):
                 raise RuntimeError(f"{self.video_id}: {len(dets)} detections for {len(indices)} frames")
+            assert self.selector is not None, "start() first"
             for image, index, t, raw_hands in zip(frames, indices, pts, dets):
-                hands = [_clean_hand(h) for h in raw_hands]
+                hands = [_clean_hand(h, self.sizes) for h in raw_hands]
                 hit = frame_interacts(hands, self.recipe.mine)
                 record = {"pos": self.frames, "index": index, "pts": t, "hands": hands, "interacting": hit}
                 self.frames_log.write(json.dumps(record) + "\n")
@@ -120,6 +135,7 @@ class VideoMiner:
         windows_possible = self.frames >= self.recipe.mine.clip_length or (
             self.recipe.mine.short_video == "keep" and self.frames >= self.recipe.mine.min_frames
         )
+        assert self.selector is not None, "start() first"
         for span, items in self.selector.finish():
             self._write_clip(span, items)
         infos = self.writer.close()
@@ -134,6 +150,7 @@ class VideoMiner:
             "too_short": not windows_possible,
             "skip_reason": "" if windows_possible else self._too_short_reason(),
             "duration": self.info["duration"],
+            "node": node_record(),
         }
         self._close_reader()
         self._reset()
@@ -214,8 +231,14 @@ class VideoMiner:
         )
 
 
-def _clean_hand(h: dict[str, Any]) -> dict[str, Any]:
-    return {"box": [float(v) for v in h["box"]], "state": str(h["state"]), "score": float(h["score"])}
+def _clean_hand(h: dict[str, Any], sizes: FrameSizes) -> dict[str, Any]:
+    """A detection as the clip records it: its box mapped from detection to stored-frame pixels."""
+    box = [float(v) for v in h["box"]]
+    if sizes.detect != sizes.store:
+        (sw, sh), (dw, dh) = sizes.store, sizes.detect
+        # a box on the detection frame's edge stays on the stored frame's edge (no rounding past it)
+        box = [min(max(v * s / d, 0.0), float(s)) for v, s, d in zip(box, (sw, sh, sw, sh), (dw, dh, dw, dh))]
+    return {"box": box, "state": str(h["state"]), "score": float(h["score"])}
 
 
 class DetectorWorker:

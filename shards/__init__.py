@@ -6,34 +6,45 @@ Heavy modules (torch, webdataset) load on first use of a name below, so importin
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "CLIP_SCHEMA": "schema",
-    "MASKAHAND_SCHEMA": "schema",
-    "HAND_STATES": "schema",
-    "ClipSample": "schema",
-    "MaskAHandSample": "schema",
-    "SchemaError": "schema",
-    "make_key": "schema",
-    "validate_sample": "schema",
-    "DecodeError": "codec",
-    "ShardWriter": "writer",
-    "ShardInfo": "writer",
-    "shard_name": "writer",
-    "clip_dataset": "reader",
-    "maskahand_dataset": "reader",
-    "list_shards": "reader",
-    "collate_samples": "reader",
-    "manifest_matches": "check",
-    "check_shards": "check",
-}
+__all__ = [
+    "CLIP_SCHEMA",
+    "ClipSample",
+    "DecodeError",
+    "HAND_STATES",
+    "MASKAHAND_SCHEMA",
+    "MaskAHandSample",
+    "SchemaError",
+    "ShardInfo",
+    "ShardWriter",
+    "check_shards",
+    "clip_dataset",
+    "collate_samples",
+    "list_shards",
+    "make_key",
+    "manifest_matches",
+    "maskahand_dataset",
+    "shard_name",
+    "validate_sample",
+]
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
+    from maskahand.shards.check import check_shards, manifest_matches
+    from maskahand.shards.codec import DecodeError
+    from maskahand.shards.reader import clip_dataset, collate_samples, list_shards, maskahand_dataset
+    from maskahand.shards.schema import (
+        CLIP_SCHEMA,
+        HAND_STATES,
+        MASKAHAND_SCHEMA,
+        ClipSample,
+        MaskAHandSample,
+        SchemaError,
+        make_key,
+        validate_sample,
+    )
+    from maskahand.shards.writer import ShardInfo, ShardWriter, shard_name
+else:
+    from maskahand.lazy import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"maskahand.shards.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'maskahand.shards' has no attribute {name!r}")
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -120,7 +120,7 @@ def check_shard(path: str | Path) -> ShardReport:
                     current = {}
                 f = tar.extractfile(info)
                 current[suffix] = f.read() if f else b""
-                tar.members = []  # keep memory bounded on large shards
+                tar.members = []  # type: ignore[attr-defined]  # keep memory bounded on large shards
     except (tarfile.TarError, EOFError, OSError) as e:
         rep.problems.append(f"tar is corrupt or truncated ({type(e).__name__}: {e})")
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from maskahand.cli_util import add_config_option
@@ -39,17 +38,13 @@ def _check(args: argparse.Namespace) -> int:
     from maskahand.shards.check import check_shards
 
     load_recipe(ShardWriterConfig, args)  # rejects bad --config / overrides consistently with other commands
-    try:
-        report = check_shards(args.dir, progress=not args.quiet, jobs=args.jobs)
-    except FileNotFoundError as e:
-        print(f"maskahand shards check: {e}", file=sys.stderr)
-        return 2
+    report = check_shards(args.dir, progress=not args.quiet, jobs=args.jobs)
     print(report.summary())
     return 0 if report.ok else 1
 
 
 def _show(args: argparse.Namespace) -> int:
-    from maskahand.cli_util import load_recipe
+    from maskahand.cli_util import UsageError, load_recipe
     from maskahand.config import ShardWriterConfig
     from maskahand.configbase import save_config
     from maskahand.shards.sheet import save_image
@@ -57,13 +52,8 @@ def _show(args: argparse.Namespace) -> int:
 
     cfg = load_recipe(ShardWriterConfig, args)
     if args.n < 1:
-        print("maskahand shards show: -n must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        sheet = render_sheet(args.dir, n=args.n, cell_side=args.cell)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"maskahand shards show: {e}", file=sys.stderr)
-        return 2
+        raise UsageError("-n must be >= 1")
+    sheet = render_sheet(args.dir, n=args.n, cell_side=args.cell)
     out = save_image(sheet, args.out)
     save_config(cfg, Path(out).parent, name=Path(out).stem + ".config.yaml")
     print(f"wrote {out} ({sheet.size[0]}x{sheet.size[1]})")

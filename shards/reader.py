@@ -221,17 +221,40 @@ def maskahand_dataset(urls_or_dir: str | Path | Iterable[str | Path], **kwargs: 
 
 
 def collate_samples(samples: list[Sample]) -> dict[str, Any]:
-    """DataLoader ``collate_fn``: stack tensors of same-shaped samples, keep keys and metas as lists.
+    """DataLoader ``collate_fn``: one batch from samples of one kind; clips of different lengths mix.
 
-    Gives ``frames`` (B,T,3,H,W), and for maskahand samples ``targets`` (B,K,3,S,S) and ``heatmaps``
-    (B,K,S,S). Samples of different T (short clips) must be cropped or padded by the caller first.
+    The batch is a dict:
+
+    - ``key``, ``meta``: lists, one entry per sample;
+    - ``frames``: uint8 (B, T_max, 3, H, W). Clips shorter than the longest (short videos give clips
+      of fewer than 32 frames) are padded with zero frames after their last frame;
+    - ``num_frames``: int64 (B,), the real length of each clip (always present);
+    - maskahand samples also: ``targets`` uint8 (B, K, 3, S, S) and ``heatmaps`` float32 (B, K, S, S).
+
+    This is the padded form :class:`maskahand.afformer.model.Afformer` takes:
+    ``model(batch["frames"], image, num_frames=batch["num_frames"])`` never encodes the padded frames
+    and masks them out of the attention, so each sample's result equals running it alone. (The
+    authors' loader concatenates the frames of a batch and passes per-sample counts instead.) All
+    samples must share H, W (and K, S): a mismatch there is an error naming the keys.
     """
     if not samples:
         raise ValueError("collate_samples got an empty batch")
     import torch
 
-    names = ["frames"] + (["targets", "heatmaps"] if isinstance(samples[0], MaskAHandSample) else [])
+    kinds = {type(s).__name__ for s in samples}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot batch samples of different kinds {sorted(kinds)}")
     batch: dict[str, Any] = {"key": [s.key for s in samples], "meta": [s.meta for s in samples]}
+    lengths = [int(s.frames.shape[0]) for s in samples]
+    shapes = {tuple(s.frames.shape[1:]) for s in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"cannot batch frames of different sizes {sorted(shapes)} (keys {batch['key']})")
+    frames = samples[0].frames.new_zeros((len(samples), max(lengths), *shapes.pop()))
+    for i, s in enumerate(samples):
+        frames[i, : lengths[i]] = s.frames
+    batch["frames"] = frames
+    batch["num_frames"] = torch.tensor(lengths, dtype=torch.long)
+    names = ["targets", "heatmaps"] if isinstance(samples[0], MaskAHandSample) else []
     for name in names:
         tensors = [getattr(s, name) for s in samples]
         shapes = {tuple(t.shape) for t in tensors}

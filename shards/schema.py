@@ -23,7 +23,7 @@ SampleKind = Literal["clip", "maskahand"]
 
 HAND_STATES = ("contact", "no_contact", "unknown")
 MAX_FRAMES = 1000  # member names use 3 digits (000.jpg ... 999.jpg)
-MAX_TARGETS = 100  # t00.jpg ... t99.jpg
+MAX_TARGETS = 100  # t00.png ... t99.png
 MAX_KEY_LENGTH = 80  # keeps every member name under tar's 100-character plain-name limit
 
 CLIP_META_KEYS = (
@@ -209,6 +209,10 @@ def validate_maskahand_meta(
     for name in ("clip_key", "video_id"):
         if not isinstance(meta[name], str) or not meta[name]:
             c.fail(f"meta.{name} must be a non-empty string")
+    # the source clip shard's file name (written by synth since provenance named its source)
+    shard_name = meta.get("clip_shard", "x.tar")
+    if not isinstance(shard_name, str) or not shard_name.endswith(".tar") or "/" in shard_name:
+        c.fail(f"meta.clip_shard must be a shard file name (NAME.tar), got {shard_name!r}")
     if meta["size"] != size:
         c.fail(f"meta.size {meta['size']!r} != tensor size {size}")
     targets = meta["targets"]

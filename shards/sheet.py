@@ -99,7 +99,7 @@ def fit(image: Image.Image, cell_side: int) -> Image.Image:
     """Resize so that the longer side is ``cell_side`` (aspect kept)."""
     w, h = image.size
     scale = cell_side / max(w, h)
-    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
 
 
 def grid(images: Sequence[Any], cols: int = 8, cell_side: int = 160, pad: int = 2) -> Image.Image:

@@ -10,6 +10,7 @@ deterministic: the same samples in the same order give byte-identical shards.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import logging
@@ -124,7 +125,7 @@ class TarShard:
     def bytes(self) -> int:
         return self._hashing.size
 
-    def add(self, key: str, members: list[tuple[str, bytes]]) -> None:
+    def add(self, key: str, members: list[tuple[str, builtins.bytes]]) -> None:  # `bytes` is the property
         for suffix, data in members:
             info = tarfile.TarInfo(f"{key}.{suffix}")
             info.size = len(data)
@@ -215,7 +216,7 @@ class ShardWriter:
             check_key(sample.key)
         if sample.meta.get("schema") != self.schema:
             raise SchemaError(f"meta.schema must be {self.schema!r}", key=sample.key)
-        members = encode_sample(sample, self.cfg.jpeg_quality)
+        members = encode_sample(sample, self.cfg.jpeg_quality, self.cfg.target_format)
         size = sum(member_size(len(data)) for _, data in members)
         if (
             self._shard is not None

@@ -33,6 +33,21 @@ def enlarge_boxes(boxes: torch.Tensor, scale: float, width: int, height: int) ->
     return clip_boxes(out, width, height)
 
 
+def grow_box_sides(
+    boxes: torch.Tensor, uniforms: torch.Tensor, ratio: float, width: int, height: int
+) -> torch.Tensor:
+    """The authors' hand mask: each side of a box ``(..., 4)`` moved outwards on its own, then clipped.
+
+    Side ``i`` (x1, y1, x2, y2) moves by ``uniforms[..., i] * (ratio - 1) * sqrt(box area)``, with
+    ``uniforms`` in [0, 1): the hand lies anywhere inside its mask, not at its centre.
+    """
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    reach = (ratio - 1) * ((x2 - x1) * (y2 - y1)).clamp(min=0).sqrt()
+    grow = uniforms * reach[..., None]
+    sign = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
+    return clip_boxes(boxes + sign * grow, width, height)
+
+
 def clip_boxes(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
     x = boxes[..., 0::2].clamp(0, width)
     y = boxes[..., 1::2].clamp(0, height)

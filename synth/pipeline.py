@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -36,10 +36,12 @@ class SynthError(RuntimeError):
 
 
 def synthesize_clips(
-    clips: Sequence[ClipSample], cfg: SynthConfig
+    clips: Sequence[ClipSample], cfg: SynthConfig, clip_shard: str
 ) -> tuple[list[MaskAHandSample], list[str]]:
     """MaskAHand samples for clips whose frames sit on the device to use; and the keys of skipped clips.
 
+    ``clip_shard`` is the file name of the clip shard the clips come from: each sample's meta names it
+    (with ``clip_key``), so :func:`maskahand.synth.provenance.replay_sample` can find the source frames.
     A clip without any interacting hand box is skipped. All targets of all clips are rendered in
     batches of ``cfg.batch_size`` frames of one size.
     """
@@ -61,6 +63,7 @@ def synthesize_clips(
         meta = {
             "schema": MASKAHAND_SCHEMA,
             "clip_key": clip.key,
+            "clip_shard": clip_shard,
             "video_id": clip.meta["video_id"],
             "size": cfg.output_size,
             "targets": params,
@@ -98,13 +101,16 @@ def process_shard(in_path: str | Path, out_dir: str | Path, recipe: SynthRecipe)
     start = time.perf_counter()
     # One input shard -> exactly one output shard: never roll by count or size.
     writer_cfg = ShardWriterConfig(
-        max_samples=10**9, max_bytes=2**62, jpeg_quality=recipe.shards.jpeg_quality
+        max_samples=10**9,
+        max_bytes=2**62,
+        jpeg_quality=recipe.shards.jpeg_quality,
+        target_format=recipe.shards.target_format,
     )
     record: dict[str, Any] = {"input": in_path.name, "output": None, "clips": 0, "written": 0, "skipped": []}
     with ShardWriter(out_dir, "maskahand", writer_cfg, kind="maskahand") as writer:
         writer.set_next_name(in_path.name)
         for clips in _batches(read_clip_shard(in_path, device), cfg.batch_size, cfg.variants):
-            samples, skipped = synthesize_clips(clips, cfg)
+            samples, skipped = synthesize_clips(clips, cfg, in_path.name)
             record["clips"] += len(clips)
             record["skipped"] += skipped
             for sample in samples:
@@ -138,43 +144,6 @@ def remove_stale_temporaries(out_dir: Path, names: Iterable[str]) -> list[Path]:
     return stale
 
 
-# Settings that do not change what a shard holds: a resumed run may change them.
-_RUNTIME_KEYS = {"synth": {"device", "batch_size"}}
-
-
-def _output_settings(data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        section: {
-            k: v for k, v in (data.get(section) or {}).items() if k not in _RUNTIME_KEYS.get(section, ())
-        }
-        for section in ("synth", "shards")
-    }
-
-
-def check_same_recipe(out_dir: Path, recipe: SynthRecipe) -> None:
-    """Refuse to resume into ``out_dir`` with a recipe that would make different samples."""
-    import yaml
-
-    from maskahand.configbase import to_dict
-
-    previous = out_dir / "config.yaml"
-    if not previous.is_file() or not list(out_dir.glob("*.tar")):
-        return
-    old = _output_settings(yaml.safe_load(previous.read_text()) or {})
-    new = _output_settings(to_dict(recipe))
-    changed = [
-        f"{section}.{k}: {old[section].get(k)!r} -> {new[section].get(k)!r}"
-        for section in new
-        for k in sorted(set(old[section]) | set(new[section]))
-        if old[section].get(k) != new[section].get(k)
-    ]
-    if changed:
-        raise SynthError(
-            f"{out_dir} holds shards made with another recipe ({'; '.join(changed)}): use a new --out to "
-            "synthesize with these settings, or the old settings to resume"
-        )
-
-
 def _done_inputs(out_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     """Input shards a previous run finished: a valid output shard, or a ledger record with no output."""
     records: dict[str, dict[str, Any]] = {}
@@ -183,20 +152,24 @@ def _done_inputs(out_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
             records[rec["input"]] = rec
     done = {}
     for name in names:
-        rec = records.get(name)
+        found = records.get(name)
         if finished_output(out_dir, name):
-            done[name] = rec or {"input": name, "output": name}
-        elif rec is not None and rec.get("output") is None:
-            done[name] = rec
+            done[name] = found or {"input": name, "output": name}
+        elif found is not None and found.get("output") is None:
+            done[name] = found
     return done
 
 
 def _task(in_path: str, out_dir: str, recipe: SynthRecipe, threads: int) -> dict[str, Any]:
+    from maskahand.rayutil import node_record
+
     torch.set_num_threads(max(1, threads))
     try:
-        return process_shard(in_path, out_dir, recipe)
+        rec = process_shard(in_path, out_dir, recipe)
     except Exception as e:  # reported per shard; the driver fails the run at the end
-        return {"input": Path(in_path).name, "error": f"{type(e).__name__}: {e}"}
+        rec = {"input": Path(in_path).name, "error": f"{type(e).__name__}: {e}"}
+    rec["node"] = node_record()  # which cluster node did it (synth_ledger.jsonl)
+    return rec
 
 
 def run_synth(
@@ -206,7 +179,7 @@ def run_synth(
     import ray
     from tqdm import tqdm
 
-    from maskahand.configbase import save_config
+    from maskahand.configbase import check_resume, save_config
     from maskahand.rayutil import init_ray
     from maskahand.shards.reader import list_shards
 
@@ -220,7 +193,8 @@ def run_synth(
             f"--out {out_dir} holds the input shards: output shards keep their names, use another dir"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_same_recipe(out_dir, recipe)
+    if list(out_dir.glob("*.tar")):  # no shard yet: nothing made with the old settings
+        check_resume(recipe, out_dir)  # runtime-only settings (device, batch size, Ray) may change
     save_config(recipe, out_dir)
     stale = remove_stale_temporaries(out_dir, names)
     if stale:
@@ -245,6 +219,7 @@ def run_synth(
             num_cpus=recipe.cpus_per_worker,
             num_gpus=recipe.gpus_per_worker if use_gpu else 0,
             max_retries=0,
+            resources=dict(recipe.worker_resources) or None,
         )
         threads = int(recipe.cpus_per_worker)
         pending = {task.remote(str(p), str(out_dir), worker_recipe, threads): p for p in todo}
@@ -279,6 +254,7 @@ def run_synth(
         "targets": sum(r.get("targets", 0) for r in all_records),
         "seconds": round(seconds, 3),
         "targets_per_s_this_run": round(sum(r["targets"] for r in records) / seconds, 3) if records else 0.0,
+        "shards_per_node": _shards_per_node(all_records),
     }
     atomic_write_json(out_dir / SUMMARY, summary)
     if failures:
@@ -290,7 +266,18 @@ def run_synth(
     return summary
 
 
-def _with_device(recipe: SynthRecipe, device: str) -> SynthRecipe:
+def _shards_per_node(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Input shards per Ray node (``host/node id``) that synthesized them (records from before: none)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        node = r.get("node") or {}
+        if node:
+            key = f"{node.get('host', '')}/{node.get('node_id', '')}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _with_device(recipe: SynthRecipe, device: Literal["auto", "cpu", "cuda"]) -> SynthRecipe:
     import dataclasses
 
     return dataclasses.replace(recipe, synth=dataclasses.replace(recipe.synth, device=device))

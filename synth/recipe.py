@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from maskahand.config import MineConfig, SynthConfig
-from maskahand.mine.rule import hand_interacts
+from maskahand.config import SynthConfig
+from maskahand.mine.rule import HandRule, hand_interacts
 from maskahand.synth import ops
 
 Provenance = dict[str, Any]
@@ -38,16 +38,6 @@ def target_seed(seed: int, clip_key: str, variant: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _rule_config(rule: Any) -> MineConfig:
-    """The miner's config as far as the clip's ``meta["rule"]`` records it (defaults otherwise)."""
-    cfg = MineConfig()
-    if isinstance(rule, dict):
-        for name in ("contact_score", "unknown_rule", "unknown_score"):
-            if name in rule:
-                setattr(cfg, name, rule[name])
-    return cfg
-
-
 def interacting_hands(meta: dict[str, Any]) -> dict[int, list[list[float]]]:
     """Clip position -> boxes (clipped to the frame, positive size) of the interacting hands there.
 
@@ -55,7 +45,7 @@ def interacting_hands(meta: dict[str, Any]) -> dict[int, list[list[float]]]:
     hands that pass the clip's ``rule`` are the ones masked and put in the ground truth.
     """
     width, height = int(meta["width"]), int(meta["height"])
-    rule = _rule_config(meta.get("rule"))
+    rule = HandRule.from_record(meta.get("rule"))
     detections = meta.get("detections") or []
     positions = meta.get("interacting", range(len(detections)))
     out: dict[int, list[list[float]]] = {}
@@ -107,7 +97,13 @@ def sample_params(cfg: SynthConfig, clip_key: str, meta: dict[str, Any], variant
     frame = positions[int(torch.randint(len(positions), (1,), generator=gen))]
     hand_boxes = torch.tensor(hands[frame], dtype=torch.float64)
 
-    hand_context = ops.enlarge_boxes(hand_boxes, cfg.hand_mask_scale, width, height)
+    if cfg.hand_mask_mode == "random_sides":  # the authors' rule; draws only in this mode
+        sides = torch.rand(len(hand_boxes), 4, generator=gen, dtype=torch.float64)
+        hand_context = ops.grow_box_sides(hand_boxes, sides, cfg.hand_mask_scale, width, height)
+    elif cfg.hand_mask_mode == "centered":
+        hand_context = ops.enlarge_boxes(hand_boxes, cfg.hand_mask_scale, width, height)
+    else:
+        raise ValueError(f"unknown synth.hand_mask_mode {cfg.hand_mask_mode!r} (random_sides or centered)")
     sizes = (hand_context[:, 2:] - hand_context[:, :2]).repeat_interleave(cfg.random_masks, dim=0)
     # Random masks keep their hand mask's sub-pixel offset, so they cover exactly as many pixels.
     u = torch.rand(sizes.shape[0], 2, generator=gen, dtype=torch.float64)
@@ -142,6 +138,7 @@ def sample_params(cfg: SynthConfig, clip_key: str, meta: dict[str, Any], variant
         "hand_boxes": hand_boxes.tolist(),
         "mask_boxes": masks.tolist(),  # the hand context masks first, then the random ones
         "hand_masks": len(hand_boxes) if cfg.hand_masks else 0,
+        "hand_mask_mode": cfg.hand_mask_mode,
         "corners": corners.tolist(),
         "homography": homography.tolist(),
         "crop": crop.tolist(),
@@ -248,7 +245,7 @@ def render_grouped(frames: Sequence[torch.Tensor], params: Sequence[Provenance],
 
     Returns targets and heatmaps in the input order.
     """
-    order: dict[tuple[int, int], list[int]] = {}
+    order: dict[tuple[int, ...], list[int]] = {}
     for i, f in enumerate(frames):
         order.setdefault(tuple(f.shape[-2:]), []).append(i)
     targets: list[torch.Tensor | None] = [None] * len(frames)

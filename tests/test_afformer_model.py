@@ -66,7 +66,9 @@ def test_opra_heads_forward_backward_and_predict(opra_model):
     out = opra_model(video, image)
     assert out.heatmap_logits.shape == (2, 7, 128, 128) and out.action_logits.shape == (2, 7)
     target = torch.rand(2, 1, 128, 128)
-    terms = opra_model.loss(out, target, torch.tensor([0, 6]))
+    hot = torch.zeros(2, 7)
+    hot[0, [0, 3]] = hot[1, 6] = 1  # multi-label: sample 0 carries two actions
+    terms = opra_model.loss(out, target.expand(-1, 7, -1, -1), hot)
     assert terms.action is not None and terms.action.item() > 0
     opra_model.zero_grad()
     terms.total.backward()
@@ -75,7 +77,9 @@ def test_opra_heads_forward_backward_and_predict(opra_model):
     assert _has_grad(opra_model, "encoder.body.layer3.0.conv2.weight")
     pred = opra_model.predict(video[:1, :2], image[:1])
     torch.testing.assert_close(pred.heatmaps.sum(dim=(2, 3)), torch.ones(1, 7))
-    torch.testing.assert_close(pred.actions.sum(-1), torch.ones(1))
+    with torch.no_grad():
+        logits = opra_model(video[:1, :2], image[:1]).action_logits
+    torch.testing.assert_close(pred.actions, 1 / (1 + torch.exp(-logits)))  # sigmoid, not softmax
     assert (pred.heatmaps >= 0).all()
 
 
@@ -184,3 +188,22 @@ def test_config_rejects_inconsistent_model_settings():
         apply_overrides(AfformerConfig(), ["trainable_backbone_layers=6"])
     with pytest.raises(ValueError, match="unsupported pyramid level"):
         build_model(AfformerConfig(image_levels=["p5", "p4"]))
+
+
+def test_time_table_is_sized_by_the_clip_length_config():
+    from maskahand.config import FinetuneRecipe, PretrainRecipe
+    from maskahand.configbase import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"train\.num_frames=64 .*model\.max_kv_thw=\[64, 32, 32\]"):
+        load_config(PretrainRecipe, overrides=["train.num_frames=64"])
+    recipe = load_config(PretrainRecipe, overrides=["train.num_frames=64", "model.max_kv_thw=[64,32,32]"])
+    assert recipe.model.max_kv_thw[0] == 64
+    assert load_config(FinetuneRecipe).model.max_kv_thw[0] >= load_config(FinetuneRecipe).train.num_frames
+    torch.manual_seed(0)
+    model = build_model(AfformerConfig(max_kv_thw=[4, 32, 32])).eval()  # time table of 7 rows
+    assert model.decoder.block.cross_attn.rel_pos_t.shape[0] == 7
+    video, image = _clip(1, 8, size=64, seed=7)
+    with pytest.raises(ValueError, match=r"8 frames .*model\.max_kv_thw\[0\]"):
+        model(video, image)
+    with torch.no_grad():
+        assert model(video[:, :7], image).heatmap_logits.shape == (1, 1, 64, 64)

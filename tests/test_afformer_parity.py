@@ -72,6 +72,24 @@ def test_lightning_checkpoint_round_trips(opra_model, tmp_path):
     assert torch.equal(got.action_logits, want.action_logits)
 
 
+def test_shorter_time_table_fills_the_first_rows(opra_model):
+    """A 32-frame checkpoint (63 time rows) in a 64-frame model (127 rows): frame k of a T-frame clip uses
+    row T-1-k, so the loaded rows are the first ones and short clips give the same result."""
+    torch.manual_seed(3)
+    longer = build_model(AfformerConfig(num_heatmaps=7, num_actions=7, max_kv_thw=[64, 32, 32])).eval()
+    before = longer.decoder.block.cross_attn.rel_pos_t.detach().clone()
+    report = load_reference_checkpoint(longer, to_reference_state_dict(opra_model))
+    assert report.ok
+    assert report.extended == ["decoder.self2d_cross3d_block.cross_attn.rel_pos_t: 63 -> 127 rows"]
+    table = longer.decoder.block.cross_attn.rel_pos_t.detach()
+    assert torch.equal(table[:63], opra_model.decoder.block.cross_attn.rel_pos_t.detach())
+    assert torch.equal(table[63:], before[63:])
+    video, image = torch.rand(1, 6, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want, got = opra_model(video, image), longer(video, image)
+    torch.testing.assert_close(got.heatmap_logits, want.heatmap_logits, rtol=1e-6, atol=1e-6)
+
+
 def test_mismatches_are_reported(opra_model, tmp_path):
     state = to_reference_state_dict(opra_model)
     del state["decoder.self2d_cross3d_block.cross_attn.rel_pos_t"]

@@ -490,8 +490,13 @@ def test_collate_stacks_maskahand_samples(tmp_path):
     assert [b["frames"].shape for b in batches] == [(2, 3, 3, 32, 32), (1, 3, 3, 32, 32)]
     assert batches[0]["targets"].shape == (2, 2, 3, 32, 32) and batches[0]["heatmaps"].shape == (2, 2, 32, 32)
     assert batches[1]["key"] == [make_maskahand(2).key] and batches[1]["meta"][0]["size"] == 32
-    with pytest.raises(ValueError, match="cannot stack frames of different shapes"):
-        collate_samples([make_clip(0, t=2), make_clip(1, t=3)])
+    assert batches[0]["num_frames"].tolist() == [3, 3]
+    mixed = collate_samples([make_clip(0, t=2), make_clip(1, t=5)])
+    assert mixed["frames"].shape == (2, 5, 3, 24, 32) and mixed["num_frames"].tolist() == [2, 5]
+    assert torch.equal(mixed["frames"][0, :2], make_clip(0, t=2).frames)
+    assert not mixed["frames"][0, 2:].any() and torch.equal(mixed["frames"][1], make_clip(1, t=5).frames)
+    with pytest.raises(ValueError, match="frames of different sizes"):
+        collate_samples([make_clip(0, h=24), make_clip(1, h=16)])
 
 
 def test_reader_skip_logs_the_bad_sample(tmp_path, caplog):

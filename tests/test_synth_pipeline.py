@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from maskahand.config import ShardWriterConfig, SynthConfig, SynthRecipe
+from maskahand.configbase import ConfigChangedError
 from maskahand.shards.reader import clip_dataset, maskahand_dataset
 from maskahand.shards.schema import CLIP_SCHEMA, ClipSample
 from maskahand.shards.writer import ShardWriter
@@ -72,8 +73,12 @@ def read_samples(path: Path) -> list:
     return list(maskahand_dataset(path, split_by_node=False, split_by_worker=False, on_error="raise"))
 
 
-def test_process_shard_is_byte_identical_and_replayable(clip_shards, tmp_path):
-    recipe = small_recipe()
+MODES = pytest.mark.parametrize("mode", ["random_sides", "centered"])
+
+
+@MODES
+def test_process_shard_is_byte_identical_and_replayable(clip_shards, tmp_path, mode):
+    recipe = small_recipe(hand_mask_mode=mode)
     shard = clip_shards / "clips-000000.tar"
     rec_a = process_shard(shard, tmp_path / "a", recipe)
     rec_b = process_shard(shard, tmp_path / "b", recipe)
@@ -83,26 +88,65 @@ def test_process_shard_is_byte_identical_and_replayable(clip_shards, tmp_path):
     clips = {
         c.key: c for c in clip_dataset(shard, split_by_node=False, split_by_worker=False, on_error="raise")
     }
-    rendered, _ = synthesize_clips([clips["c0"], clips["c1"]], recipe.synth)
+    rendered, _ = synthesize_clips([clips["c0"], clips["c1"]], recipe.synth, shard.name)
     samples = read_samples(tmp_path / "a" / shard.name)
     assert [s.key for s in samples] == ["c0", "c1"]
     for sample, fresh in zip(samples, rendered):
         assert sample.frames.shape == (T, 3, 48, 48) and sample.targets.shape == (3, 3, 48, 48)
         assert sample.meta["clip_key"] == sample.key and len(sample.meta["targets"]) == 3
+        assert sample.meta["clip_shard"] == shard.name
         for k, prov in enumerate(sample.meta["targets"]):
+            assert prov["hand_mask_mode"] == mode
             target, heatmap = rc.replay(prov, clips[sample.key].frames[prov["frame"]])
-            assert torch.equal(target, fresh.targets[k])  # exact before JPEG
-            # the stored JPEG is much closer to its own replay than to the clip's other targets
-            own = (target.float() - sample.targets[k].float()).abs().mean()
-            other = (target.float() - sample.targets[(k + 1) % 3].float()).abs().mean()
-            assert own < 0.5 * other
+            assert torch.equal(target, fresh.targets[k])
+            assert torch.equal(sample.targets[k], target)  # stored losslessly: noise and all
             torch.testing.assert_close(heatmap, sample.heatmaps[k], atol=2e-5, rtol=0)  # 16-bit PNG
 
 
-def test_batch_size_does_not_change_the_output(clip_shards, tmp_path):
+def test_replay_sample_needs_only_the_sample_and_the_clip_folder(clip_shards, tmp_path):
+    from maskahand.synth.provenance import replay_sample
+
+    for name in ("clips-000000.tar", "clips-000001.tar"):
+        process_shard(clip_shards / name, tmp_path / "out", small_recipe())
+    samples = read_samples(tmp_path / "out")
+    assert {s.meta["clip_shard"] for s in samples} == {"clips-000000.tar", "clips-000001.tar"}
+    # a mine output folder keeps its shards in shards/: both layouts are found
+    mine_like = tmp_path / "mined"
+    (mine_like / "shards").mkdir(parents=True)
+    for p in clip_shards.glob("*.tar"):
+        (mine_like / "shards" / p.name).symlink_to(p)
+    for sample in samples:
+        targets, heatmaps = replay_sample(sample.meta, mine_like)
+        assert torch.equal(targets, sample.targets)
+        torch.testing.assert_close(heatmaps, sample.heatmaps, atol=2e-5, rtol=0)
+    with pytest.raises(FileNotFoundError, match="clips-000009.tar"):
+        replay_sample({**samples[0].meta, "clip_shard": "clips-000009.tar"}, clip_shards)
+    with pytest.raises(KeyError, match="no sample 'c9'"):
+        replay_sample({**samples[0].meta, "clip_key": "c9"}, clip_shards)
+
+
+def test_jpeg_targets_remain_readable(clip_shards, tmp_path):
+    """shards.target_format=jpeg (and shards written before lossless targets) still read back."""
+    recipe = small_recipe()
+    recipe.shards.target_format = "jpeg"
     shard = clip_shards / "clips-000000.tar"
-    process_shard(shard, tmp_path / "b1", small_recipe(batch_size=1))
-    process_shard(shard, tmp_path / "b64", small_recipe(batch_size=64))
+    process_shard(shard, tmp_path / "jpeg", recipe)
+    process_shard(shard, tmp_path / "png", small_recipe())
+    import tarfile
+
+    with tarfile.open(tmp_path / "jpeg" / shard.name) as tar:
+        assert any(n.endswith(".t00.jpg") for n in tar.getnames())
+    for lossy, exact in zip(read_samples(tmp_path / "jpeg"), read_samples(tmp_path / "png")):
+        diff = (lossy.targets.float() - exact.targets.float()).abs()
+        assert 0 < diff.mean() < 20
+
+
+@MODES
+def test_batch_size_does_not_change_the_output(clip_shards, tmp_path, mode):
+    shard = clip_shards / "clips-000000.tar"
+    process_shard(shard, tmp_path / "b1", small_recipe(batch_size=1, hand_mask_mode=mode))
+    process_shard(shard, tmp_path / "b64", small_recipe(batch_size=64, hand_mask_mode=mode))
+    assert (tmp_path / "b1" / shard.name).read_bytes() == (tmp_path / "b64" / shard.name).read_bytes()
     one, many = read_samples(tmp_path / "b1" / shard.name), read_samples(tmp_path / "b64" / shard.name)
     for a, b in zip(one, many):
         assert a.meta == b.meta and torch.equal(a.targets, b.targets) and torch.equal(a.frames, b.frames)
@@ -150,7 +194,7 @@ def test_run_synth_resumes_without_duplicates(clip_shards, tmp_path, ray_session
     assert json.loads((out / SUMMARY).read_text())["written"] == 4
     third = run_synth(clip_shards, out, small_recipe(variants=2, batch_size=7), progress=False)
     assert third["processed"] == 0 and third["resumed"] == 2
-    with pytest.raises(SynthError, match="synth.variants: 2 -> 3"):
+    with pytest.raises(ConfigChangedError, match="synth.variants: 2 -> 3"):
         run_synth(clip_shards, out, small_recipe(variants=3), progress=False)
 
 
@@ -237,10 +281,11 @@ def test_cli_reports_missing_arguments(capsys):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CPU/GPU agreement needs a CUDA device")
-def test_cpu_and_gpu_render_agree(clip_shards):
+@MODES
+def test_cpu_and_gpu_render_agree(clip_shards, mode):
     from maskahand.synth.clipio import read_clip_shard
 
-    cfg = SynthConfig(variants=4, output_size=96, blur_kernel=31)
+    cfg = SynthConfig(variants=4, output_size=96, blur_kernel=31, hand_mask_mode=mode)
     cpu_clips = list(read_clip_shard(clip_shards / "clips-000000.tar", torch.device("cpu")))
     gpu_clips = list(read_clip_shard(clip_shards / "clips-000000.tar", torch.device("cuda")))
     for a, b in zip(cpu_clips, gpu_clips):

@@ -123,7 +123,7 @@ def test_heatmap_mass_lies_in_the_warped_hand_boxes():
 
 
 def test_every_pixel_of_the_enlarged_hand_region_is_masked():
-    cfg = SynthConfig(fill="zero", hand_mask_scale=1.5, random_masks=1)
+    cfg = SynthConfig(fill="zero", hand_mask_scale=1.5, random_masks=1, hand_mask_mode="centered")
     frame = torch.full((3, H, W), 200, dtype=torch.uint8)
     for hands in (ONE_HAND, TWO_HANDS):
         for variant in range(4):
@@ -161,7 +161,7 @@ def test_noise_fill_is_uniform_in_0_255():
 
 @pytest.mark.parametrize("random_masks", [1, 2])
 def test_random_masks_have_the_hand_mask_size_and_stay_in_the_frame(random_masks):
-    cfg = SynthConfig(hand_mask_scale=2.0, random_masks=random_masks)
+    cfg = SynthConfig(hand_mask_scale=2.0, random_masks=random_masks, hand_mask_mode="centered")
     hands = {0: [[0.0, 0.0, 40.0, 30.0], [150.0, 100.0, 200.0, 150.0], [60.3, 70.6, 81.1, 95.2]]}
     for variant in range(5):
         p = rc.sample_params(cfg, "clip", clip_meta(hands), variant)
@@ -177,6 +177,60 @@ def test_random_masks_have_the_hand_mask_size_and_stay_in_the_frame(random_masks
         # and cover the same number of pixels
         pixels = np.ceil(np.array(p["mask_boxes"])[:, 2:]) - np.floor(np.array(p["mask_boxes"])[:, :2])
         np.testing.assert_array_equal(pixels[n:], np.repeat(pixels[:n], random_masks, axis=0))
+
+
+def authors_hand_masks(cfg: SynthConfig, key: str, meta: dict, variant: int) -> np.ndarray:
+    """The authors' rule (affodist/dataset.py) written out here: each side moves out by its own
+    U(0, r-1) * sqrt(area), then the mask is clipped to the frame. The uniforms are the generator's
+    draws right after the frame choice (the documented draw order of ``sample_params``)."""
+    hands = rc.interacting_hands(meta)
+    gen = torch.Generator().manual_seed(rc.target_seed(cfg.seed, key, variant))
+    frame = sorted(hands)[int(torch.randint(len(hands), (1,), generator=gen))]
+    boxes = np.array(hands[frame], np.float64)
+    u = torch.rand(len(boxes), 4, generator=gen, dtype=torch.float64).numpy()
+    reach = (cfg.hand_mask_scale - 1) * np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    out = boxes + np.array([-1, -1, 1, 1]) * u * reach[:, None]
+    return np.clip(out, 0, [W, H, W, H])
+
+
+def test_default_hand_mask_follows_the_authors_random_sides_rule():
+    cfg = SynthConfig(random_masks=2)
+    assert cfg.hand_mask_mode == "random_sides" and cfg.hand_mask_scale == 1.5
+    hands = {0: [[60.0, 40.0, 120.0, 110.0], [5.3, 100.2, 31.9, 148.7]], 3: [[150.0, 20.0, 199.0, 60.0]]}
+    meta = clip_meta(hands)
+    left_minus_right = []
+    for variant in range(40):
+        p = rc.sample_params(cfg, "clip", meta, variant)
+        n = len(p["hand_boxes"])
+        expected = authors_hand_masks(cfg, "clip", meta, variant)
+        np.testing.assert_allclose(p["mask_boxes"][:n], expected, rtol=0, atol=1e-9)
+        assert p["hand_mask_mode"] == "random_sides"
+        hand = np.array(p["hand_boxes"])
+        masks = np.array(p["mask_boxes"])
+        left_minus_right += list((hand[:, 0] - masks[:n, 0]) - (masks[:n, 2] - hand[:, 2]))
+        # random masks have the size of their (enlarged) hand mask and stay in the frame
+        sizes = masks[:n, 2:] - masks[:n, :2]
+        np.testing.assert_allclose(masks[n:, 2:] - masks[n:, :2], np.repeat(sizes, 2, axis=0), atol=1e-9)
+        assert (masks[n:, :2] >= 0).all() and (masks[n:, 2] <= W).all() and (masks[n:, 3] <= H).all()
+    # the hand is not at the centre of its mask: left and right margins differ, either way
+    assert min(left_minus_right) < -5 and max(left_minus_right) > 5
+
+
+def test_hand_mask_modes_render_what_their_boxes_say():
+    frame = torch.full((3, H, W), 200, dtype=torch.uint8)
+    meta = clip_meta(TWO_HANDS)
+    for mode in ("random_sides", "centered"):
+        cfg = SynthConfig(fill="zero", hand_mask_mode=mode)
+        params = [rc.sample_params(cfg, "clip", meta, v) for v in range(4)]
+        masked, _ = rc.mask_frames(frame[None].expand(4, -1, -1, -1).contiguous(), params)
+        for k, p in enumerate(params):
+            expected = np.zeros((H, W), bool)
+            for box in p["mask_boxes"]:
+                expected[box_pixels(box)] = True
+            assert ((masked[k].numpy() == 0).all(0) == expected).all()
+    centred = rc.sample_params(SynthConfig(hand_mask_mode="centered"), "clip", meta, 0)
+    sides = rc.sample_params(SynthConfig(), "clip", meta, 0)
+    assert centred["mask_boxes"][:2] != sides["mask_boxes"][:2]
 
 
 @pytest.mark.parametrize(
@@ -341,6 +395,7 @@ def test_config_validation_names_the_bad_key():
         "synth.hand_mask_scale=0.5",
         "synth.blur_kernel=84",
         "synth.hand_masks=2",
+        "synth.hand_mask_mode=middle",
     ):
         with pytest.raises((ConfigError, ValueError)):
             load_config(SynthRecipe, overrides=[bad])

@@ -6,39 +6,42 @@ torch and PyAV at import.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "VIDEO_EXTENSIONS": "discover",
-    "discover_videos": "discover",
-    "VideoError": "errors",
-    "VideoNotFoundError": "errors",
-    "EmptyVideoError": "errors",
-    "NotAVideoError": "errors",
-    "NoVideoStreamError": "errors",
-    "TruncatedVideoError": "errors",
-    "NoDecodableFramesError": "errors",
-    "UnreadableFrameError": "errors",
-    "VideoReader": "reader",
-    "open_video": "reader",
-    "DecodeStats": "records",
-    "Frame": "records",
-    "FrameBatch": "records",
-    "VideoInfo": "records",
-}
+__all__ = [
+    "DecodeStats",
+    "EmptyVideoError",
+    "Frame",
+    "FrameBatch",
+    "NoDecodableFramesError",
+    "NoVideoStreamError",
+    "NotAVideoError",
+    "TruncatedVideoError",
+    "UnreadableFrameError",
+    "VIDEO_EXTENSIONS",
+    "VideoError",
+    "VideoInfo",
+    "VideoNotFoundError",
+    "VideoReader",
+    "discover_videos",
+    "open_video",
+]
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
+    from maskahand.video.discover import VIDEO_EXTENSIONS, discover_videos
+    from maskahand.video.errors import (
+        EmptyVideoError,
+        NoDecodableFramesError,
+        NotAVideoError,
+        NoVideoStreamError,
+        TruncatedVideoError,
+        UnreadableFrameError,
+        VideoError,
+        VideoNotFoundError,
+    )
+    from maskahand.video.reader import VideoReader, open_video
+    from maskahand.video.records import DecodeStats, Frame, FrameBatch, VideoInfo
+else:
+    from maskahand.lazy import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'maskahand.video' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"maskahand.video.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

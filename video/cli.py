@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from maskahand.cli_util import add_config_option, load_recipe
 
@@ -15,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "probe",
         help="print a video's facts and how many frames are sampled at the target fps",
         description="Open PATH (video file or EPIC frame folder), decode it at --fps and print its facts, "
-        "the number of sampled frames and the resolved config. Exit status 1 if it cannot be read.",
+        "the number of sampled frames and the resolved config. Exit status 1 if it cannot be read, 2 if "
+        "it does not exist.",
     )
     probe.add_argument("path", metavar="PATH", help="video file or folder of frame_%%010d.jpg images")
     probe.add_argument("--fps", type=float, help="target sampling rate (video.fps)")
@@ -33,7 +33,7 @@ def run_probe(args: argparse.Namespace) -> int:
 
     from maskahand.config import VideoRecipe
     from maskahand.configbase import dump_config, save_config, to_dict
-    from maskahand.video import VideoError, open_video
+    from maskahand.video import open_video
 
     recipe = load_recipe(
         VideoRecipe,
@@ -41,20 +41,16 @@ def run_probe(args: argparse.Namespace) -> int:
         **{"video.fps": args.fps, "video.max_side": args.max_side, "video.backend": args.backend},
     )
     start = time.perf_counter()
-    try:
-        reader = open_video(args.path, recipe.video)
-        frames = 0
-        first_pts = last_pts = 0.0
-        with tqdm(desc="decode", unit="frame", total=_expected(reader), disable=None) as bar:
-            for frame in reader:
-                frames += 1
-                bar.update(1)
-                if frames == 1:
-                    first_pts = frame.pts
-                last_pts = frame.pts
-    except VideoError as e:
-        print(f"maskahand video: {e}", file=sys.stderr)
-        return 1
+    reader = open_video(args.path, recipe.video)
+    frames = 0
+    first_pts = last_pts = 0.0
+    with tqdm(desc="decode", unit="frame", total=_expected(reader), disable=None) as bar:
+        for frame in reader:
+            frames += 1
+            bar.update(1)
+            if frames == 1:
+                first_pts = frame.pts
+            last_pts = frame.pts
     seconds = time.perf_counter() - start
     info = reader.info
     report = {

@@ -60,7 +60,7 @@ def open_container(path: Path) -> av.container.InputContainer:
         container.close()
         raise NotAVideoError(path, f"it is a still image or text (FFmpeg format '{fmt}')")
     if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
         container.close()
         raise NoVideoStreamError(path, f"streams present: {', '.join(kinds)}")
     return container
@@ -128,7 +128,7 @@ def _first_frame(
     path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> av.VideoFrame:
     packets = 0
-    last_error: Exception | None = None
+    last_error: av.FFmpegError | None = None
     try:
         for packet in container.demux(stream):
             packets += 1

@@ -1,0 +1,1 @@
+"""placeholder: the reader arrives below."""

@@ -1,0 +1,116 @@
+"""What every benchmark reader returns, and the registry of readers.
+
+A :class:`Benchmark` is a list of :class:`Entry` (one demonstration video paired with one target image,
+with its annotated points per action); the evaluator, the ground-truth builder and the fine-tuning
+data all read only this, so a new benchmark is one reader function registered in :data:`READERS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class AnnotationError(ValueError):
+    """Bad annotation file or entry; the message names the file and the entry."""
+
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int  # position in the annotation file: the id predictions are gathered and cached by
+    image: str  # image path as written in the annotations (pairs are keyed by it)
+    video: str  # video path (file or frame folder) as written, "" when the entry has none
+    width: int  # the annotation frame the points live in
+    height: int
+    actions: tuple[int, ...]  # 0-based, one per point list (may repeat)
+    points: tuple[tuple[Point, ...], ...]  # one point list per action above
+    extra: dict = field(default_factory=dict, compare=False)  # reader-specific (e.g. frame range, boxes)
+
+    @property
+    def distinct_actions(self) -> list[int]:
+        """Sorted distinct actions: the order of this entry's ground-truth maps and predictions."""
+        return sorted(set(self.actions))
+
+    def points_of(self, action: int) -> list[tuple[Point, ...]]:
+        return [p for p, a in zip(self.points, self.actions) if a == action]
+
+    def describe(self) -> str:
+        return f"entry {self.index} ({self.image})"
+
+
+@dataclass
+class Benchmark:
+    name: str
+    split: str
+    action_names: list[str]
+    entries: list[Entry]
+    annotations: Path  # the file the entries come from (ground-truth caches are keyed by its content)
+    root: Path | None  # dataset root the image / video paths resolve against (None: annotations only)
+    path_prefix: str = ""  # a prefix of the stored paths that stands for `root` (e.g. "datasets/opra/")
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_names)
+
+    def resolve(self, stored: str) -> Path:
+        """A stored image / video path -> a file under ``root``."""
+        if self.root is None:
+            raise AnnotationError(f"{self.annotations}: media paths need the dataset root (--data ROOT)")
+        p = Path(stored)
+        if p.is_absolute():
+            return p
+        if self.path_prefix and stored.startswith(self.path_prefix):
+            stored = stored[len(self.path_prefix) :]
+        return self.root / stored
+
+    def pairs(self) -> dict[tuple[str, int], list[int]]:
+        """(image, action) -> indices of the entries annotating that action on that image, in file order.
+        The 28 x 28 protocol scores one map per pair (the union of the pair's points)."""
+        out: dict[tuple[str, int], list[int]] = {}
+        for e in self.entries:
+            for a in e.distinct_actions:
+                out.setdefault((e.image, a), []).append(e.index)
+        return out
+
+    def num_maps(self) -> int:
+        return sum(len(e.distinct_actions) for e in self.entries)
+
+
+def load_json(path: Path) -> object:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: annotation file not found") from None
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e})") from None
+
+
+Reader = Callable[..., Benchmark]  # reader(annotations: Path, root: Path | None, split: str) -> Benchmark
+READERS: dict[str, Reader] = {}
+
+
+def register_reader(name: str) -> Callable[[Reader], Reader]:
+    def deco(fn: Reader) -> Reader:
+        READERS[name] = fn
+        return fn
+
+    return deco
+
+
+def load_benchmark(
+    name: str, annotations: str | Path | None = None, root: str | Path | None = None, split: str = "test"
+) -> Benchmark:
+    """Read a benchmark by its registered name (``opra``, ``epic_hotspots``, ``assistq``)."""
+    from maskahand.evaluation import assistq, epic, opra  # noqa: F401  (registration)
+
+    if name not in READERS:
+        raise AnnotationError(f"unknown dataset {name!r}; known: {', '.join(sorted(READERS))}")
+    return READERS[name](
+        Path(annotations) if annotations else None, Path(root) if root else None, split=split
+    )

@@ -1,0 +1,100 @@
+"""The frozen, dilated ImageNet ResNet-50 of Interaction Hotspots (seed 000 S5; their ``dr50_n28``).
+
+res4 and res5 run at stride 1 with dilations 2 and 4, so a 224 x 224 image gives 2048 x 28 x 28 features
+(stride 8). Their code sets the dilation on the first block of each of those stages only (the later
+blocks keep dilation 1); ``dilation="first_block"`` reproduces that, ``"every_block"`` dilates every 3x3
+convolution of the stage as the paper's text reads. The weights are torchvision's ImageNet ``resnet50``
+state dict, read from a local file: nothing is downloaded. The backbone never trains: no parameter
+requires a gradient and BatchNorm stays in eval mode whatever ``train()`` is called with.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FEAT_DIM = 2048
+STRIDE = 8
+
+
+class WeightsFileError(RuntimeError):
+    """The ImageNet weights file is missing, unreadable, or not a torchvision resnet50 state dict."""
+
+
+def _dilate(stage: nn.Sequential, dilation: int, mode: Literal["first_block", "every_block"]) -> None:
+    """Turn a stride-2 torchvision stage into a stride-1 dilated one, in place."""
+    for i, block in enumerate(stage):
+        if i == 0:
+            block.conv2.stride = (1, 1)
+            block.downsample[0].stride = (1, 1)
+        d = dilation if (i == 0 or mode == "every_block") else 1
+        block.conv2.dilation = (d, d)
+        block.conv2.padding = (d, d)
+
+
+class DilatedResNet50(nn.Module):
+    """ResNet-50 up to res5 (no pooling, no fc), stride 8, frozen. Input: normalised images (B,3,H,W)."""
+
+    def __init__(self, dilation: Literal["first_block", "every_block"] = "first_block") -> None:
+        super().__init__()
+        from torchvision.models import resnet50
+
+        net = resnet50(weights=None)
+        _dilate(net.layer3, 2, dilation)
+        _dilate(net.layer4, 4, dilation)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.dilation = dilation
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> DilatedResNet50:
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def load_imagenet_weights(backbone: DilatedResNet50, path: str | Path) -> None:
+    """Load torchvision's ImageNet ``resnet50`` state dict (``fc.*`` ignored; every other tensor required)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(
+            f"{path}: ImageNet weights file does not exist (save torchvision's "
+            "ResNet50_Weights.IMAGENET1K_V1 state dict there, e.g. resnet50-0676ba61.pth)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise WeightsFileError(f"{path}: cannot read as a torch checkpoint: {e}") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsFileError(f"{path}: expected a resnet50 state dict, got {type(state).__name__}")
+    ours = backbone.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing = [k for k in ours if k not in state]
+    unexpected = [k for k in state if k not in ours]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(ours[k].shape)}"
+        for k in ours
+        if k in state and tuple(state[k].shape) != tuple(ours[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+            if items:
+                parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}")
+        raise WeightsFileError(f"{path}: not a torchvision resnet50 state dict ({'; '.join(parts)})")
+    backbone.load_state_dict(state)
+    log.info("loaded ImageNet resnet50 weights from %s", path)

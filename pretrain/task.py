@@ -1,0 +1,232 @@
+"""MaskAHand pretraining as a :class:`~maskahand.trainer.TrainTask` (seed 002 section 4.2).
+
+Each sample is a clip (video) and one synthesized target (image); the model predicts where the
+interacting hand was on the target; the loss is the heatmap KL divergence of equation 11. The model
+is action-agnostic (1 heatmap, no action head).
+
+Two sources of targets:
+
+- stored MaskAHand shards (``--shards``): K targets per clip; each step uses one per sample, chosen
+  by :func:`draw_variants` from (seed, step, clip key), so a resumed run draws the same ones;
+- clip shards (``--clips``): a fresh target per sample and step, synthesized on the training device
+  with ``synth.recipe`` (variant index = the step), so no two steps see the same target; the same
+  seed gives the same targets.
+
+Frames and targets travel to the device as uint8; the encoder applies the ImageNet normalisation there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maskahand.config import PretrainRecipe, SynthConfig
+from maskahand.trainer import TrainTask, unwrap
+
+from .data import EpochBatches, epoch_loader, pad_collate, uniform_indices
+
+log = logging.getLogger(__name__)
+
+EXPORT_NAME = "afformer_maskahand.pth"
+
+
+def draw_variants(seed: int, step: int, keys: list[str], variants: int) -> list[int]:
+    """Which of the K stored targets each sample uses at ``step``: a function of (seed, step, key) only."""
+    out = []
+    for key in keys:
+        digest = hashlib.sha256(f"{seed}\x00{step}\x00{key}".encode()).digest()
+        out.append(int.from_bytes(digest[:8], "little") % variants)
+    return out
+
+
+def normalise_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) -> each map sums to 1 (an all-zero map stays zero and is left out of the loss)."""
+    flat = heatmaps.float().clamp_min(0).flatten(1)
+    mass = flat.sum(1, keepdim=True)
+    return (flat / mass.clamp_min(torch.finfo(flat.dtype).tiny)).view_as(heatmaps)
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> uint8 (N, 3, size, size); a no-op at that size already."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def resize_heatmaps(heatmaps: torch.Tensor, size: int) -> torch.Tensor:
+    if heatmaps.shape[-2:] == (size, size):
+        return heatmaps
+    return F.interpolate(heatmaps.float(), size=(size, size), mode="area")
+
+
+def expand_shards(sources: list[str] | None) -> list[str] | None:
+    """Folders, files or brace patterns -> one list of shard paths (errors name the bad source)."""
+    if not sources:
+        return None
+    from maskahand.shards import list_shards
+
+    return [url for src in sources for url in list_shards(src)]
+
+
+class PretrainTask(TrainTask):
+    """``shards``: MaskAHand shard folders/files; or ``clips``: clip shards with on-the-fly synthesis."""
+
+    def __init__(
+        self,
+        recipe: PretrainRecipe,
+        shards: list[str] | None = None,
+        clips: list[str] | None = None,
+        synth: SynthConfig | None = None,
+        val_shards: list[str] | None = None,
+    ):
+        if bool(shards) == bool(clips):
+            raise ValueError("pretraining needs either --shards (MaskAHand shards) or --clips (clip shards)")
+        self.recipe = recipe
+        self.shards, self.clips = expand_shards(shards), expand_shards(clips)
+        self.synth = synth or recipe.synth
+        self.val_shards = expand_shards(val_shards)
+        self.image_size = recipe.model.image_size
+
+    # -- model ------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        from maskahand.afformer import build_model
+
+        cfg = self.recipe.model
+        if cfg.num_heatmaps != 1 or cfg.num_actions != 0:
+            log.warning(
+                "MaskAHand pretraining is action-agnostic; model.num_heatmaps=%d model.num_actions=%d "
+                "(paper: 1 and 0)",
+                cfg.num_heatmaps,
+                cfg.num_actions,
+            )
+        if not cfg.backbone_weights:
+            log.warning(
+                "model.backbone_weights is not set: the encoder starts from RANDOM weights (the paper "
+                "starts from torchvision's COCO fasterrcnn_resnet50_fpn_v2 checkpoint)"
+            )
+        return build_model(cfg)
+
+    # -- data -------------------------------------------------------------------------------------
+    def _prepare_maskahand(self, sample: Any) -> Any:
+        t = sample.frames.shape[0]
+        keep = uniform_indices(t, self.recipe.train.num_frames)
+        if len(keep) != t:
+            sample.frames = sample.frames[keep]
+        return sample
+
+    def _prepare_clip(self, sample: Any) -> Any:
+        from maskahand.synth.recipe import interacting_hands
+
+        if not interacting_hands(sample.meta):
+            log.debug("clip %s has no interacting hand box: not used for pretraining", sample.key)
+            return None
+        keep = uniform_indices(sample.frames.shape[0], self.recipe.train.num_frames)
+        # the source frames stay on the CPU (numpy, so the engine does not move them); the target is
+        # drawn from them at the step, the video input is resized now
+        sample.source = sample.frames.numpy()
+        sample.frames = resize_square(sample.frames[keep], self.image_size)
+        return sample
+
+    def _make_dataset(self, rank: int, world_size: int, seed: int) -> Any:
+        from maskahand.shards import clip_dataset, maskahand_dataset
+
+        make = maskahand_dataset if self.shards else clip_dataset
+        return make(self.shards or self.clips, shuffle=0, rank=rank, world_size=world_size, seed=seed)
+
+    def train_batches(self, epoch: int, skip: int) -> Any:
+        train = self.recipe.train
+        clips_mode = bool(self.clips)
+        ds = EpochBatches(
+            self._make_dataset,
+            epoch,
+            skip,
+            train.batch_size,
+            train.shuffle,
+            train.seed,
+            self._prepare_clip if clips_mode else self._prepare_maskahand,
+            _collate_clips if clips_mode else pad_collate,
+            self.ctx.rank,
+            self.ctx.world_size,
+        )
+        return epoch_loader(ds, train.workers, pin_memory=self.ctx.device.type == "cuda")
+
+    # -- step -------------------------------------------------------------------------------------
+    def targets_for_step(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, 3, S, S) targets and (B, 1, S, S) heatmaps summing to 1, at the model's size."""
+        size = self.image_size
+        if "targets" in batch:
+            keys = batch["key"]
+            pick = torch.tensor(
+                draw_variants(self.recipe.train.seed, step, keys, batch["targets"].shape[1]),
+                device=batch["targets"].device,
+            )
+            rows = torch.arange(len(keys), device=pick.device)
+            targets = batch["targets"][rows, pick]
+            heatmaps = batch["heatmaps"][rows, pick][:, None]
+        else:
+            targets, heatmaps = self._synthesize(batch, step)
+        return resize_square(targets, size), normalise_heatmaps(resize_heatmaps(heatmaps, size))
+
+    def _synthesize(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from maskahand.synth import recipe as rc
+
+        cfg = self.synth
+        device = batch["frames"].device
+        params = [rc.sample_params(cfg, key, meta, step) for key, meta in zip(batch["key"], batch["meta"])]
+        chosen = [torch.from_numpy(src[p["frame"]]).to(device) for src, p in zip(batch["source"], params)]
+        targets, heatmaps = rc.render_grouped(chosen, params, cfg.batch_size)
+        return torch.stack(targets), torch.stack(heatmaps)[:, None]
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict]:
+        targets, heatmaps = self.targets_for_step(batch, step)
+        out = model(batch["frames"], targets, batch["num_frames"])
+        loss = unwrap(model).loss(out, heatmaps).heatmap
+        return loss, {"kld": loss.detach()}
+
+    # -- evaluation, pictures, export -------------------------------------------------------------
+    def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
+        if not self.val_shards:
+            return {}
+        from .evaluate import pretext_kld
+
+        return {"val_kld": pretext_kld(model, self.val_shards, self.recipe, self.ctx.device)}
+
+    def visualize(self, model: nn.Module, batch: dict[str, Any], step: int) -> np.ndarray | None:
+        from .evaluate import overlay_row
+
+        with torch.no_grad():
+            targets, heatmaps = self.targets_for_step({k: v[:1] for k, v in batch.items()}, step)
+            was = model.training
+            model.eval()
+            pred = model.predict(batch["frames"][:1], targets, batch["num_frames"][:1]).heatmaps
+            model.train(was)
+        n = int(batch["num_frames"][0])
+        return overlay_row(batch["frames"][0, n // 2], targets[0], pred[0, 0], heatmaps[0, 0])
+
+    def export(self, model: nn.Module, out_dir: Path) -> None:
+        import io
+
+        from maskahand.fsutil import atomic_write_bytes
+
+        from .evaluate import authors_state_dict
+
+        buf = io.BytesIO()
+        torch.save(authors_state_dict(model), buf)
+        atomic_write_bytes(out_dir / EXPORT_NAME, buf.getbuffer())
+        log.info("exported the final weights in the authors' layout: %s", out_dir / EXPORT_NAME)
+
+
+def _collate_clips(samples: list[Any]) -> dict[str, Any]:
+    batch = pad_collate(samples, fields=())
+    batch["source"] = [s.source for s in samples]
+    return batch

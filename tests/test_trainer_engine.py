@@ -1,0 +1,196 @@
+"""The engine on a toy recipe: schedule, parameter groups in use, non-finite guard, exact resume,
+config checks on resume, checkpoint retention, DDP under torchrun (gloo) against one process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskahand.config import OptimConfig, TrainConfig
+from maskahand.configbase import ConfigError
+from maskahand.trainer import TrainingAborted, fit
+from maskahand.trainer.checkpoint import WeightsFileError, list_checkpoints, load_checkpoint, load_torch_file
+from maskahand.trainer.schedule import lr_factor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_trainer_support import ToyTask  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_cfg(**kw) -> TrainConfig:
+    base = dict(
+        max_iters=6, batch_size=4, ckpt_every=1000, log_every=1, device="cpu", image_every=0, keep_last=50
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def log_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in log_records(run) if "train/loss" in r}
+
+
+def final_model(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(list_checkpoints(run)[-1][1])["model"]
+
+
+def test_schedule_is_warmup_then_cosine_to_the_floor():
+    assert lr_factor(0, 100, warmup_iters=4) == pytest.approx(0.25)
+    assert lr_factor(3, 100, warmup_iters=4) == pytest.approx(1.0)
+    # half-way through the cosine part: exactly half of the range above the floor
+    assert lr_factor(4 + 48, 100, warmup_iters=4, min_factor=0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, 100, warmup_iters=4, min_factor=0.1) == pytest.approx(0.1)
+    assert lr_factor(0, 10) == pytest.approx(1.0)
+    assert lr_factor(5, 10) == pytest.approx(0.5)
+
+
+def test_engine_applies_the_schedule_to_every_group_keeping_the_encoder_factor(tmp_path, torch_one_thread):
+    fit(ToyTask(), OptimConfig(lr=1e-2, warmup_iters=2, precision="fp32"), train_cfg(max_iters=6), tmp_path)
+    recs = {r["step"]: r for r in log_records(tmp_path)}
+    for step in range(6):
+        f = (step + 1) / 2 if step < 2 else 0.5 * (1 + math.cos(math.pi * (step - 2) / 4))
+        assert recs[step]["lr/head"] == pytest.approx(1e-2 * f)
+        assert recs[step]["lr/encoder"] == pytest.approx(1e-3 * f)
+        assert recs[step]["lr/head_no_decay"] == pytest.approx(1e-2 * f)  # the LayerNorm's group
+    assert recs[0]["train/global_batch"] == 4
+
+
+def test_a_non_finite_loss_skips_the_update_and_is_counted(tmp_path, torch_one_thread):
+    fit(ToyTask(nan_at={2}), OptimConfig(precision="fp32"), train_cfg(max_iters=4, ckpt_every=1), tmp_path)
+    recs = {r["step"]: r for r in log_records(tmp_path)}
+    assert recs[1]["train/nonfinite_total"] == 0 and recs[2]["train/nonfinite_total"] == 1
+    ckpts = dict(list_checkpoints(tmp_path))
+    before, after = load_checkpoint(ckpts[2])["model"], load_checkpoint(ckpts[3])["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # step 2 changed nothing
+    moved = load_checkpoint(ckpts[4])["model"]
+    assert not all(torch.equal(after[k], moved[k]) for k in after)  # step 3 trained again
+    assert all(torch.isfinite(v).all() for v in moved.values())
+
+
+def test_too_many_non_finite_losses_in_a_row_abort_naming_the_step(tmp_path, torch_one_thread):
+    train = train_cfg(max_iters=10, ckpt_every=2, max_nonfinite=3)
+    with pytest.raises(TrainingAborted, match=r"step 5: 3 non-finite losses in a row.*step_00000004\.pt"):
+        fit(ToyTask(nan_at={3, 4, 5}), OptimConfig(precision="fp32"), train, tmp_path)
+    steps = [s for s, _ in list_checkpoints(tmp_path)]
+    assert steps == [2, 4]
+    state = load_checkpoint(list_checkpoints(tmp_path)[-1][1])
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_resume_continues_exactly_across_an_epoch_boundary(tmp_path, torch_one_thread):
+    optim = OptimConfig(lr=1e-2, warmup_iters=1, precision="fp32", grad_clip=0.5)
+    fit(ToyTask(), optim, train_cfg(max_iters=8), tmp_path / "straight")
+    first = ToyTask()
+    fit(first, optim, train_cfg(max_iters=8, ckpt_every=3), tmp_path / "split", config={"max": 8})
+    # pretend the run died after its step-3 checkpoint: drop the later ones and resume
+    for step, path in list_checkpoints(tmp_path / "split"):
+        if step > 3:
+            path.unlink()
+    second = ToyTask()
+    fit(
+        second,
+        optim,
+        train_cfg(max_iters=8, ckpt_every=3),
+        tmp_path / "split",
+        resume=True,
+        config={"max": 8},
+    )
+    assert second.skips[0] == (0, 3)  # asked for the rest of epoch 0 (5 batches per epoch)
+    assert (1, 0) in second.skips
+    a, b = final_model(tmp_path / "straight"), final_model(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(tmp_path / "straight") == losses(tmp_path / "split")
+
+
+def test_resume_refuses_a_changed_config_and_a_fresh_start_refuses_a_used_folder(tmp_path, torch_one_thread):
+    optim = OptimConfig(precision="fp32")
+    fit(
+        ToyTask(), optim, train_cfg(max_iters=2), tmp_path, config={"train": {"max_iters": 2, "log_every": 1}}
+    )
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        fit(ToyTask(), optim, train_cfg(max_iters=2), tmp_path)
+    with pytest.raises(ConfigError, match=r"changed config: train\.max_iters: 2 -> 3"):
+        fit(
+            ToyTask(),
+            optim,
+            train_cfg(max_iters=3),
+            tmp_path,
+            resume=True,
+            config={"train": {"max_iters": 3}},
+        )
+    # runtime-only keys may change
+    fit(
+        ToyTask(),
+        optim,
+        train_cfg(max_iters=2),
+        tmp_path,
+        resume=True,
+        config={"train": {"max_iters": 2, "log_every": 5}},
+    )
+
+
+def test_retention_keeps_the_last_n_and_every_mth(tmp_path, torch_one_thread):
+    fit(
+        ToyTask(),
+        OptimConfig(precision="fp32"),
+        train_cfg(max_iters=7, ckpt_every=1, keep_last=2, keep_every=3),
+        tmp_path,
+    )
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 6, 7]
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_load_torch_file_names_the_file_and_what_it_is(tmp_path):
+    with pytest.raises(WeightsFileError, match=r"missing\.pt: backbone weights file does not exist"):
+        load_torch_file(tmp_path / "missing.pt", "backbone weights")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(KeyError, match=r"bad\.pt: cannot read hircnn weights"):
+        load_torch_file(bad, "hircnn weights", error=KeyError)
+    torch.save({"w": torch.ones(2)}, tmp_path / "ok.pt")
+    assert torch.equal(load_torch_file(tmp_path / "ok.pt")["w"], torch.ones(2))
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_under_torchrun_equal_one_process_with_the_same_global_batch(
+    tmp_path, torch_one_thread
+):
+    optim = OptimConfig(lr=1e-2, precision="fp32")
+    fit(ToyTask(), optim, train_cfg(max_iters=7, batch_size=4), tmp_path / "one")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "tests"))
+    cmd = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(REPO / "tests" / "test_trainer_support.py"),
+        str(tmp_path / "two"),
+        "7",
+        "4",
+        "optim.lr=0.01",
+        "train.keep_last=50",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = final_model(tmp_path / "one"), final_model(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    la, lb = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert la.keys() == lb.keys()
+    for step in la:
+        assert la[step] == pytest.approx(lb[step], rel=1e-5)
+    # and it is not trivially equal: a different global batch gives other weights
+    fit(ToyTask(), optim, train_cfg(max_iters=7, batch_size=2), tmp_path / "half")
+    c = final_model(tmp_path / "half")
+    assert not all(torch.allclose(a[k], c[k], atol=1e-6) for k in a)

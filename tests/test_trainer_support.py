@@ -1,0 +1,92 @@
+"""A toy recipe for the engine tests (no tests here); also a script torchrun launches:
+
+torchrun --nproc-per-node 2 tests/test_trainer_support.py OUT MAX_ITERS GLOBAL_BATCH [key=value ...]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from maskahand.trainer import TrainTask
+
+
+class ToyNet(nn.Module):
+    """An "encoder" and a "head" with a LayerNorm: enough structure for parameter groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = type("Cfg", (), {"backbone_lr_factor": 0.1})()
+        self.encoder = nn.Sequential(nn.Linear(6, 16), nn.GELU())
+        self.head = nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x)).squeeze(-1)
+
+
+class ToyTask(TrainTask):
+    """Regression on fixed random data; batch b of an epoch is the same global batch on any world size.
+
+    Rank r of w takes rows [r * n, (r + 1) * n) of the global batch (n = train.batch_size), so w
+    processes with batch n see exactly what one process with batch w * n sees.
+    ``nan_at``: steps whose loss is made NaN (the non-finite guard tests).
+    """
+
+    batches_per_epoch = 5
+
+    def __init__(self, nan_at: set[int] | None = None):
+        self.nan_at = nan_at or set()
+        self.skips: list[tuple[int, int]] = []
+
+    def build_model(self) -> nn.Module:
+        return ToyNet()
+
+    def train_batches(self, epoch: int, skip: int):
+        self.skips.append((epoch, skip))
+        n, r, w = self.ctx.train.batch_size, self.ctx.rank, self.ctx.world_size
+        g = torch.Generator().manual_seed(1000 + epoch)
+        x = torch.randn(self.batches_per_epoch, n * w, 6, generator=g)
+        y = x.sum(-1).sin()
+        for b in range(skip, self.batches_per_epoch):
+            rows = slice(r * n, (r + 1) * n)
+            yield {"key": [f"e{epoch}b{b}i{i}" for i in range(n)], "x": x[b, rows], "y": y[b, rows]}
+
+    def training_step(self, model, batch, step):
+        pred = model(batch["x"])
+        loss = (pred - batch["y"]).pow(2).mean()
+        if step in self.nan_at:
+            loss = loss * float("nan")
+        return loss, {"pred_mean": pred.detach().mean()}
+
+
+def main(argv: list[str]) -> None:
+    from maskahand.config import OptimConfig, TrainConfig
+    from maskahand.configbase import apply_overrides
+    from maskahand.trainer import fit
+    from maskahand.trainer.distributed import init_distributed, shutdown_distributed
+
+    out, max_iters, global_batch, *overrides = argv
+    info = init_distributed("cpu")
+    train = apply_overrides(
+        TrainConfig(
+            max_iters=int(max_iters),
+            batch_size=int(global_batch) // info.world_size,
+            ckpt_every=1000,
+            log_every=1,
+            device="cpu",
+            image_every=0,
+        ),
+        [o[len("train.") :] for o in overrides if o.startswith("train.")],
+    )
+    optim = apply_overrides(
+        OptimConfig(precision="fp32"), [o[len("optim.") :] for o in overrides if o.startswith("optim.")]
+    )
+    torch.set_num_threads(1)
+    fit(ToyTask(), optim, train, out, dist_info=info)
+    shutdown_distributed()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

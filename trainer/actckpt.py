@@ -1,0 +1,53 @@
+"""Activation checkpointing for Afformer: recompute encoder and decoder blocks during backward.
+
+The forward of each ResNet bottleneck (encoder body) and of the shared decoder block is replaced, on
+the instance, by one that runs under ``torch.utils.checkpoint``: parameter names, state dicts and
+results do not change; only what is kept for backward does (block inputs instead of every
+intermediate), at the price of a second forward of those blocks. Frozen batch norm and no dropout
+make the recomputation exact.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from maskahand.trainer.task import unwrap
+
+
+def _checkpointed(module: nn.Module) -> None:
+    if getattr(module, "_maskahand_ckpt", False):
+        return
+    inner = module.forward
+
+    @functools.wraps(inner)
+    def forward(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return checkpoint(inner, *args, use_reentrant=False, **kwargs)
+        return inner(*args, **kwargs)
+
+    module.forward = forward  # type: ignore[method-assign]
+    module._maskahand_ckpt = True  # type: ignore[assignment]
+
+
+def enable_activation_checkpointing(model: nn.Module) -> int:
+    """Checkpoint Afformer's encoder bottlenecks and decoder block; returns how many modules changed."""
+    net = unwrap(model)
+    targets: list[nn.Module] = []
+    body = getattr(getattr(net, "encoder", None), "body", None)
+    if body is not None:
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            layer = getattr(body, name, None)
+            if layer is not None:
+                targets.extend(layer.children())
+    block = getattr(getattr(net, "decoder", None), "block", None)
+    if block is not None:
+        targets.append(block)
+    if not targets:
+        raise ValueError(f"{type(net).__name__} has no encoder.body layers or decoder.block to checkpoint")
+    for m in targets:
+        _checkpointed(m)
+    return len(targets)

@@ -1,0 +1,382 @@
+"""``fit``: the training loop every recipe shares (see :mod:`maskahand.trainer.task` for the contract).
+
+One optimiser step = ``train.accum_steps`` batches on each of the world's processes; the global
+batch (``batch_size x world x accum_steps``) is logged at the start. Checkpoints hold the full state,
+so ``resume`` continues exactly where the checkpoint was written: same weights, same data, same
+random draws (bit for bit on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from maskahand import configbase
+from maskahand.configbase import ConfigError, save_config, to_dict
+from maskahand.trainer import distributed as D
+from maskahand.trainer.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from maskahand.trainer.logging import RunLogger
+from maskahand.trainer.optim import build_optimizer
+from maskahand.trainer.precision import Precision
+from maskahand.trainer.schedule import CosineSchedule
+from maskahand.trainer.task import TrainContext, to_device, unwrap
+
+log = logging.getLogger("maskahand.trainer")
+
+# For configs given as plain dicts (tools, tests): keys that may differ between a run and its
+# resumption. Dataclass recipes use the fields marked RUNTIME in core/config.py instead.
+RUNTIME_ONLY = frozenset(
+    {
+        "train.out_dir",
+        "train.resume",
+        "train.log_every",
+        "train.ckpt_every",
+        "train.keep_last",
+        "train.keep_every",
+        "train.image_every",
+        "train.eval_every",
+        "train.device",
+        "train.max_nonfinite",
+        "train.activation_checkpointing",
+    }
+)
+
+
+class TrainingAborted(RuntimeError):
+    """Training stopped on purpose (e.g. too many non-finite losses in a row); checkpoints are intact."""
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def config_changes(saved: dict, current: Any) -> list[str]:
+    """``key: old -> new`` for every result-relevant difference between a checkpoint's config and ours."""
+    if not isinstance(current, dict):
+        return configbase.config_changes(saved, current)  # the RUNTIME-marked fields may change
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted(set(a) | set(b))
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if k not in RUNTIME_ONLY and a.get(k) != b.get(k)
+    ]
+
+
+def resolve_resume(resume: str | Path | bool | None, out_dir: Path) -> Path | None:
+    """``None``/``False``: fresh (refused when the run folder already has checkpoints);
+    ``True`` or ``"latest"``: the run folder's latest checkpoint (fresh when there is none);
+    a path: that checkpoint."""
+    if resume is None or resume is False:
+        found = list_checkpoints(out_dir)
+        if found:
+            raise ConfigError(
+                f"{out_dir} already holds checkpoints (latest {found[-1][1].name}): resume it with "
+                "--resume, or pick a new --out"
+            )
+        return None
+    if resume is True or str(resume) in ("latest", ""):
+        return latest_checkpoint(out_dir)
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"--resume {path}: no such checkpoint file")
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class _Batches:
+    """This rank's batches across epochs; every rank switches epoch together when any runs dry."""
+
+    def __init__(self, task: Any, epoch: int, consumed: int, device: torch.device, world: int):
+        self.task, self.epoch, self.consumed = task, epoch, consumed
+        self.device, self.world = device, world
+        self._it: Iterator[Any] = iter(task.train_batches(epoch, consumed))
+
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.consumed}
+
+    def next(self) -> Any:
+        empty_epochs = 0
+        while True:
+            try:
+                batch, exhausted = next(self._it), 0.0
+            except StopIteration:
+                batch, exhausted = None, 1.0
+            if self.world > 1:
+                exhausted = D.all_reduce_max(exhausted)
+            if not exhausted:
+                self.consumed += 1
+                return batch
+            if self.consumed == 0:
+                empty_epochs += 1
+                if empty_epochs >= 2:
+                    raise RuntimeError(
+                        f"epoch {self.epoch}: the task yielded no batch on some rank (too little data for "
+                        "train.batch_size x ranks x workers?)"
+                    )
+            self.epoch, self.consumed = self.epoch + 1, 0
+            self._it = iter(self.task.train_batches(self.epoch, 0))
+
+
+def fit(
+    task: Any,
+    optim: Any,
+    train: Any,
+    out_dir: str | Path,
+    resume: str | Path | bool | None = None,
+    config: Any = None,
+    dist_info: D.DistInfo | None = None,
+) -> Path:
+    """Train ``task`` for ``train.max_iters`` optimiser steps; returns the final checkpoint's path.
+
+    ``config``: the whole resolved recipe (dataclass or dict), written to ``config.yaml``, stored in
+    every checkpoint and compared on resume (runtime-only keys may change, nothing else).
+    """
+    out_dir = Path(out_dir)
+    info = dist_info or D.init_distributed(train.device, key="train.device")
+    device, rank, world = info.device, info.rank, info.world_size
+    prec = Precision(optim.precision, device)
+    cfg_dict = to_dict(config) if config is not None and not isinstance(config, dict) else (config or {})
+
+    ckpt_path = resolve_resume(resume, out_dir) if info.is_main else None
+    ckpt_path = D.broadcast_object(str(ckpt_path) if ckpt_path else None)
+    state = load_checkpoint(ckpt_path) if ckpt_path else None
+    if state is not None and cfg_dict:
+        changed = config_changes(state.get("config") or {}, config)
+        if changed:
+            raise configbase.ConfigChangedError(
+                f"{ckpt_path}: refusing to resume with a changed config: " + "; ".join(changed), changed
+            )
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            save_config(config, out_dir)
+    D.barrier()
+
+    ctx = TrainContext(dist=info, out_dir=out_dir, optim=optim, train=train, autocast_dtype=prec.dtype)
+    if hasattr(task, "setup"):
+        task.setup(ctx)
+    seed_everything(train.seed)  # same initial weights on every rank
+    model: nn.Module = task.build_model()
+    model.train()
+    if train.activation_checkpointing:
+        from maskahand.trainer.actckpt import enable_activation_checkpointing
+
+        enable_activation_checkpointing(model)
+    model.to(device)
+    groups = task.param_groups(model, optim)
+    opt = build_optimizer(groups, optim, device)
+    sched = CosineSchedule(opt, train.max_iters, optim.warmup_iters, optim.min_lr_factor)
+    group_names = [g.get("name", f"group{i}") for i, g in enumerate(opt.param_groups)]
+
+    start_step, position, nonfinite_total = 0, {"epoch": 0, "batch": 0}, 0
+    seed_everything(train.seed * 1000 + rank)  # per-rank streams from here on
+    if state is not None:
+        unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        for g, base in zip(opt.param_groups, state.get("base_lrs", [])):
+            g["base_lr"] = base
+        sched.load_state_dict(state["schedule"])
+        prec.load_state_dict(state["precision"])
+        start_step, position = int(state["step"]), dict(state["data"])
+        nonfinite_total = int(state.get("nonfinite", 0))
+        rngs = state["rng"]
+        if len(rngs) == world:
+            set_rng_state(rngs[rank])
+        elif info.is_main:
+            log.warning(
+                "checkpoint was written by %d processes, resuming on %d: RNG streams restart",
+                len(rngs),
+                world,
+            )
+        if hasattr(task, "load_state_dict") and state.get("task") is not None:
+            task.load_state_dict(state["task"])
+        if info.is_main:
+            log.info(
+                "resumed from %s at step %d (epoch %d, batch %d)",
+                ckpt_path,
+                start_step,
+                position["epoch"],
+                position["batch"],
+            )
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    global_batch = train.batch_size * world * train.accum_steps
+    logger = RunLogger(out_dir, train.max_iters, start_step, enabled=info.is_main)
+    logger.text(
+        "training %d steps: global batch %d = %d per process x %d processes x %d accumulation; precision %s on %s",
+        train.max_iters,
+        global_batch,
+        train.batch_size,
+        world,
+        train.accum_steps,
+        prec.name,
+        device,
+    )
+    params = [p for g in opt.param_groups for p in g["params"]]
+    batches = _Batches(task, position["epoch"], position["batch"], device, world)
+    last_ckpt: Path | None = Path(ckpt_path) if ckpt_path else None
+    consecutive_bad = 0
+    window = {"t": time.perf_counter(), "wait": 0.0, "samples": 0, "steps": 0}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def save(step_done: int) -> Path:
+        rngs = D.all_gather_object(rng_state())
+        path = None
+        if info.is_main:
+            path = save_checkpoint(
+                {
+                    "model": unwrap(model).state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "base_lrs": [g["base_lr"] for g in opt.param_groups],
+                    "schedule": sched.state_dict(),
+                    "precision": prec.state_dict(),
+                    "rng": rngs,
+                    "data": batches.position(),
+                    "nonfinite": nonfinite_total,
+                    "config": cfg_dict,
+                    "task": task.state_dict() if hasattr(task, "state_dict") else None,
+                },
+                out_dir,
+                step_done,
+            )
+            prune_checkpoints(out_dir, train.keep_last, train.keep_every)
+        D.barrier()
+        return Path(D.broadcast_object(str(path) if path else None))
+
+    step = start_step
+    last_batch: Any = None
+    try:
+        for step in range(start_step, train.max_iters):
+            lr_f = sched.apply(step)
+            opt.zero_grad(set_to_none=True)
+            loss_sum, finite, scalars_sum, samples = 0.0, True, {}, 0
+            for micro in range(train.accum_steps):
+                t0 = time.perf_counter()
+                batch = batches.next()
+                window["wait"] += time.perf_counter() - t0
+                samples += task.batch_size(batch) if hasattr(task, "batch_size") else train.batch_size
+                batch = to_device(batch, device)
+                sync = (
+                    net.no_sync() if world > 1 and micro < train.accum_steps - 1 else contextlib.nullcontext()
+                )
+                with sync:
+                    with prec.autocast():
+                        loss, scalars = task.training_step(net, batch, step)
+                    value = float(loss.detach().float())
+                    finite = finite and math.isfinite(value)
+                    prec.scaler.scale(loss / train.accum_steps).backward()
+                loss_sum += value
+                for k, v in scalars.items():
+                    scalars_sum[k] = scalars_sum.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+                last_batch = batch
+            if world > 1:
+                finite = D.all_reduce_max(0.0 if finite else 1.0) == 0.0
+            if not finite:
+                nonfinite_total += 1
+                consecutive_bad += 1
+                opt.zero_grad(set_to_none=True)
+                logger.text("step %d: non-finite loss, update skipped (%d in a row)", step, consecutive_bad)
+                if consecutive_bad >= train.max_nonfinite:
+                    raise TrainingAborted(
+                        f"step {step}: {consecutive_bad} non-finite losses in a row (train.max_nonfinite="
+                        f"{train.max_nonfinite}); last good checkpoint: {last_ckpt or 'none'}"
+                    )
+                grad_norm = float("nan")
+            else:
+                consecutive_bad = 0
+                prec.scaler.unscale_(opt)
+                max_norm = optim.grad_clip if optim.grad_clip is not None else float("inf")
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+                prec.scaler.step(opt)
+                prec.scaler.update()
+            window["samples"] += samples * world
+            window["steps"] += 1
+
+            done = step + 1
+            if done % train.log_every == 0 or done == train.max_iters or done == start_step + 1:
+                loss_mean = D.all_reduce_mean(loss_sum / train.accum_steps, None)
+                elapsed = max(1e-9, time.perf_counter() - window["t"])
+                values = {
+                    "train/loss": loss_mean,
+                    "train/grad_norm": grad_norm,
+                    "train/samples_per_s": window["samples"] / elapsed,
+                    "train/s_per_step": elapsed / window["steps"],
+                    "train/data_wait_fraction": window["wait"] / elapsed,
+                    "train/lr_factor": lr_f,
+                    "train/nonfinite_total": float(nonfinite_total),
+                    "train/global_batch": float(global_batch),
+                }
+                for name, g in zip(group_names, opt.param_groups):
+                    values[f"lr/{name}"] = g["lr"]
+                for k, v in scalars_sum.items():
+                    values[f"train/{k}"] = v / train.accum_steps
+                if device.type == "cuda":
+                    values["train/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                logger.scalars(step, values)
+                logger.progress(step, loss_mean, values["train/samples_per_s"])
+                window = {"t": time.perf_counter(), "wait": 0.0, "samples": 0, "steps": 0}
+            if train.image_every and info.is_main and (done % train.image_every == 0 or step == start_step):
+                picture = (
+                    task.visualize(unwrap(model), last_batch, step) if hasattr(task, "visualize") else None
+                )
+                if picture is not None:
+                    logger.image("train/example", picture, step)
+            if train.eval_every and done % train.eval_every == 0 and done != train.max_iters:
+                _evaluate(task, model, step, logger)
+            if done % train.ckpt_every == 0 and done != train.max_iters:
+                last_ckpt = save(done)
+        final = save(train.max_iters) if start_step < train.max_iters or last_ckpt is None else last_ckpt
+        if hasattr(task, "evaluate"):
+            _evaluate(task, model, train.max_iters - 1, logger)
+        if info.is_main and hasattr(task, "export"):
+            task.export(unwrap(model), out_dir)
+        D.barrier()
+        return final
+    finally:
+        logger.close()
+
+
+def _evaluate(task: Any, model: nn.Module, step: int, logger: RunLogger) -> None:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            results = task.evaluate(unwrap(model), step) or {}
+    finally:
+        model.train(was_training)
+    if results:
+        logger.scalars(step, {f"eval/{k}": float(v) for k, v in results.items()})
+        logger.text("step %d eval: %s", step + 1, ", ".join(f"{k}={v:.4f}" for k, v in results.items()))

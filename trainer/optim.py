@@ -1,0 +1,95 @@
+"""AdamW with the authors' parameter groups.
+
+The authors build their groups with detectron2's ``get_default_optimizer_params(weight_decay_norm=0,
+lr_factor_func=...)`` and ``lr_factors: {encoder: 0.1}``. What that means tensor by tensor:
+
+- lr: parameters whose name starts with ``encoder.`` get ``lr * backbone_lr_factor``; all others ``lr``.
+- weight decay 0 only for the parameters OWNED BY a torch normalisation module (``nn.LayerNorm``,
+  ``nn.BatchNorm*``, ``nn.SyncBatchNorm``, ``nn.GroupNorm``, ``nn.InstanceNorm*``,
+  ``nn.LocalResponseNorm``): detectron2 matches these module types by ``isinstance``. Everything else
+  decays, biases included (``weight_decay_bias=None`` means "as the weights"), and so do the
+  relative-position tables, the level embeddings and the channel LayerNorms written as plain modules
+  (the authors' ``LayerNorm3D`` and detectron2's ``LN``; ours: ``ChannelLayerNorm``).
+- frozen parameters are left out; a parameter shared by two modules is counted once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from maskahand.trainer.task import unwrap
+
+if TYPE_CHECKING:
+    from maskahand.config import OptimConfig
+
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+ENCODER_PREFIX = "encoder."
+
+
+def afformer_param_groups(
+    model: nn.Module, optim: OptimConfig, backbone_lr_factor: float | None = None
+) -> list[dict]:
+    """Up to four AdamW groups named ``encoder``, ``encoder_no_decay``, ``head``, ``head_no_decay``.
+
+    ``backbone_lr_factor`` defaults to the model config's (``AfformerConfig.backbone_lr_factor``).
+    Each group also carries ``param_names`` (for tests and logs; AdamW ignores unknown keys).
+    """
+    net = unwrap(model)
+    if backbone_lr_factor is None:
+        backbone_lr_factor = float(getattr(getattr(net, "cfg", None), "backbone_lr_factor", 1.0))
+    seen: set[int] = set()
+    groups: dict[str, dict] = {}
+    for module_name, module in net.named_modules():
+        no_decay = isinstance(module, NORM_TYPES)
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            full = f"{module_name}.{pname}" if module_name else pname
+            is_encoder = full.startswith(ENCODER_PREFIX)
+            name = ("encoder" if is_encoder else "head") + ("_no_decay" if no_decay else "")
+            g = groups.setdefault(
+                name,
+                {
+                    "name": name,
+                    "params": [],
+                    "param_names": [],
+                    "lr": optim.lr * (backbone_lr_factor if is_encoder else 1.0),
+                    "weight_decay": 0.0 if no_decay else optim.weight_decay,
+                },
+            )
+            g["params"].append(p)
+            g["param_names"].append(full)
+    order = ["encoder", "encoder_no_decay", "head", "head_no_decay"]
+    return [groups[k] for k in order if k in groups]
+
+
+def build_optimizer(groups: list[dict], optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over ``groups``; each group's starting lr is remembered as ``base_lr`` for the schedule."""
+    if not groups or not any(g["params"] for g in groups):
+        raise ValueError("no trainable parameters: every parameter group is empty")
+    for g in groups:
+        g.setdefault("base_lr", g["lr"])
+    # fused kernels only where they exist and are well tested (CUDA); foreach elsewhere
+    return torch.optim.AdamW(
+        groups,
+        lr=optim.lr,
+        betas=(float(optim.betas[0]), float(optim.betas[1])),
+        weight_decay=optim.weight_decay,
+        fused=device.type == "cuda",
+    )
