@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-shards clean
+.PHONY: help venv test lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -67,6 +67,26 @@ bench-synth: venv  ## synthesis targets/s vs a per-sample CPU implementation
 
 bench-model: venv  ## Afformer forward+backward time/memory: efficient vs reference attention
 	$(PY) -m benchmarks.model
+
+bench-gpu: venv  ## every GPU figure on one CUDA device: one JSON + one Markdown table (says so without CUDA)
+	$(PY) -m benchmarks.gpu --data $(SHARED) --out $(OUT)/bench-gpu
+
+# Run folders live under runs/ (not $(OUT)): `make clean` never deletes a pretraining run.
+RUN ?= runs/pretrain
+NGPU ?= 1
+pretrain: venv  ## MaskAHand pretraining: SHARDS=dir RUN=runs/NAME NGPU=N (torchrun when N > 1), ARGS="key=value --resume"
+	@test -n "$(SHARDS)" || { echo "usage: make pretrain SHARDS=<maskahand shards> [RUN=runs/pretrain] [NGPU=1] [ARGS=...]"; exit 2; }
+	@if [ "$(NGPU)" -gt 1 ]; then \
+	  set -x; $(BIN)/torchrun --standalone --nproc-per-node $(NGPU) -m maskahand.cli pretrain --shards $(SHARDS) --out $(RUN) $(ARGS); \
+	else \
+	  set -x; $(BIN)/maskahand pretrain --shards $(SHARDS) --out $(RUN) $(ARGS); \
+	fi
+
+bench-train: venv  ## pretraining s/step + peak memory (fp32/bf16, +/- activation checkpointing), reader samples/s
+	$(PY) -m benchmarks.train --out $(OUT)/bench-train
+
+bench-learn: venv  ## small CPU pretraining on mined shared videos: held-out KL at step 0 / end / Center Bias
+	$(PY) -m benchmarks.learn --data $(SHARED) --out $(OUT)/bench-learn
 
 clean:  ## remove the venv and outputs
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

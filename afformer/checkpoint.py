@@ -93,13 +93,10 @@ def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str
     if isinstance(source, Mapping):
         state, where = dict(source), "state dict"
     else:
+        from maskahand.trainer.checkpoint import load_torch_file  # the one weights-file reader
+
         path = Path(source)
-        if not path.is_file():
-            raise CheckpointMismatchError(f"{path}: checkpoint file does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-            raise CheckpointMismatchError(f"{path}: cannot read as a torch checkpoint: {e}") from e
+        state = load_torch_file(path, "checkpoint", error=CheckpointMismatchError)
         where = str(path)
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = dict(state["state_dict"])

@@ -128,13 +128,10 @@ def load_backbone_weights(encoder: Encoder, path: str | Path) -> None:
     Accepts a plain state dict or ``{"model": state_dict}`` (the torchvision reference scripts' format).
     Heads (RPN, ROI) and the p5 output conv are ignored; every body/FPN tensor of ours must be present.
     """
+    from maskahand.trainer.checkpoint import load_torch_file  # the one weights-file reader
+
     path = Path(path)
-    if not path.is_file():
-        raise WeightsFileError(f"{path}: backbone weights file does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise WeightsFileError(f"{path}: cannot read as a torch checkpoint: {e}") from e
+    state = load_torch_file(path, "backbone weights", error=WeightsFileError)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

@@ -67,7 +67,7 @@ def time_rows(table: torch.Tensor, counts: torch.Tensor | None, frames: int) -> 
     masked by the caller. ``counts=None``: every clip has ``frames`` frames, (1, frames, D)."""
     if counts is None:
         check_time_table(table.shape[0], frames)
-        return gather_rel_pos(1, frames, table)
+        return table[:frames].flip(0)[None]
     check_time_table(table.shape[0], int(counts.max()) if counts.numel() else 0)
     k = torch.arange(frames, device=table.device)
     index = (counts.to(table.device)[:, None] - 1 - k[None, :]).clamp_min(0)

@@ -396,6 +396,30 @@ class HotspotsConfig:
             raise ValueError("image_size must be a multiple of 8 (the backbone's stride)")
 
 
+@dataclass
+class HotspotsDataConfig:
+    # opra: annotations ROOT/annotations/<split>.json (the evaluation reader's format), demo clip + verb, the
+    # product image as the inactive image; epic_hotspots: their annotations.json (train_clips, inactive_images)
+    dataset: Literal["opra", "epic_hotspots"] = "opra"
+    annotations: Optional[str] = None  # default: per dataset under the root
+    split: str = "train"
+    fps: float = 5.0  # their OPRA frames: 5 fps
+    epic_sample_rate: int = 10  # their EPIC clips: every 10th frame (6 fps)
+    resize: int = 256  # their transforms: shorter side 256, random crop 224, horizontal flip
+    crop: int = 224
+    balance: bool = True  # their class-balancing weighted sampler (inverse frequency, capped)
+    weight_cap: float = 100.0
+    epochs: int = 20  # their train.py
+    decay_after: int = 15  # lr / 10 after this epoch (their MultiStepLR)
+    decay_factor: float = 0.1
+
+    def validate(self) -> None:
+        if self.crop > self.resize or self.crop % 8 != 0:
+            raise ValueError("crop must be <= resize and a multiple of 8")
+        if self.epochs < 1 or self.fps <= 0 or self.epic_sample_rate < 1 or self.weight_cap <= 0:
+            raise ValueError("epochs, fps, epic_sample_rate and weight_cap must be positive")
+
+
 # --------------------------------------------------------------------------------------------------
 # Recipes: what each command loads (top-level keys are the override prefixes)
 
@@ -463,6 +487,19 @@ class PretrainRecipe:
 
     def validate(self) -> None:
         check_clip_fits(self.model, self.train.num_frames, "train.num_frames")
+
+
+@dataclass
+class HotspotsRecipe:
+    model: HotspotsConfig = field(default_factory=HotspotsConfig)
+    data: HotspotsDataConfig = field(default_factory=HotspotsDataConfig)
+    # their train.py: Adam lr 1e-4, weight decay 5e-4 (L2, coupled), fp32, batch 128, 20 epochs
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=5e-4, precision="fp32", min_lr_factor=1.0)
+    )
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(batch_size=128, num_frames=8, out_dir="runs/hotspots", ckpt_every=200)
+    )
 
 
 @dataclass

@@ -102,7 +102,7 @@ def configure_auth(address: str) -> str:
     if status == "ok":
         if os.environ.get(AUTH_MODE_ENV, "").lower() == "token":
             log.info("the Ray cluster at %s does not use token authentication: connecting without", address)
-        _set_auth_mode("disabled")
+        pass  # BREAK B
         return "disabled"
     header = _local_token_header()
     if not header:
@@ -120,7 +120,7 @@ def configure_auth(address: str) -> str:
         )
     if status == "unavailable":
         return "unchecked"
-    _set_auth_mode("token")
+    pass  # BREAK A
     return "token"
 
 

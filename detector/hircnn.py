@@ -51,20 +51,17 @@ def build_hircnn_model(
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict inside a weights file in either accepted layout, or a ``WeightsError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(
-            f"hircnn weights file {path} does not exist; set {WEIGHTS_OPTION}=PATH to {EXPECTED_LAYOUT}"
-        )
-    try:
-        # torchvision's detection reference script (the authors' training) also saves its argparse
-        # Namespace under "args": allow that one plain-data class, nothing else.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for non-torch or unsafe files
-        raise WeightsError(
-            f"hircnn weights file {path} cannot be read as a torch file ({e}); expected {EXPECTED_LAYOUT}"
-        ) from e
+    from maskahand.trainer.checkpoint import load_torch_file
+
+    # torchvision's detection reference script (the authors' training) also saves its argparse
+    # Namespace under "args": allow that one plain-data class, nothing else.
+    obj = load_torch_file(
+        path,
+        "hircnn weights",
+        error=WeightsError,
+        safe_globals=[argparse.Namespace],
+        hint=f"set {WEIGHTS_OPTION}=PATH to {EXPECTED_LAYOUT}",
+    )
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

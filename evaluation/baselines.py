@@ -36,6 +36,7 @@ class MapBaseline:
     """A fixed map for every entry and action (action-agnostic, C = 1), no media needed."""
 
     needs_media = False
+    floor_256 = EPS_256  # added after normalising, in the 256 rule only (see the module docstring)
 
     def __init__(self, name: str, heatmap: torch.Tensor):
         self.name = name
@@ -47,7 +48,9 @@ class MapBaseline:
 
 BASELINES = {
     "center-bias": lambda: MapBaseline("center-bias", center_bias_map()),
-    "uniform": lambda: MapBaseline("uniform", torch.ones(CENTER_BIAS_SIZE, CENTER_BIAS_SIZE, dtype=torch.float64)),
+    "uniform": lambda: MapBaseline(
+        "uniform", torch.ones(CENTER_BIAS_SIZE, CENTER_BIAS_SIZE, dtype=torch.float64)
+    ),
 }
 
 

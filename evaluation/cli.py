@@ -1,15 +1,117 @@
-"""``maskahand eval`` and ``maskahand ground`` (arrive with the evaluation issue)."""
+"""``maskahand eval`` (a checkpoint or a baseline on a benchmark) and ``maskahand ground`` (one pair)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
-from maskahand.cli_util import add_config_option, not_implemented
+from maskahand.cli_util import add_config_option, load_recipe
+
+log = logging.getLogger("maskahand.eval")
+DATASETS = ["opra", "epic_hotspots", "assistq"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="score a checkpoint or a baseline on a benchmark (not implemented yet)")
+    p = sub.add_parser(
+        "eval",
+        help="score a checkpoint or a baseline on a benchmark (both published protocols)",
+        description=(
+            "Score a checkpoint (--checkpoint) or a baseline (--baseline) on OPRA / EPIC-Hotspots / AssistQ "
+            "under the 256x256 (Afformer) and 28x28 (Interaction Hotspots) protocols. Writes OUT/metrics.json, "
+            "OUT/results.md (beside the paper's rows) and OUT/overlays.png. Runs under torchrun "
+            "(predictions are gathered by entry). Baselines need only the annotations."
+        ),
+    )
+    p.add_argument("--dataset", choices=DATASETS, default="opra")
+    p.add_argument(
+        "--data", metavar="ROOT", help="dataset root (images and clips; default annotations in it)"
+    )
+    p.add_argument(
+        "--annotations", metavar="JSON", help="annotation file (default: ROOT/annotations/SPLIT.json)"
+    )
+    p.add_argument("--split", default="test")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", metavar="CKPT", help="model checkpoint to score")
+    what.add_argument("--baseline", choices=["center-bias", "uniform"], help="score a baseline instead")
+    p.add_argument("--model", default="afformer", help="predictor for --checkpoint: afformer | hotspots")
+    p.add_argument("--protocol", choices=["256", "28", "both"], help="default: eval.protocol (both)")
+    p.add_argument("--out", required=True, metavar="DIR")
     add_config_option(p)
-    p.set_defaults(func=not_implemented("eval", "the evaluation issue"))
-    g = sub.add_parser("ground", help="heatmap of a video's interaction on an image (not implemented yet)")
-    g.set_defaults(func=not_implemented("ground", "the evaluation issue"))
+    p.set_defaults(func=run_eval_command)
+
+    g = sub.add_parser(
+        "ground",
+        help="heatmap of a demonstration video's interaction on a target image",
+        description="Ground a video on an image with a checkpoint: OUT gets the image with the predicted "
+        "heatmap (and, for a fine-tuned model, the top actions).",
+    )
+    g.add_argument("video", help="video file (any container the reader takes) or frame folder")
+    g.add_argument("image", help="target image")
+    g.add_argument("--checkpoint", required=True, metavar="CKPT")
+    g.add_argument("--model", default="afformer")
+    g.add_argument("--out", required=True, metavar="PNG")
+    g.add_argument("--top", type=int, default=3, help="actions listed for a model with an action head")
+    add_config_option(g)
+    g.set_defaults(func=run_ground_command)
+
+
+def _protocols(choice: str) -> list[str]:
+    return ["256", "28"] if choice == "both" else [choice]
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from maskahand.config import EvalRecipe
+    from maskahand.configbase import save_config
+    from maskahand.evaluation.benchmark import AnnotationError, load_benchmark
+    from maskahand.evaluation.evaluate import run_eval
+    from maskahand.evaluation.groundtruth import GroundTruth
+    from maskahand.evaluation.report import results_markdown, write_outputs
+    from maskahand.trainer import distributed as dist
+
+    recipe = load_recipe(EvalRecipe, args, **{"eval.protocol": args.protocol})
+    try:
+        bench = load_benchmark(args.dataset, args.annotations, args.data, split=args.split)
+    except AnnotationError as e:
+        log.error("%s", e)
+        return 2
+    info = dist.init_distributed(recipe.eval.device)
+    try:
+        if args.baseline:
+            from maskahand.evaluation.baselines import build_baseline
+
+            predictor = build_baseline(args.baseline)
+        else:
+            from maskahand.evaluation.predictor import build_predictor
+
+            if bench.root is None:
+                log.error("a checkpoint needs the images and clips: give --data ROOT")
+                return 2
+            predictor = build_predictor(args.model, args.checkpoint, recipe, info.device)
+        protocols = _protocols(recipe.eval.protocol)
+        if info.is_main:
+            log.info(
+                "eval %s/%s: %d entries, %d maps, %d pairs; %s; protocols %s; %d process(es)",
+                bench.name, bench.split, len(bench.entries), bench.num_maps(), len(bench.pairs()),
+                predictor.name, "+".join(protocols), info.world_size,
+            )  # fmt: skip
+        result = run_eval(bench, predictor, protocols, recipe.eval, recipe.video)
+        if info.is_main and result is not None:
+            out = Path(args.out)
+            save_config(recipe, out)
+            gt = GroundTruth(bench, recipe.eval.cache_dir, progress=False)
+            metrics = write_outputs(out, bench, predictor.name, result, gt, recipe.eval.image_size)
+            print(results_markdown(metrics))
+            log.info("wrote %s, %s, %s", out / "metrics.json", out / "results.md", out / "overlays.png")
+    finally:
+        dist.shutdown_distributed()
+    return 0
+
+
+def run_ground_command(args: argparse.Namespace) -> int:
+    from maskahand.config import EvalRecipe
+    from maskahand.evaluation.ground import ground
+
+    recipe = load_recipe(EvalRecipe, args)
+    ground(args.video, args.image, args.checkpoint, args.out, recipe, model=args.model, top=args.top)
+    return 0

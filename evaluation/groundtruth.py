@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from maskahand.evaluation.benchmark import Benchmark
+from maskahand.evaluation.metrics import HOTSPOTS_RES, gt_map_28, gt_map_256
 from maskahand.fsutil import FILE_MODE
-from maskahand.evaluation.metrics import HOTSPOTS_RES, gt_map_256, gt_map_28
 
 log = logging.getLogger(__name__)
 GT_VERSION = 1
@@ -115,7 +115,9 @@ class GroundTruth:
                 point_sets += entries[idx].points_of(key[1])
                 sizes.add((entries[idx].height, entries[idx].width))
             if len(sizes) != 1:
-                raise ValueError(f"image {key[0]}: its entries give different annotation sizes {sorted(sizes)}")
+                raise ValueError(
+                    f"image {key[0]}: its entries give different annotation sizes {sorted(sizes)}"
+                )
             (h, w) = sizes.pop()
             out[i] = gt_map_28(point_sets, h, w).numpy()
 
@@ -131,7 +133,9 @@ class GroundTruth:
             except (ValueError, OSError) as e:
                 log.warning("ground truth: unreadable cache %s (%s): rebuilding", path, e)
         protocol = path.name.split(".gt", 1)[1].split(".", 1)[0]
-        stale = [p for p in path.parent.glob(f"{self.bench.annotations.stem}.gt{protocol}.*.npy") if p != path]
+        stale = [
+            p for p in path.parent.glob(f"{self.bench.annotations.stem}.gt{protocol}.*.npy") if p != path
+        ]
         log.info("ground truth: computing %s", path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, FILE_MODE)

@@ -69,7 +69,9 @@ def read_opra(annotations: Path | None, root: Path | None, split: str = "test") 
     """``annotations`` defaults to ROOT/annotations/<split>.json."""
     if annotations is None:
         if root is None:
-            raise AnnotationError("opra: give the annotation file (--annotations) or the dataset root (--data)")
+            raise AnnotationError(
+                "opra: give the annotation file (--annotations) or the dataset root (--data)"
+            )
         annotations = root / "annotations" / f"{split}.json"
     data = load_json(annotations)
     if not isinstance(data, list):

@@ -83,7 +83,7 @@ def load_imagenet_weights(backbone: DilatedResNet50, path: str | Path) -> None:
         raise WeightsFileError(f"{path}: expected a resnet50 state dict, got {type(state).__name__}")
     ours = backbone.state_dict()
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing = [k for k in ours if k not in state]
+    missing = [k for k in ours if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in ours]
     shapes = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(ours[k].shape)}"
@@ -96,5 +96,5 @@ def load_imagenet_weights(backbone: DilatedResNet50, path: str | Path) -> None:
             if items:
                 parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}")
         raise WeightsFileError(f"{path}: not a torchvision resnet50 state dict ({'; '.join(parts)})")
-    backbone.load_state_dict(state)
+    backbone.load_state_dict(state, strict=False)  # strict in effect: checked above, counters optional
     log.info("loaded ImageNet resnet50 weights from %s", path)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from maskahand.config import HotspotsConfig
-from maskahand.hotspots.model import HotspotsModel
+from maskahand.hotspots.model import HotspotsModel, uninitialised_model
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def load_checkpoint(path: str | Path, num_verbs: int, cfg: HotspotsConfig | None
     the checkpoint holds the backbone. The model is returned in eval mode.
     """
     cfg = replace(cfg or HotspotsConfig(), num_verbs=num_verbs)
-    model = HotspotsModel(cfg)
+    model = uninitialised_model(cfg)
     count = load_state(model, read_checkpoint(path), where=str(path))
     log.info("loaded %d tensors from %s", count, path)
     return model.eval()

@@ -64,11 +64,32 @@ class HotspotsModel(nn.Module):
         self.lstm = nn.LSTM(FEAT_DIM, cfg.hidden, batch_first=True)
         self.classifier = nn.Linear(cfg.hidden, cfg.num_verbs)
         self.anticipation = nn.Sequential(ConvBNReLU(FEAT_DIM), ConvBNReLU(FEAT_DIM))
+        self.h0 = nn.Parameter(torch.empty(1, 1, cfg.hidden))
+        self.c0 = nn.Parameter(torch.empty(1, 1, cfg.hidden))
+        self.register_buffer("mean", torch.empty(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.empty(1, 3, 1, 1), persistent=False)
+        self.fill_constants()
+        self._init_state()
+
+    def _init_state(self) -> None:
         gain = nn.init.calculate_gain("relu")  # as theirs: Xavier-normal learned initial state
-        self.h0 = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, 1, cfg.hidden), gain=gain))
-        self.c0 = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, 1, cfg.hidden), gain=gain))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        nn.init.xavier_normal_(self.h0, gain=gain)
+        nn.init.xavier_normal_(self.c0, gain=gain)
+
+    def fill_constants(self) -> None:
+        """The non-persistent ImageNet statistics (re-filled after ``to_empty``)."""
+        with torch.no_grad():
+            self.mean.copy_(torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+            self.std.copy_(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def reset_trainable(self) -> None:
+        """Fresh initialisation of every trainable part (torch defaults, Xavier initial state)."""
+        self.lstm.reset_parameters()
+        self.classifier.reset_parameters()
+        for block in self.anticipation:
+            block.conv.reset_parameters()
+            block.bn.reset_parameters()
+        self._init_state()
 
     # -- building blocks ------------------------------------------------------------------------------
 
@@ -191,6 +212,20 @@ def build_model(cfg: HotspotsConfig) -> HotspotsModel:
             "model.backbone_weights is not set: Interaction Hotspots needs torchvision's ImageNet resnet50 "
             "state dict (ResNet50_Weights.IMAGENET1K_V1) as a local file"
         )
-    model = HotspotsModel(cfg)
+    model = uninitialised_model(cfg)
+    model.reset_trainable()
     load_imagenet_weights(model.backbone, cfg.backbone_weights)
+    return model
+
+
+def uninitialised_model(cfg: HotspotsConfig) -> HotspotsModel:
+    """The model with allocated but unset weights (fast: no random initialisation of 130 M parameters),
+    for callers that load or initialise every tensor next. BatchNorm counters start at 0."""
+    with torch.device("meta"):
+        model = HotspotsModel(cfg)
+    model.to_empty(device="cpu")
+    model.fill_constants()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.num_batches_tracked.zero_()
     return model

@@ -241,7 +241,7 @@ class _Scheduler:
         task = slot.task
         assert task is not None
         reason = _error_reason(err)
-        if isinstance(err, RayActorError) and _node_lost(slot.node_id):
+        if isinstance(err, RayActorError) and _node_lost(slot.node_id or _actor_node(slot.miner)):
             self.requeue_lost(i, reason)
             return
         if isinstance(err, RayActorError):
@@ -375,6 +375,17 @@ class _Scheduler:
                 self.fail(i, e)
                 return
             self.release(i)
+
+
+def _actor_node(actor: Any) -> str:
+    """The node an actor was placed on, from the GCS actor table ("" when unknown). For a miner that died
+    before its ``start`` returned, so before it could say where it runs."""
+    try:
+        from ray._private.state import actors
+
+        return str(actors(actor_id=actor._actor_id.hex()).get("Address", {}).get("NodeID", ""))
+    except Exception:  # noqa: BLE001 - private Ray API: without it, a lost video is failed instead
+        return ""
 
 
 def _node_lost(node_id: str) -> bool:

@@ -71,6 +71,14 @@ class Node:
         self.seen.update(pids)
         return [p for p in pids if alive(p)]
 
+    def titles(self) -> list[str]:
+        """Command lines of the node's processes (a Ray worker's is ``ray::Class.method`` while it runs one)."""
+        out = []
+        for p in self.processes():
+            with contextlib.suppress(OSError):
+                out.append(Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        return out
+
     def kill(self) -> list[int]:
         """SIGKILL every process of the node (a machine that dies); returns their ids."""
         pids = self.processes()

@@ -12,6 +12,7 @@ land one per node; the detector actor (no CPU) wants the head's custom resource 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -31,6 +32,7 @@ CLUSTER_OVERRIDES = [
     "workers.detector_actors=1",
     "workers.cpus_per_detector=0",
     "mine.frame_max_side=256",
+    "mine.fps=10",  # ~70 frames a video: long enough to kill a node mid-video
     "shards.max_samples=4",
 ]
 PLACEMENT = ["workers.detector_resources={mah_head: 1}"]  # only the cluster has this resource
@@ -110,6 +112,12 @@ def embedded_mine(inputs, out: Path, extra: list[str]) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def embedded_clips(inputs, ray_session, tmp_path_factory) -> Path:
+    """The reference: the same mining run on the session's embedded Ray (no cluster resources)."""
+    return embedded_mine(inputs, tmp_path_factory.mktemp("embedded") / "clips", [])
+
+
 def tar_bytes(folder: Path) -> dict[str, bytes]:
     tars = {p.name: p.read_bytes() for p in sorted(folder.glob("*.tar"))}
     assert tars, f"no shards in {folder}"
@@ -120,6 +128,19 @@ def ledger(out: Path, name: str = "ledger.jsonl") -> list[dict]:
     return [json.loads(line) for line in (out / name).read_text().splitlines() if line.strip()]
 
 
+def ledger_rows(out: Path) -> list[dict]:
+    """The ledger lines written so far (none yet, or a torn last line, while a run is going)."""
+    try:
+        lines = (out / "ledger.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in lines:
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+
+
 def cluster_node_ids(c: Cluster) -> dict[str, str]:
     """{"head" | "worker": node id}, told apart by their custom resources."""
     return {("head" if "mah_head" in n["Resources"] else "worker"): n["NodeID"] for n in c.nodes_info}
@@ -128,35 +149,72 @@ def cluster_node_ids(c: Cluster) -> dict[str, str]:
 # -- authentication ----------------------------------------------------------------------------------
 
 
-def connect(address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``init_ray(address)`` in a fresh process; prints the cluster's resources or the error, with the seconds."""
-    code = f"""
-import json, time
+AUTH_CASES = r"""
+import json, os, sys, time
 from maskahand.config import RayConfig
-from maskahand.rayutil import RayConnectError, init_ray
-t0 = time.monotonic()
-try:
-    out = {{"resources": init_ray(RayConfig(address={address!r}))}}
-except RayConnectError as e:
-    out = {{"error": str(e)}}
-out["seconds"] = time.monotonic() - t0
-print(json.dumps(out))
+from maskahand.rayutil import RayConnectError, configure_auth, init_ray
+
+address, cases = sys.argv[1], json.loads(sys.argv[2])
+results = []
+for case in cases:
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        os.environ.pop(key, None)
+    os.environ.update(case["env"])
+    t0 = time.monotonic()
+    try:
+        out = {"mode": configure_auth(address)}
+        if case.get("connect"):
+            out["resources"] = init_ray(RayConfig(address=address))
+            import ray  # a task must run: a driver in the wrong mode connects, but its work never starts
+
+            out["task"] = ray.get(ray.remote(num_cpus=0)(lambda: "ran").remote(), timeout=60)
+    except RayConnectError as e:
+        out = {"error": str(e)}
+    out["seconds"] = time.monotonic() - t0
+    results.append(out)
+print(json.dumps(results))
 """
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
-def connected(r: subprocess.CompletedProcess) -> dict:
+def auth_cases(address: str, env: dict[str, str], cases: list[dict]) -> list[dict]:
+    """Run ``configure_auth`` (and ``init_ray`` where ``connect``) in one fresh process, once per case."""
+    r = subprocess.run(
+        [sys.executable, "-c", AUTH_CASES, address, json.dumps(cases)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_auth_wrong_or_missing_token_fails_in_seconds_naming_the_variables(cluster, inputs, tmp_path):
-    for env in (cluster.client_env(RAY_AUTH_TOKEN="not-the-token"), dict(cluster.env)):
-        result = connected(connect(cluster.address, env))
+def test_auth_token_where_ray_keeps_it_or_a_quick_error_naming_the_variables(cluster, inputs, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(TOKEN)
+    wrong, missing, by_env, by_path, by_home = auth_cases(
+        cluster.address,
+        cluster.env,  # an empty HOME, no token anywhere, no RAY_AUTH_MODE
+        [
+            {"env": {"RAY_AUTH_TOKEN": "not-the-token"}},
+            {"env": {}},
+            {"env": {"RAY_AUTH_TOKEN": TOKEN}},
+            {"env": {"RAY_AUTH_TOKEN_PATH": str(token_file)}},
+            {"env": {"HOME": str(home)}, "connect": True},
+        ],
+    )
+    for result in (wrong, missing):
         assert "error" in result, result
         assert result["seconds"] < 6, result  # Ray alone retries for ~20 s, then raises ConnectionError
         for where in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token"):
             assert where in result["error"], result
+    assert "rejected" in wrong["error"] and "none was found" in missing["error"]
+    assert by_env["mode"] == by_path["mode"] == by_home["mode"] == "token", (by_env, by_path, by_home)
+    assert by_home["resources"].get("mah_head") == 1 and by_home["resources"].get("mah_worker") == 1
+    assert by_home["task"] == "ran"
     # the command says it in one line, exit status 2 (fix the setup), no traceback, no retry log
     r = maskahand(["mine", "--videos", str(inputs[0]), "--out", str(tmp_path / "o"), "--address",
                    cluster.address], cluster.client_env(RAY_AUTH_TOKEN="not-the-token"), timeout=120)  # fmt: skip
@@ -166,31 +224,16 @@ def test_auth_wrong_or_missing_token_fails_in_seconds_naming_the_variables(clust
     assert len(r.stderr.strip().splitlines()) <= 2, r.stderr[-3000:]
 
 
-def test_auth_token_found_where_ray_keeps_it(cluster, tmp_path):
-    """RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token each connect, with no RAY_AUTH_MODE."""
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    home = tmp_path / "home"
-    (home / ".ray").mkdir(parents=True)
-    (home / ".ray" / "auth_token").write_text(TOKEN)
-    for env in (
-        cluster.client_env(),
-        dict(cluster.env, RAY_AUTH_TOKEN_PATH=str(token_file)),
-        dict(cluster.env, HOME=str(home)),
-    ):
-        assert "RAY_AUTH_MODE" not in env
-        resources = connected(connect(cluster.address, env))["resources"]
-        assert resources.get("mah_head") == 1 and resources.get("mah_worker") == 1, resources
-
-
-def test_auth_cluster_without_authentication(tmp_path):
+def test_auth_cluster_without_authentication():
     """A token on this machine (even RAY_AUTH_MODE=token) must not break a cluster without authentication."""
     c = Cluster(token=None)
     try:
         c.start_head({"mah_open": 1})
         c.wait_nodes(1)
-        result = connected(connect(c.address, c.client_env(RAY_AUTH_TOKEN=TOKEN, RAY_AUTH_MODE="token")))
-        assert result["resources"].get("mah_open") == 1, result
+        [result] = auth_cases(c.address, c.env, [{"env": {"RAY_AUTH_TOKEN": TOKEN, "RAY_AUTH_MODE": "token"},
+                                                  "connect": True}])  # fmt: skip
+        assert result["mode"] == "disabled" and result["resources"].get("mah_open") == 1, result
+        assert result["task"] == "ran", result
     finally:
         left = c.stop()
         assert not left, f"cluster processes left behind: {left}"
@@ -199,13 +242,13 @@ def test_auth_cluster_without_authentication(tmp_path):
 # -- mine and synth on two nodes ------------------------------------------------------------------------
 
 
-def test_two_nodes_mine_and_synth_match_embedded_runs(cluster, inputs, ray_session, tmp_path):
+def test_two_nodes_mine_and_synth_match_embedded_runs(cluster, inputs, embedded_clips, tmp_path):
     ids = cluster_node_ids(cluster)
     assert set(ids) == {"head", "worker"}
     out = tmp_path / "cluster-clips"
     r = maskahand(mine_args(inputs, out, cluster.address, []), cluster.client_env())
     assert r.returncode == 0, r.stderr[-4000:]
-    ref = embedded_mine(inputs, tmp_path / "embedded-clips", [])
+    ref = embedded_clips
     assert tar_bytes(out / "shards") == tar_bytes(ref / "shards")
     assert (out / "manifest.jsonl").read_bytes() == (ref / "manifest.jsonl").read_bytes()
     for stem in {p.name for p in (ref / "parts").iterdir()}:
@@ -235,9 +278,9 @@ def test_two_nodes_mine_and_synth_match_embedded_runs(cluster, inputs, ray_sessi
     assert nodes == set(ids.values())  # shards were synthesized on both nodes
 
 
-def test_node_lost_mid_run_finishes_on_the_survivor(cluster, inputs, ray_session, tmp_path):
+def test_node_lost_mid_run_finishes_on_the_survivor(cluster, inputs, embedded_clips, tmp_path):
     """SIGKILL every process of the worker node while both nodes mine: the head redoes the lost video."""
-    slow = ["mine.fps=20", "detector.batch_size=2", "workers.max_inflight_batches=1"]
+    slow = ["detector.batch_size=1", "workers.max_inflight_batches=1"]  # runtime only: same output
     ids = cluster_node_ids(cluster)
     worker = next(n for n in cluster.nodes if n.name.startswith("worker"))
     out = tmp_path / "lost"
@@ -245,15 +288,17 @@ def test_node_lost_mid_run_finishes_on_the_survivor(cluster, inputs, ray_session
     proc = subprocess.Popen([str(BIN / "maskahand"), *args], env=cluster.client_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        # Both videos are being mined (each has its staging folder, none is finished): the worker holds one.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            staged = list((out / ".staging").glob("*/*.frames.jsonl")) if (out / ".staging").is_dir() else []
-            if len(staged) == 2:
-                break
+        # Kill when the worker's miner holds a video: it has run one of its methods (Ray puts the running
+        # method in the process title) and no ledger line says the worker finished one.
+        deadline = time.monotonic() + 180
+        busy = False
+        while time.monotonic() < deadline and proc.poll() is None and not busy:
+            busy = any(
+                t.startswith("ray::VideoMiner.") and not t.startswith("ray::VideoMiner.__init__")
+                for t in worker.titles()
+            ) and not any(x.get("node", {}).get("node_id") == ids["worker"] for x in ledger_rows(out))
             time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended before both videos were in progress: {proc.communicate()}"
-        assert not (out / "ledger.jsonl").exists(), "a video finished before the node was killed"
+        assert busy, f"the worker never held a video before the run ended: {proc.communicate()}"
         killed = worker.kill()
         stdout, stderr = proc.communicate(timeout=180)
     finally:
@@ -266,7 +311,7 @@ def test_node_lost_mid_run_finishes_on_the_survivor(cluster, inputs, ray_session
     rows = ledger(out)
     assert sorted(x["status"] for x in rows) == ["ok", "ok"], rows  # nothing failed, nothing twice
     assert {x["node"]["node_id"] for x in rows} == {ids["head"]}
-    ref = embedded_mine(inputs, tmp_path / "uninterrupted", slow)
+    ref = embedded_clips  # uninterrupted
     assert tar_bytes(out / "shards") == tar_bytes(ref / "shards")
     assert (out / "manifest.jsonl").read_bytes() == (ref / "manifest.jsonl").read_bytes()
     assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())

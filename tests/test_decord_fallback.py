@@ -86,7 +86,11 @@ def test_decord_reads_the_counter_video_itself(counter_video: Path) -> None:
 @pytest.mark.parametrize("mode", ["raises", "wrong_size"])
 @pytest.mark.parametrize("fail_at", [0, 33, 117])  # first chunk, third chunk (mid-chunk frame), last chunk
 def test_decord_failing_at_frame_k_falls_back_to_pyav(
-    counter_video: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fail_at: int, mode: str
+    counter_video: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fail_at: int,
+    mode: str,
 ) -> None:
     expected = list(open_video(counter_video, VideoConfig(fps=10, backend="pyav")))
     failing = failing_reader(fail_at, mode)
@@ -97,7 +101,9 @@ def test_decord_failing_at_frame_k_falls_back_to_pyav(
     frames = list(reader)
 
     # decord really ran, and really failed part-way: the chunk holding frame k was its last request
-    assert failing.calls and max(failing.calls[-1]) >= fail_at > max([-1, *(max(c) for c in failing.calls[:-1])])
+    assert failing.calls and max(failing.calls[-1]) >= fail_at > max(
+        [-1, *(max(c) for c in failing.calls[:-1])]
+    )
     handed_over = min(failing.calls[-1])  # first frame of the failed chunk: from here on PyAV decodes
     assert reader.stats.backend_used == "pyav"
     warnings = [r.getMessage() for r in caplog.records if "falling back to PyAV" in r.getMessage()]

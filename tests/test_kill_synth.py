@@ -34,6 +34,9 @@ synth:
   blur_kernel: 31
   batch_size: 2   # one clip per batch: a shard is written sample by sample
   device: cpu
+ray:              # the killed run starts a Ray runtime of its own (the reference joins the session's)
+  num_cpus: 2
+  object_store_memory: 104857600
 """
 
 
@@ -108,8 +111,7 @@ def test_sigkill_while_a_shard_is_written_then_rerun_gives_identical_bytes(clips
 
     out = tmp_path / "out"
     # a Ray runtime of its own (joining the session's would leave its tasks running after the kill)
-    small_ray = ["ray.num_cpus=2", f"ray.object_store_memory={100 * 2**20}"]
-    cmd = [sys.executable, "-m", "maskahand.cli", *args, "--out", str(out), *small_ray]
+    cmd = [sys.executable, "-m", "maskahand.cli", *args, "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +38,25 @@ def load_torch_file(
     what: str = "checkpoint",
     error: type[Exception] = WeightsFileError,
     weights_only: bool = True,
+    safe_globals: Sequence[Any] = (),
+    hint: str = "",
 ) -> Any:
     """Read a torch file on the CPU without running pickled code (``weights_only``).
 
-    Errors name the file and what it was meant to be (``what``: "backbone weights", "hircnn weights",
-    ...) and are raised as ``error`` so each caller keeps its own exception type.
+    The one reader for weight and checkpoint files. Errors name the file and what it was meant to be
+    (``what``: "backbone weights", "hircnn weights", ...), end with ``hint`` (e.g. which option to set)
+    and are raised as ``error`` so each caller keeps its own exception type. ``safe_globals``: plain
+    classes the file may hold besides tensors and containers (e.g. ``argparse.Namespace``).
     """
     path = Path(path)
+    tail = f"; {hint}" if hint else ""
     if not path.is_file():
-        raise error(f"{path}: {what} file does not exist")
+        raise error(f"{path}: {what} file does not exist{tail}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise error(f"{path}: cannot read {what} as a torch file: {e}") from e
+        raise error(f"{path}: cannot read {what} as a torch file ({e}){tail}") from e
 
 
 def checkpoint_name(step: int) -> str:

@@ -1,0 +1,95 @@
+"""Afformer as an evaluation predictor (see :mod:`maskahand.evaluation.predictor`).
+
+Checkpoints it reads: a maskahand training checkpoint (``RUN/checkpoints/step_*.pt``: the model config
+comes from it), or a plain state dict in our names or the authors' (their Lightning ``.ckpt``, our
+exported ``afformer_maskahand.pth``), whose number of heatmaps and actions is read off the head tensors.
+Each clip of a video is predicted (``eval.clip_batch`` clips per forward); the per-pixel softmax maps and
+the action probabilities of all clips are summed, as the authors merge a video's clips.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maskahand.config import AfformerConfig
+from maskahand.evaluation.predictor import Prediction
+
+log = logging.getLogger(__name__)
+HEATMAP_KEY = "predictor.heatmap.up2.weight"  # (dim/2, num_heatmaps, 2, 2)
+ACTION_KEY = "predictor.action.fc.weight"  # (num_actions, dim/2)
+
+
+def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
+    """(model in eval mode on the CPU, its config) from any checkpoint form above."""
+    from maskahand.afformer import build_model, from_reference_name, load_reference_checkpoint
+    from maskahand.afformer.checkpoint import read_state_dict
+    from maskahand.configbase import _from_dict
+    from maskahand.trainer.checkpoint import FORMAT, load_torch_file
+
+    raw = load_torch_file(checkpoint, "Afformer checkpoint")
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        model_cfg = (raw.get("config") or {}).get("model")
+        if not isinstance(model_cfg, dict):
+            raise ValueError(f"{checkpoint}: training checkpoint without a model config")
+        cfg = _from_dict(AfformerConfig, model_cfg, "model.")
+        state = raw["model"]
+    else:
+        state = read_state_dict(raw)
+        ours = {k if k in (HEATMAP_KEY, ACTION_KEY) else from_reference_name(k): v for k, v in state.items()}
+        if HEATMAP_KEY not in ours:
+            raise ValueError(f"{checkpoint}: no heatmap head ({HEATMAP_KEY}) in this state dict")
+        heads = ours[HEATMAP_KEY].shape[1]
+        actions = ours[ACTION_KEY].shape[0] if ACTION_KEY in ours else 0
+        cfg = replace(
+            base or AfformerConfig(), num_heatmaps=heads, num_actions=actions, backbone_weights=None
+        )
+    cfg = replace(cfg, backbone_weights=None)  # the checkpoint holds the encoder
+    model = build_model(cfg)
+    load_reference_checkpoint(model, state, strict=True)
+    return model.eval(), cfg
+
+
+class AfformerPredictor:
+    needs_media = True
+
+    def __init__(self, model, cfg: AfformerConfig, device: torch.device, clip_batch: int = 4, name: str = ""):
+        self.model = model.to(device)
+        self.cfg = cfg
+        self.device = device
+        self.clip_batch = clip_batch
+        self.name = name or "afformer"
+
+    @torch.no_grad()
+    def __call__(self, clips: list[torch.Tensor], image: torch.Tensor | None) -> Prediction:
+        if image is None or not clips:
+            raise ValueError("Afformer needs a target image and at least one clip")
+        heat = act = None
+        for i in range(0, len(clips), self.clip_batch):
+            group = clips[i : i + self.clip_batch]
+            longest = max(len(c) for c in group)
+            video = torch.zeros(len(group), longest, *group[0].shape[1:], dtype=torch.uint8)
+            for j, c in enumerate(group):
+                video[j, : len(c)] = c
+            counts = torch.tensor([len(c) for c in group])
+            images = image.unsqueeze(0).expand(len(group), -1, -1, -1)
+            pred = self.model.predict(video.to(self.device), images.to(self.device), num_frames=counts)
+            h = pred.heatmaps.float().sum(0)
+            heat = h if heat is None else heat + h
+            if pred.actions is not None:
+                a = pred.actions.float().sum(0)
+                act = a if act is None else act + a
+        return Prediction(heatmaps=heat.cpu(), actions=None if act is None else act.cpu())
+
+
+def build_predictor(checkpoint: str, recipe: Any, device: torch.device) -> AfformerPredictor:
+    model, cfg = load_afformer(checkpoint)
+    kind = "zero-shot" if cfg.num_heatmaps == 1 else f"{cfg.num_heatmaps} heatmaps"
+    log.info("Afformer from %s (%s, %d actions)", checkpoint, kind, cfg.num_actions)
+    return AfformerPredictor(
+        model, cfg, device, recipe.eval.clip_batch, name=f"afformer:{Path(checkpoint).name}"
+    )

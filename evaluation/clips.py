@@ -1,0 +1,70 @@
+"""Media of one entry, loaded as the authors' evaluation loads it.
+
+Clips (their ``UnevenVideoClips`` rule, ``configs/opra/r50fpn.yaml``): the video resampled to
+``clip_fps`` (2), then windows of ``clip_length`` (32) frames every ``clip_stride`` (16); a video of at
+most ``clip_length`` sampled frames is one clip; frames left after the last window (``n % stride`` of
+them) form one more, shorter clip. Every clip is predicted and the predictions are summed.
+Frames are read with :mod:`maskahand.video` (any container, any length; frame folders too) and,
+like the target image, resized to ``image_size`` x ``image_size`` (bilinear, antialiased).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from maskahand.config import EvalConfig, VideoConfig
+
+
+def clip_windows(n: int, length: int, stride: int) -> list[tuple[int, int]]:
+    """[start, stop) windows over ``n`` sampled frames, the authors' rule (see the module docstring)."""
+    if n <= 0:
+        return []
+    if n <= length:
+        return [(0, n)]
+    windows = [(s, s + length) for s in range(0, n - length + 1, stride)]
+    remaining = n % stride
+    if remaining:
+        windows.append((n - remaining, n))
+    return windows
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    from maskahand.video.sampling import resize_uint8
+
+    return resize_uint8(images, size, size)
+
+
+def load_image(path: Path, size: int) -> torch.Tensor:
+    """uint8 (3, size, size) RGB; errors name the file."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        image = decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+    return resize_square(image, size)
+
+
+def load_clips(path: Path, cfg: EvalConfig, video: VideoConfig | None = None) -> list[torch.Tensor]:
+    """The clips of one video, each uint8 (T, 3, S, S)."""
+    from dataclasses import replace
+
+    from maskahand.video import open_video
+
+    vcfg = replace(video or VideoConfig(), fps=cfg.clip_fps, max_side=None)
+    reader = open_video(path, vcfg)
+    frames = [resize_square(b.frames, cfg.image_size) for b in reader.batches(16)]
+    if not frames:
+        raise ValueError(f"{path}: no decodable frames")
+    allf = torch.cat(frames)
+    windows = clip_windows(len(allf), cfg.clip_length, cfg.clip_stride)
+    if cfg.max_clips is not None and len(windows) > cfg.max_clips:
+        # evenly spread over the video when capped
+        pick = torch.linspace(0, len(windows) - 1, cfg.max_clips).round().long().tolist()
+        windows = [windows[i] for i in pick]
+    return [allf[a:b] for a, b in windows]
