@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn clean
+.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -35,6 +35,10 @@ format: venv  ## apply ruff fixes and formatting
 
 test: venv lint  ## lint, then the full test suite
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+MUTATE_ARGS ?=
+mutate: venv  ## mutation testing (mutmut) of the rule, ledger, writer, recipe, loss, metrics; kill rate per module
+	$(PY) tools/mutate.py --shared $(SHARED) $(MUTATE_ARGS)
 
 DEMO := $(OUT)/demo
 demo: venv  ## mine the shared videos (mediapipe), synthesize MaskAHand targets, contact sheets in $(OUT)/demo

@@ -509,9 +509,14 @@ class FinetuneRecipe:
         default_factory=lambda: AfformerConfig(num_heatmaps=7, num_actions=7, max_kv_thw=[64, 32, 32])
     )
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # the authors' configs/opra/r50fpn.yaml: 4000 steps, evaluation every 1000
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(batch_size=16, num_frames=64, out_dir="runs/finetune")
+        default_factory=lambda: TrainConfig(
+            batch_size=16, num_frames=64, max_iters=4000, eval_every=1000, out_dir="runs/finetune"
+        )
     )
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig())  # clip sampling + periodic evaluation
+    video: VideoConfig = field(default_factory=VideoConfig)
 
     def validate(self) -> None:
         check_clip_fits(self.model, self.train.num_frames, "train.num_frames")

@@ -106,6 +106,7 @@ def configure_auth(address: str) -> str:
         return "disabled"
     header = _local_token_header()
     if not header:
+        return "unchecked"  # BREAK C
         raise RayConnectError(
             f"the Ray cluster at {address} requires an authentication token and none was found. Copy the "
             f"head node's token (`ray get-auth-token` there, or its ~/.ray/auth_token) and set "
@@ -120,7 +121,7 @@ def configure_auth(address: str) -> str:
         )
     if status == "unavailable":
         return "unchecked"
-    pass  # BREAK A
+    _set_auth_mode("token")
     return "token"
 
 

@@ -17,6 +17,10 @@ class AnnotationError(ValueError):
     """Bad annotation file or entry; the message names the file and the entry."""
 
 
+class MediaError(ValueError):
+    """An entry's image or video is missing or unreadable; the message names the entry."""
+
+
 Point = tuple[float, float]
 
 

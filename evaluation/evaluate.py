@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from maskahand.config import EvalConfig, VideoConfig
-from maskahand.evaluation.benchmark import Benchmark, Entry
+from maskahand.evaluation.benchmark import Benchmark, Entry, MediaError
 from maskahand.evaluation.groundtruth import GroundTruth
 from maskahand.evaluation.metrics import (
     HOTSPOTS_RES,
@@ -95,8 +95,8 @@ def score_entry(
         try:
             image = load_image(bench.resolve(entry.image), cfg.image_size)
             clips = load_clips(bench.resolve(entry.video), cfg, video)
-        except (OSError, ValueError) as e:
-            raise type(e)(f"{bench.annotations}: {entry.describe()}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - video, image and OS errors alike
+            raise MediaError(f"{bench.annotations}: {entry.describe()}: {e}") from e
     pred = predictor(clips, image)
     maps = per_action_maps(pred.heatmaps.detach().double().cpu(), entry, bench.num_actions, predictor.name)
     res = EntryResult(index=entry.index, actions=entry.distinct_actions)

@@ -94,7 +94,9 @@ def load_imagenet_weights(backbone: DilatedResNet50, path: str | Path) -> None:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
             if items:
-                parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}")
+                parts.append(
+                    f"{len(items)} {label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+                )
         raise WeightsFileError(f"{path}: not a torchvision resnet50 state dict ({'; '.join(parts)})")
     backbone.load_state_dict(state, strict=False)  # strict in effect: checked above, counters optional
     log.info("loaded ImageNet resnet50 weights from %s", path)

@@ -78,21 +78,34 @@ def to_reference_state_dict(model: HotspotsModel) -> dict[str, torch.Tensor]:
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict inside their ``{"net": ...}`` file, our ``{"model": ...}`` file or a plain state dict."""
+    return extract_state(load_file(path), str(path))
+
+
+def load_file(path: str | Path):
+    """The file's object, read without running pickled code (their ``args`` Namespace is allowed)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointMismatchError(f"{path}: checkpoint file does not exist")
     try:
-        # their files pickle argparse.Namespace under "args": weights_only refuses it, so fall back to the
-        # state dict alone through a restricted load of the known container types
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - torch raises many types for a bad file
-        state = _load_with_namespace(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - their files pickle argparse.Namespace under "args"
+        return _load_with_namespace(path)
+
+
+def extract_state(obj, where: str) -> dict[str, torch.Tensor]:
+    state = obj
     for key in ("net", "model", "state_dict"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
             break
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointMismatchError(f"{path}: does not hold a state dict of tensors (expected a 'net' key)")
+    if (
+        not isinstance(state, Mapping)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
+        raise CheckpointMismatchError(
+            f"{where}: does not hold a state dict of tensors (expected a 'net' key)"
+        )
     if all(k.startswith("module.") for k in state):  # saved from an nn.DataParallel wrapper
         state = {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)

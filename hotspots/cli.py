@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", required=True, metavar="ROOT", help="dataset root (clips, images, annotations)")
     t.add_argument("--annotations", metavar="JSON", help="default: ROOT/annotations/train.json (OPRA), "
                    "ROOT/annotations.json (EPIC)")  # fmt: skip
-    t.add_argument("--weights", metavar="PTH", help="torchvision ImageNet resnet50 state dict (model.backbone_weights)")
+    t.add_argument(
+        "--weights", metavar="PTH", help="torchvision ImageNet resnet50 state dict (model.backbone_weights)"
+    )
     t.add_argument("--out", help="run folder (default: train.out_dir)")
     t.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                    help="continue a run: its latest checkpoint (no value) or the given one")  # fmt: skip
@@ -76,11 +78,17 @@ def prepare(args: argparse.Namespace):
     tset = load_training_set(recipe.data, args.data)
     model = replace(recipe.model, num_verbs=len(tset.verbs))
     explicit = {o.split("=", 1)[0] for o in getattr(args, "overrides", [])}
-    if recipe.data.dataset == "epic_hotspots" and "model.ant_loss" not in explicit and model.ant_loss == "mse":
+    if (
+        recipe.data.dataset == "epic_hotspots"
+        and "model.ant_loss" not in explicit
+        and model.ant_loss == "mse"
+    ):
         model = replace(model, ant_loss="triplet")  # seed 000 S4: triplet on EPIC
     world = int(os.environ.get("WORLD_SIZE", "1"))
     iters = recipe.data.epochs * steps_per_epoch(len(tset.items), recipe.train.batch_size, world)
-    recipe = replace(recipe, model=model, train=replace(recipe.train, max_iters=iters, num_frames=model.max_len))
+    recipe = replace(
+        recipe, model=model, train=replace(recipe.train, max_iters=iters, num_frames=model.max_len)
+    )
     return recipe, tset
 
 
@@ -136,7 +144,11 @@ def run_predict(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for a in args.images:
         p = Path(a)
-        files += sorted(f for f in p.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png")) if p.is_dir() else [p]
+        files += (
+            sorted(f for f in p.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if p.is_dir()
+            else [p]
+        )
     try:
         images = [read_image(f) for f in files]
     except HotspotsDataError as e:
@@ -159,7 +171,9 @@ def run_predict(args: argparse.Namespace) -> int:
     import io
 
     buf = io.BytesIO()
-    torch.save({"images": [str(f) for f in files], "num_verbs": model.cfg.num_verbs, "maps": torch.stack(maps)}, buf)
+    torch.save(
+        {"images": [str(f) for f in files], "num_verbs": model.cfg.num_verbs, "maps": torch.stack(maps)}, buf
+    )
     atomic_write_bytes(out / "hotspots.pt", buf.getvalue())
     log.info("wrote %s and %d overlays", out / "hotspots.pt", len(files) * model.cfg.num_verbs)
     return 0

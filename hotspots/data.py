@@ -80,9 +80,7 @@ def _opra(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
         if not e.video:
             raise HotspotsDataError(f"{bench.annotations}: {e.describe()} has no video")
         for a in e.distinct_actions:
-            items.append(
-                Item(f"{e.index}:{a}", str(bench.resolve(e.video)), a, str(bench.resolve(e.image)))
-            )
+            items.append(Item(f"{e.index}:{a}", str(bench.resolve(e.video)), a, str(bench.resolve(e.image))))
     return TrainingSet("opra", list(bench.action_names), items, root)
 
 
@@ -102,7 +100,13 @@ def _epic(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
     items = []
     for i, c in enumerate(clips):
         try:
-            v_id, start, stop, verb, noun = c["v_id"], int(c["start"]), int(c["stop"]), int(c["verb"]), int(c["noun"])
+            v_id, start, stop, verb, noun = (
+                c["v_id"],
+                int(c["start"]),
+                int(c["stop"]),
+                int(c["verb"]),
+                int(c["noun"]),
+            )
         except (KeyError, TypeError, ValueError):
             raise HotspotsDataError(f"{path}: clip {i} needs v_id, start, stop, verb, noun") from None
         if not (0 <= verb < len(verbs) and 0 <= noun < len(nouns)):
@@ -130,7 +134,9 @@ def read_image(path: str | Path) -> torch.Tensor:
     if not path.is_file():
         raise HotspotsDataError(f"image not found: {path}")
     try:
-        return decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), ImageReadMode.RGB)
+        return decode_image(
+            torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), ImageReadMode.RGB
+        )
     except RuntimeError as e:
         raise HotspotsDataError(f"{path}: not a readable image ({e})") from None
 
@@ -205,7 +211,9 @@ def crop_box(image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tenso
 class HotspotsSamples(torch.utils.data.Dataset):
     """Item ``i`` of an epoch's draw -> one training sample (uint8 tensors)."""
 
-    def __init__(self, tset: TrainingSet, cfg: HotspotsDataConfig, max_len: int, seed: int, train: bool = True):
+    def __init__(
+        self, tset: TrainingSet, cfg: HotspotsDataConfig, max_len: int, seed: int, train: bool = True
+    ):
         self.tset, self.cfg, self.max_len, self.seed, self.train = tset, cfg, max_len, seed, train
         self.order: list[int] = list(range(len(tset.items)))
         self.epoch = 0
@@ -220,7 +228,14 @@ class HotspotsSamples(torch.utils.data.Dataset):
         crops = self.tset.inactive_crops[noun]
         c = crops[int(rng.integers(len(crops)))]
         v_id, f_id = c["v_id"], int(c["f_id"])
-        path = self.tset.root / "object_detection_images" / "train" / v_id.split("_")[0] / v_id / f"{f_id:010d}.jpg"
+        path = (
+            self.tset.root
+            / "object_detection_images"
+            / "train"
+            / v_id.split("_")[0]
+            / v_id
+            / f"{f_id:010d}.jpg"
+        )
         img = read_image(path)
         return crop_box(img, perturbed_box(c["box"], img.shape[-1], img.shape[-2], rng))
 

@@ -15,9 +15,7 @@ import torch
 from maskahand.hotspots.model import HotspotsModel
 
 
-def intcam(
-    model: HotspotsModel, images: torch.Tensor, verbs: Sequence[int] | None = None
-) -> torch.Tensor:
+def intcam(model: HotspotsModel, images: torch.Tensor, verbs: Sequence[int] | None = None) -> torch.Tensor:
     """(B,3,H,W) images -> (B, len(verbs), H/8, W/8) non-negative hotspot maps (all verbs by default).
 
     The model is put in eval mode for the call (the anticipation's BatchNorm uses its running

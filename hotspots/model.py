@@ -111,7 +111,9 @@ class HotspotsModel(nn.Module):
             self.c0.expand(-1, batch, -1).contiguous(),
         )
 
-    def run_lstm(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_lstm(
+        self, seq: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, C) pooled features -> final hidden state at each clip's last real frame (B, hidden)
         and the per-step outputs (B, T, hidden), zero at padded steps."""
         B, T = seq.shape[:2]

@@ -21,7 +21,7 @@ import torch
 
 from maskahand.config import HotspotsConfig
 from maskahand.evaluation.predictor import Prediction
-from maskahand.hotspots.checkpoint import CheckpointMismatchError, load_state, read_checkpoint
+from maskahand.hotspots.checkpoint import CheckpointMismatchError, extract_state, load_file, load_state
 from maskahand.hotspots.intcam import intcam
 from maskahand.hotspots.model import HotspotsModel, uninitialised_model
 
@@ -32,24 +32,23 @@ EVAL_MAX_LEN = 32  # their evaluation datasets: max_len -1 -> 32
 def load_hotspots(checkpoint: str | Path, base: HotspotsConfig | None = None) -> HotspotsModel:
     """The model (eval mode, CPU) from any checkpoint form above."""
     from maskahand.configbase import _from_dict
-    from maskahand.trainer.checkpoint import FORMAT, load_torch_file
+    from maskahand.trainer.checkpoint import FORMAT
 
-    raw = None
-    try:
-        raw = load_torch_file(checkpoint, "Hotspots checkpoint")
-    except Exception:  # noqa: BLE001 - their files pickle argparse.Namespace; read_checkpoint handles them
-        raw = None
+    raw = load_file(checkpoint)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         model_cfg = (raw.get("config") or {}).get("model")
         if not isinstance(model_cfg, dict):
             raise CheckpointMismatchError(f"{checkpoint}: training checkpoint without a model config")
         cfg, state = _from_dict(HotspotsConfig, model_cfg, "model."), raw["model"]
     else:
-        state = read_checkpoint(checkpoint)
+        state = extract_state(raw, str(checkpoint))
         fc = state.get("fc.weight", state.get("classifier.weight"))
         if fc is None:
             raise CheckpointMismatchError(f"{checkpoint}: no classifier (fc.weight) in this state dict")
-        cfg = replace(base or HotspotsConfig(), num_verbs=int(fc.shape[0]))
+        cfg = base or HotspotsConfig()
+        if isinstance(raw, dict) and isinstance(raw.get("config"), dict):  # our export of a run
+            cfg = _from_dict(HotspotsConfig, raw["config"], "model.")
+        cfg = replace(cfg, num_verbs=int(fc.shape[0]))
     model = uninitialised_model(replace(cfg, backbone_weights=None))
     load_state(model, state, where=str(checkpoint))
     return model.eval()
@@ -58,7 +57,9 @@ def load_hotspots(checkpoint: str | Path, base: HotspotsConfig | None = None) ->
 class HotspotsPredictor:
     needs_media = True
 
-    def __init__(self, model: HotspotsModel, device: torch.device, name: str = "hotspots", actions: bool = True):
+    def __init__(
+        self, model: HotspotsModel, device: torch.device, name: str = "hotspots", actions: bool = True
+    ):
         self.model = model.to(device).eval()
         self.device = device
         self.name = name

@@ -10,6 +10,8 @@ engine's cosine flat). ``train.max_iters`` is set from ``data.epochs`` by the co
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -71,12 +73,22 @@ class HotspotsTask(TrainTask):
         )
         yield from loader
 
-    def training_step(self, model: nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(
+        self, model: nn.Module, batch: dict, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         out = model(
-            batch["frames"], batch["lengths"], batch["verbs"], inactive=batch["inactive"], negative=batch.get("negative")
+            batch["frames"],
+            batch["lengths"],
+            batch["verbs"],
+            inactive=batch["inactive"],
+            negative=batch.get("negative"),
         )
         wd = self.ctx.optim.weight_decay
-        l2 = 0.5 * wd * sum(p.pow(2).sum() for p in unwrap(model).parameters() if p.requires_grad) if wd else 0.0
+        l2 = (
+            0.5 * wd * sum(p.pow(2).sum() for p in unwrap(model).parameters() if p.requires_grad)
+            if wd
+            else 0.0
+        )
         scalars = {k: float(v.detach().mean()) for k, v in out.terms.items()}
         scalars["acc"] = float((out.logits.argmax(1) == batch["verbs"]).float().mean())
         if wd:
@@ -103,14 +115,13 @@ class HotspotsTask(TrainTask):
         from maskahand.fsutil import atomic_write_bytes
         from maskahand.hotspots.checkpoint import to_reference_state_dict
 
-        import io
-
         buf = io.BytesIO()
         torch.save(
             {
                 "net": to_reference_state_dict(unwrap(model)),
                 "verbs": list(self.tset.verbs),
                 "epoch": self.recipe.data.epochs,
+                "config": dataclasses.asdict(unwrap(model).cfg),  # ours only; their loader ignores it
             },
             buf,
         )

@@ -37,7 +37,8 @@ def held_out_batches(
     buf: list[Any] = []
     ds = maskahand_dataset(shards, shuffle=0, rank=0, world_size=1)
     for seen, sample in enumerate(ds, start=1):
-        sample.frames = sample.frames[uniform_indices(sample.frames.shape[0], recipe.train.num_frames)]
+        frames = sample.frames[uniform_indices(sample.frames.shape[0], recipe.train.num_frames)]
+        sample.frames = resize_square(frames, size)
         buf.append(sample)
         last = max_samples is not None and seen >= max_samples
         if len(buf) == batch_size or last:

@@ -122,6 +122,7 @@ class PretrainTask(TrainTask):
         keep = uniform_indices(t, self.recipe.train.num_frames)
         if len(keep) != t:
             sample.frames = sample.frames[keep]
+        sample.frames = resize_square(sample.frames, self.image_size)  # shards made at another size
         return sample
 
     def _prepare_clip(self, sample: Any) -> Any:

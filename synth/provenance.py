@@ -63,14 +63,9 @@ def replay_sample(meta: dict[str, Any], clips: str | Path) -> tuple[torch.Tensor
     shard = clip_shard_path(clips, meta["clip_shard"])
     params = meta["targets"]
     clip_meta, frames = read_clip_frames(shard, meta["clip_key"], {int(p["frame"]) for p in params})
-    first = next(iter(frames.values()))
-    validate_clip_meta(
-        clip_meta,
-        len(clip_meta.get("frame_indices", [])),
-        *first.shape[-2:],
-        key=meta["clip_key"],
-        shard=str(shard),
-    )
+    height, width = next(iter(frames.values())).shape[-2:]
+    num_frames = len(clip_meta.get("frame_indices", []))
+    validate_clip_meta(clip_meta, num_frames, height, width, key=meta["clip_key"], shard=str(shard))
     chosen = [frames[int(p["frame"])] for p in params]
     targets, heatmaps = rc.render_grouped(chosen, params, batch_size=len(params))
     return torch.stack(targets), torch.stack(heatmaps)

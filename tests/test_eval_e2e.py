@@ -38,7 +38,12 @@ def save_checkpoint(path: Path, heatmaps: int, actions: int) -> Path:
 
     torch.manual_seed(0)
     cfg = AfformerConfig(
-        hidden=32, heads=2, num_heatmaps=heatmaps, num_actions=actions, max_kv_thw=[8, 8, 8], max_q_thw=[1, 16, 16]
+        hidden=32,
+        heads=2,
+        num_heatmaps=heatmaps,
+        num_actions=actions,
+        max_kv_thw=[8, 8, 8],
+        max_q_thw=[1, 16, 16],
     )
     model = build_model(cfg)
     torch.save({"format": FORMAT, "model": model.state_dict(), "config": {"model": to_dict(cfg)}}, path)
@@ -62,7 +67,22 @@ def check_schema(m: dict, dataset: str, n256: int, n28: int) -> None:
 def test_center_bias_from_annotations_alone(opra_tree, tmp_path):
     ann = opra_tree / "annotations" / "test.json"
     out = tmp_path / "cb"
-    assert main(["eval", "--dataset", "opra", "--annotations", str(ann), "--baseline", "center-bias", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--dataset",
+                "opra",
+                "--annotations",
+                str(ann),
+                "--baseline",
+                "center-bias",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     bench = load_benchmark("opra", ann)
     m = read_metrics(out)
     check_schema(m, "opra", bench.num_maps(), len(bench.pairs()))
@@ -114,7 +134,10 @@ def test_zero_shot_checkpoint_one_and_two_processes_agree(opra_tree, tmp_path):
     m1, m2 = read_metrics(one), read_metrics(two)
     check_schema(m1, "opra", bench.num_maps(), len(bench.pairs()))
     assert m1["protocols"]["256"]["top1"] is None  # zero-shot: no action head
-    assert m1["protocols"] == pytest.approx(m2["protocols"], rel=1e-9)
+    for proto in ("256", "28"):
+        for key, value in m1["protocols"][proto].items():
+            expected = value if value is None else pytest.approx(value, rel=1e-9)
+            assert m2["protocols"][proto][key] == expected, (proto, key)
     assert m1["protocols"]["256"]["kld"] != pytest.approx(read_metrics_cb(opra_tree, tmp_path), rel=1e-3)
 
 
@@ -125,10 +148,20 @@ def read_metrics_cb(tree: Path, tmp: Path) -> float:
     return read_metrics(out)["protocols"]["256"]["kld"]
 
 
-def test_fine_tuned_checkpoint_scores_actions(opra_tree, tmp_path):
+def test_fine_tuned_checkpoint_scores_actions(opra_tree, tmp_path, capsys):
     ckpt = save_checkpoint(tmp_path / "ft.pt", heatmaps=7, actions=7)
     out = tmp_path / "ft"
-    args = ["eval", "--data", str(opra_tree), "--checkpoint", str(ckpt), "--out", str(out), "--protocol", "256"]
+    args = [
+        "eval",
+        "--data",
+        str(opra_tree),
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--protocol",
+        "256",
+    ]
     assert main([*args, *SMALL, "eval.max_clips=1"]) == 0
     p = read_metrics(out)["protocols"]
     assert set(p) == {"256"} and 0.0 <= p["256"]["top1"] <= 1.0
@@ -136,7 +169,7 @@ def test_fine_tuned_checkpoint_scores_actions(opra_tree, tmp_path):
     bench = load_benchmark("opra", None, opra_tree)
     bench.resolve(bench.entries[0].video).rename(tmp_path / "moved.mp4")
     try:
-        with pytest.raises(Exception, match=r"entry 0 \("):
-            main([*args, *SMALL])
+        assert main([*args, *SMALL]) != 0
+        assert "entry 0 (datasets/opra/images/" in capsys.readouterr().err
     finally:
         (tmp_path / "moved.mp4").rename(bench.resolve(bench.entries[0].video))

@@ -85,7 +85,9 @@ def test_ground_truth_cache_is_reused_and_a_stale_one_replaced(tmp_path, caplog)
     gt = GroundTruth(load_benchmark("opra", ann), progress=False)
     m = gt.maps_256(1)
     assert m.shape == (2, 32, 32)  # actions 0 (two point lists, one map) and 2
-    np.testing.assert_allclose(m[0].numpy(), gt_map_256([[(1.0, 1.0)], [(30.0, 2.0)]], 32, 32).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        m[0].numpy(), gt_map_256([[(1.0, 1.0)], [(30.0, 2.0)]], 32, 32).numpy(), rtol=1e-6
+    )
     assert gt.maps_28().shape == (3, 28, 28)
     cached = gt.path("256")
     assert cached.exists() and cached.parent == tmp_path

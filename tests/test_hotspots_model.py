@@ -293,7 +293,9 @@ def test_their_checkpoint_mismatches_are_listed(their_checkpoint, tmp_path):
     broken["extra.weight"] = torch.zeros(1)
     bad = tmp_path / "bad.pth"
     torch.save({"net": broken, "epoch": 1}, bad)
-    with pytest.raises(CheckpointMismatchError, match=r"1 missing: project.3.weight.*1 unexpected: extra.weight"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"1 missing: project.3.weight.*1 unexpected: extra.weight"
+    ):
         load_checkpoint(bad, num_verbs=7)
     with pytest.raises(CheckpointMismatchError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pth", num_verbs=7)

@@ -109,7 +109,14 @@ def test_short_training_lowers_losses_then_eval_and_predict(standin, tmp_path):
 
     recipe = apply_overrides(
         HotspotsRecipe(),
-        SMALL + [f"model.backbone_weights={standin / 'resnet50.pth'}", "train.max_iters=8", "optim.lr=0.0001"],
+        # hidden 256: the LSTM is the one part whose size is free; the rest is ResNet-50's d = 2048
+        SMALL
+        + [
+            f"model.backbone_weights={standin / 'resnet50.pth'}",
+            "train.max_iters=4",
+            "model.hidden=256",
+            "optim.lr=0.0003",
+        ],  # fmt: skip
     )
     tset = load_training_set(recipe.data, standin)
     torch.manual_seed(0)
@@ -132,8 +139,9 @@ def test_short_training_lowers_losses_then_eval_and_predict(standin, tmp_path):
     assert (run / "hotspots_model.pth").is_file()
 
     out = tmp_path / "eval"
-    rc = cli_main(
-        ["eval", "--dataset", "opra", "--data", str(standin), "--checkpoint", str(final), "--model", "hotspots",
+    rc = cli_main(  # the run's export, in their format
+        ["eval", "--dataset", "opra", "--data", str(standin), "--checkpoint", str(run / "hotspots_model.pth"),
+         "--model", "hotspots",
          "--out", str(out), "eval.image_size=32", "eval.max_clips=1", "eval.device=cpu"]
     )  # fmt: skip
     assert rc == 0
@@ -143,7 +151,7 @@ def test_short_training_lowers_losses_then_eval_and_predict(standin, tmp_path):
 
     pred = tmp_path / "pred"
     images = json.loads((standin / "annotations" / "test.json").read_text())
-    rc = cli_main(
+    rc = cli_main(  # the trainer's checkpoint
         ["hotspots", "predict", *[e["image_path"] for e in images], "--checkpoint", str(final), "--out", str(pred),
          "--device", "cpu"]
     )  # fmt: skip

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=1, help="mutants tested in parallel (default 1)")
     parser.add_argument("--module", action="append", help="only these files, e.g. mine/rule.py")
     parser.add_argument("--keep", action="store_true", help="reuse an existing copy (mutmut's cache)")
+    parser.add_argument("--shared", type=Path, help="the example data (default ../shared/data)")
     args = parser.parse_args(argv)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     targets: dict[str, list[str]] = project["tool"]["maskahand"]["mutate"]
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = {f: t for f, t in targets.items() if f in args.module}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     # the tests look for ../shared/data next to the repository, not next to the copy
-    env.setdefault("MASKAHAND_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
+    shared = args.shared or Path(os.environ.get("MASKAHAND_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    env["MASKAHAND_SHARED_DATA"] = str((ROOT / shared).resolve())
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     rows = {}
     for file, tests in targets.items():

@@ -1,0 +1,85 @@
+"""``maskahand mine`` survives a real ``kill -9`` that lands while a video is in flight.
+
+A ``maskahand mine`` process with its own embedded Ray runtime is killed with SIGKILL (every process of its
+session: driver, Ray services, decoder and detector actors) at a moment when a video's clips are half
+written (a ``.tar.partial`` in its staging folder) and another video is finished; the same command is run
+again; every clip shard, shard manifest, per-video part and the clip manifest must then equal, byte for
+byte, those of the uninterrupted run of the session fixture ``mined_clip_shards`` (same inputs, same recipe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from maskahand.fsutil import read_jsonl
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RECIPE = ["detector.backend=mediapipe", "mine.frame_max_side=256"]  # as the mined_clip_shards fixture
+OWN_RAY = ["ray.num_cpus=2", f"ray.object_store_memory={150 * 2**20}"]  # runtime only: not in the results
+
+
+def kill_session(sid: int) -> list[int]:
+    """SIGKILL every process of session ``sid`` (Ray workers sit in process groups of their own)."""
+    killed = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[3]) == sid:  # fields after "(comm)": state, ppid, pgrp, session
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+                killed.append(int(stat.parent.name))
+    return killed
+
+
+def results(out: Path) -> dict[str, bytes]:
+    files = [*sorted((out / "shards").iterdir()), *sorted((out / "parts").iterdir()), out / "manifest.jsonl"]
+    return {str(p.relative_to(out)): p.read_bytes() for p in files}
+
+
+def test_sigkill_while_a_video_is_in_flight_then_rerun_gives_identical_bytes(mined_clip_shards, tmp_path):
+    reference = mined_clip_shards
+    ledger = list(read_jsonl(reference / "ledger.jsonl"))
+    videos = {Path(r["path"]).parent for r in ledger}
+    assert len(videos) == 1 and all(r["status"] == "ok" for r in ledger)
+    expected = results(reference)
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "maskahand.cli", "mine", "--videos", str(videos.pop()), "--out", str(out)]
+    cmd += ["--no-progress", *RECIPE, *OWN_RAY]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        in_flight = list(out.glob(".staging/*/*.tar.partial"))
+        if in_flight and (out / "ledger.jsonl").is_file() and (out / "ledger.jsonl").stat().st_size:
+            break  # a video is finished, another one's clips are half written
+        time.sleep(0.005)
+    assert proc.poll() is None, f"finished before the kill: {proc.stderr.read().decode()[-2000:]}"
+    assert len(kill_session(proc.pid)) > 3  # the driver, Ray's services, the actors
+    proc.wait()
+    proc.stderr.close()
+    time.sleep(1.0)
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert any(name.endswith(".tar.partial") for name in left), left
+    done_before = {r["video_id"] for r in read_jsonl(out / "ledger.jsonl")}
+    assert 0 < len(done_before) < len(ledger), done_before
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert results(out) == expected
+    lines = [r["video_id"] for r in read_jsonl(out / "ledger.jsonl")]
+    assert sorted(lines) == sorted(r["video_id"] for r in ledger)  # finished videos were not mined again
+    assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
