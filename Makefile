@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn clean
+.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn hotspots-train bench-hotspots clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -91,6 +91,19 @@ bench-train: venv  ## pretraining s/step + peak memory (fp32/bf16, +/- activatio
 
 bench-learn: venv  ## small CPU pretraining on mined shared videos: held-out KL at step 0 / end / Center Bias
 	$(PY) -m benchmarks.learn --data $(SHARED) --out $(OUT)/bench-learn
+
+DATASET ?= opra
+HOTSPOTS_RUN = $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/hotspots)
+hotspots-train: venv  ## Interaction Hotspots: DATA=root RUN=runs/NAME [DATASET=opra|epic_hotspots] [NGPU=N] ARGS="--weights PTH ..."
+	@test -n "$(DATA)" || { echo "usage: make hotspots-train DATA=<dataset root> RUN=runs/hotspots [DATASET=opra] [NGPU=1] [ARGS=...]"; exit 2; }
+	@if [ "$(NGPU)" -gt 1 ]; then \
+	  set -x; $(BIN)/torchrun --standalone --nproc-per-node $(NGPU) -m maskahand.cli hotspots train --dataset $(DATASET) --data $(DATA) --out $(HOTSPOTS_RUN) $(ARGS); \
+	else \
+	  set -x; $(BIN)/maskahand hotspots train --dataset $(DATASET) --data $(DATA) --out $(HOTSPOTS_RUN) $(ARGS); \
+	fi
+
+bench-hotspots: venv  ## Interaction Hotspots vs Afformer: s/step and peak memory at the same batch (CPU; GPU too if present)
+	$(PY) -m benchmarks.hotspots
 
 clean:  ## remove the venv and outputs
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         best["all_seconds"] = [round(r["seconds"], 2) for r in same]
         best["peak_rss_gb"] = max(r["peak_rss_gb"] for r in same)
         rows.append(best)
-    print(f"\n{'model':<10} {'params M':>9} {'trainable M':>12} {'size':>5} {'s/step':>8} {'peak RSS GB':>12}  runs")
+    print(
+        f"\n{'model':<10} {'params M':>9} {'trainable M':>12} {'size':>5} {'s/step':>8} {'peak RSS GB':>12}  runs"
+    )
     for r in rows:
         print(
             f"{r['model']:<10} {r['params_m']:>9.1f} {r['trainable_m']:>12.1f} {r['size']:>5} {r['seconds']:>8.2f} "

@@ -45,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(FinetuneRecipe, args, **{"train.out_dir": args.out, "train.resume": args.resume})
     try:
         train = load_benchmark(args.dataset, None, args.data, split=args.split)
-        val = None if args.eval_split == "none" else load_benchmark(args.dataset, None, args.data, split=args.eval_split)
+        val = (
+            None
+            if args.eval_split == "none"
+            else load_benchmark(args.dataset, None, args.data, split=args.eval_split)
+        )
     except AnnotationError as e:
         print(f"maskahand finetune: {e}", file=sys.stderr)
         return 2

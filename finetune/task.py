@@ -85,7 +85,9 @@ class FinetuneTask(TrainTask):
         cfg = replace(self.recipe.model, num_heatmaps=n, num_actions=n)
         if self.init == "coco":
             if not cfg.backbone_weights:
-                raise ValueError("--init coco needs model.backbone_weights=<torchvision COCO fasterrcnn_resnet50_fpn_v2 file>")
+                raise ValueError(
+                    "--init coco needs model.backbone_weights=<torchvision COCO fasterrcnn_resnet50_fpn_v2 file>"
+                )
             return build_model(cfg)
         model = build_model(replace(cfg, backbone_weights=None))
         if self.init != "none":
@@ -108,7 +110,13 @@ class FinetuneTask(TrainTask):
         clip = clips[int(torch.randint(len(clips), (1,), generator=gen))]
         keep = uniform_indices(len(clip), self.recipe.train.num_frames)
         heat, hot = training_target(entry, self.bench.num_actions, self.size)
-        return {"key": str(entry.index), "frames": clip[keep], "image": image, "heatmaps": heat, "actions": hot}
+        return {
+            "key": str(entry.index),
+            "frames": clip[keep],
+            "image": image,
+            "heatmaps": heat,
+            "actions": hot,
+        }
 
     def train_batches(self, epoch: int, skip: int):
         ctx, train = self.ctx, self.recipe.train
@@ -124,7 +132,11 @@ class FinetuneTask(TrainTask):
     def training_step(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict]:
         gen = step_generator(self.recipe.train.seed, step, self.ctx.rank, stream=3)
         flip = (torch.rand(len(batch["key"]), generator=gen) < 0.5).to(batch["image"].device)
-        frames, image, heat = hflip(batch["frames"], flip), hflip(batch["image"], flip), hflip(batch["heatmaps"], flip)
+        frames, image, heat = (
+            hflip(batch["frames"], flip),
+            hflip(batch["image"], flip),
+            hflip(batch["heatmaps"], flip),
+        )
         out = model(frames, image, batch["num_frames"])
         terms = unwrap(model).loss(out, heat, batch["actions"])
         scalars = {"kld": terms.heatmap.detach()}
@@ -142,7 +154,9 @@ class FinetuneTask(TrainTask):
         was = net.training
         net.eval()
         pred = AfformerPredictor(net, net.cfg, self.ctx.device, self.recipe.eval.clip_batch)
-        result = run_eval(self.val, pred, ["256"], replace(self.recipe.eval, image_size=self.size), progress=False)
+        result = run_eval(
+            self.val, pred, ["256"], replace(self.recipe.eval, image_size=self.size), progress=False
+        )
         net.train(was)
         if result is None or result.scores256 is None:
             return {}

@@ -296,7 +296,7 @@ def fit(
                     with prec.autocast():
                         loss, scalars = task.training_step(net, batch, step)
                     value = float(loss.detach().float())
-                    finite = True
+                    finite = finite and math.isfinite(value)
                     prec.scaler.scale(loss / train.accum_steps).backward()
                 loss_sum += value
                 for k, v in scalars.items():
