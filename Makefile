@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn hotspots-train bench-hotspots clean
+.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,6 +41,12 @@ mutate: venv  ## mutation testing (mutmut) of the rule, ledger, writer, recipe, 
 	$(PY) tools/mutate.py --shared $(SHARED) $(MUTATE_ARGS)
 
 DEMO := $(OUT)/demo
+# a small configuration a CPU pretrains in a minute or two (benchmarks/learn.py's), and grounding that fits it
+DEMO_MODEL = model.image_size=96 model.hidden=64 model.heads=1 model.max_q_thw=[1,24,24] model.max_kv_thw=[4,12,12] \
+  model.trainable_backbone_layers=0
+DEMO_PRETRAIN = $(DEMO_MODEL) train.max_iters=10 train.num_frames=4 train.batch_size=4 train.workers=0 \
+  train.device=cpu train.log_every=1 train.image_every=0 train.ckpt_every=1000 optim.lr=0.001 optim.precision=fp32
+DEMO_GROUND = eval.image_size=96 eval.clip_length=4 eval.clip_stride=4 eval.device=cpu
 demo: venv  ## mine the shared videos (mediapipe), synthesize MaskAHand targets, contact sheets in $(OUT)/demo
 	@test -d $(SHARED)/videos || { echo "demo needs the example data in $(SHARED) (make demo SHARED=...)"; exit 1; }
 	$(BIN)/maskahand detector run $(SHARED)/images/hands23/EK_0028_P12_101_frame_0000086975.jpg --out $(DEMO)/detector.png
@@ -49,7 +55,13 @@ demo: venv  ## mine the shared videos (mediapipe), synthesize MaskAHand targets,
 	$(BIN)/maskahand synth --clips $(DEMO)/clips --out $(DEMO)/maskahand
 	$(BIN)/maskahand shards check $(DEMO)/maskahand
 	$(BIN)/maskahand synth preview $(DEMO)/maskahand --out $(DEMO)/maskahand.png
-	@echo "demo: look at $(DEMO)/detector.png, $(DEMO)/clips.png and $(DEMO)/maskahand.png"
+	$(BIN)/maskahand pretrain --shards $(DEMO)/maskahand --out $(DEMO)/pretrain $(DEMO_PRETRAIN)
+	$(BIN)/maskahand ground $(SHARED)/videos/opra_espresso_vp9.mp4 $(SHARED)/images/opra_espresso_target.jpg \
+	  --checkpoint $(DEMO)/pretrain --out $(DEMO)/ground.png $(DEMO_GROUND)
+	$(BIN)/maskahand eval --dataset opra --annotations $(SHARED)/opra/test.json --baseline center-bias \
+	  --protocol 28 --out $(DEMO)/center-bias eval.cache_dir=$(DEMO)/gt-cache
+	@echo "demo: look at $(DEMO)/detector.png, $(DEMO)/clips.png, $(DEMO)/maskahand.png, $(DEMO)/ground.png" \
+	  "and $(DEMO)/center-bias/results.md"
 
 mine: venv  ## maskahand mine --videos $(VIDEOS) --out $(OUT)
 	$(BIN)/maskahand mine --videos $(VIDEOS) --out $(OUT) $(ARGS)
@@ -104,6 +116,27 @@ hotspots-train: venv  ## Interaction Hotspots: DATA=root RUN=runs/NAME [DATASET=
 
 bench-hotspots: venv  ## Interaction Hotspots vs Afformer: s/step and peak memory at the same batch (CPU; GPU too if present)
 	$(PY) -m benchmarks.hotspots
+
+# Evaluation and fine-tuning (DATASET=opra|epic_hotspots|assistq). DATA: dataset root in the authors' layout;
+# ANN: an annotation file (baselines need nothing else). NGPU > 1 runs under torchrun.
+EVAL_LAUNCH = $(if $(filter-out 1,$(NGPU)),$(BIN)/torchrun --standalone --nproc-per-node $(NGPU) -m maskahand.cli,$(BIN)/maskahand)
+EVAL_SRC = $(if $(DATA),--data $(DATA)) $(if $(ANN),--annotations $(ANN))
+FINETUNE_RUN = $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/finetune)
+eval-baselines: venv  ## Center Bias + uniform, both protocols: DATA=root or ANN=test.json -> $(OUT)/eval/DATASET-<baseline>
+	@test -n "$(DATA)$(ANN)" || { echo "usage: make eval-baselines DATA=<dataset root> | ANN=<test.json> [DATASET=opra]"; exit 2; }
+	for b in center-bias uniform; do $(BIN)/maskahand eval --dataset $(DATASET) $(EVAL_SRC) --baseline $$b --out $(OUT)/eval/$(DATASET)-$$b $(ARGS) || exit 1; done
+
+eval-zeroshot: venv  ## a pretrained (1-heatmap) checkpoint, action-agnostic: CKPT=file|run DATA=root [NGPU=N]
+	@test -n "$(CKPT)" -a -n "$(DATA)" || { echo "usage: make eval-zeroshot CKPT=<checkpoint or run folder> DATA=<dataset root> [DATASET=opra]"; exit 2; }
+	$(EVAL_LAUNCH) eval --dataset $(DATASET) $(EVAL_SRC) --checkpoint $(CKPT) --out $(OUT)/eval/$(DATASET)-zeroshot $(ARGS)
+
+finetune: venv  ## the authors' recipe: CKPT=pretrained|coco|none DATA=root RUN=runs/NAME [NGPU=N] [ARGS=...]
+	@test -n "$(CKPT)" -a -n "$(DATA)" || { echo "usage: make finetune CKPT=<checkpoint>|coco|none DATA=<dataset root> RUN=runs/finetune [DATASET=opra]"; exit 2; }
+	$(EVAL_LAUNCH) finetune --dataset $(DATASET) --data $(DATA) --init $(CKPT) --out $(FINETUNE_RUN) $(ARGS)
+
+eval: venv  ## a fine-tuned checkpoint, per action with top-1: CKPT=file|run DATA=root [NGPU=N]
+	@test -n "$(CKPT)" -a -n "$(DATA)" || { echo "usage: make eval CKPT=<checkpoint or run folder> DATA=<dataset root> [DATASET=opra]"; exit 2; }
+	$(EVAL_LAUNCH) eval --dataset $(DATASET) $(EVAL_SRC) --checkpoint $(CKPT) --out $(OUT)/eval/$(DATASET)-finetuned $(ARGS)
 
 clean:  ## remove the venv and outputs
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

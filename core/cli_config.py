@@ -16,6 +16,7 @@ RECIPES = {
     "synth": C.SynthRecipe,
     "pretrain": C.PretrainRecipe,
     "finetune": C.FinetuneRecipe,
+    "hotspots": C.HotspotsRecipe,
 }
 
 

@@ -498,7 +498,9 @@ class HotspotsRecipe:
         default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=5e-4, precision="fp32", min_lr_factor=1.0)
     )
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(batch_size=128, num_frames=8, out_dir="runs/hotspots", ckpt_every=200)
+        default_factory=lambda: TrainConfig(
+            batch_size=128, num_frames=8, out_dir="runs/hotspots", ckpt_every=200
+        )
     )
 
 

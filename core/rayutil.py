@@ -1,6 +1,6 @@
 """One way to start Ray for every stage: embedded locally by default, a cluster when given an address.
 
-Token authentication (Ray >= 2.5x). A cluster started with ``ray start --head`` requires a token when one
+Token authentication (Ray >= 2.52). A cluster started with ``ray start --head`` requires a token when one
 existed on the head at start-up (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) or
 ``RAY_AUTH_MODE=token`` was set there. A driver given an explicit address, however, never turns
 authentication on by itself: it connects without a token and then retries for ~20 s on
@@ -102,11 +102,10 @@ def configure_auth(address: str) -> str:
     if status == "ok":
         if os.environ.get(AUTH_MODE_ENV, "").lower() == "token":
             log.info("the Ray cluster at %s does not use token authentication: connecting without", address)
-        pass  # BREAK B
+        _set_auth_mode("disabled")
         return "disabled"
     header = _local_token_header()
     if not header:
-        return "unchecked"  # BREAK C
         raise RayConnectError(
             f"the Ray cluster at {address} requires an authentication token and none was found. Copy the "
             f"head node's token (`ray get-auth-token` there, or its ~/.ray/auth_token) and set "

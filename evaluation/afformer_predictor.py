@@ -1,7 +1,7 @@
 """Afformer as an evaluation predictor (see :mod:`maskahand.evaluation.predictor`).
 
-Checkpoints it reads: a maskahand training checkpoint (``RUN/checkpoints/step_*.pt``: the model config
-comes from it), or a plain state dict in our names or the authors' (their Lightning ``.ckpt``, our
+Checkpoints it reads: a maskahand training checkpoint (``RUN/checkpoints/step_*.pt``, or the run folder
+RUN for its latest one: the model config comes from it), or a plain state dict in our names or the authors' (their Lightning ``.ckpt``, our
 exported ``afformer_maskahand.pth``), whose number of heatmaps and actions is read off the head tensors.
 Each clip of a video is predicted (``eval.clip_batch`` clips per forward); the per-pixel softmax maps and
 the action probabilities of all clips are summed, as the authors merge a video's clips.
@@ -31,6 +31,13 @@ def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
     from maskahand.configbase import _from_dict
     from maskahand.trainer.checkpoint import FORMAT, load_torch_file
 
+    if Path(checkpoint).is_dir():  # a run folder: its latest training checkpoint
+        from maskahand.trainer.checkpoint import latest_checkpoint
+
+        found = latest_checkpoint(checkpoint)
+        if found is None:
+            raise ValueError(f"{checkpoint}: a folder without checkpoints/step_*.pt")
+        checkpoint = found
     raw = load_torch_file(checkpoint, "Afformer checkpoint")
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         model_cfg = (raw.get("config") or {}).get("model")

@@ -36,6 +36,7 @@ class MapBaseline:
     """A fixed map for every entry and action (action-agnostic, C = 1), no media needed."""
 
     needs_media = False
+    constant = True  # the same maps for every entry: the evaluator derives them once
     floor_256 = EPS_256  # added after normalising, in the 256 rule only (see the module docstring)
 
     def __init__(self, name: str, heatmap: torch.Tensor):

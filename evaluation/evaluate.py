@@ -87,6 +87,7 @@ def score_entry(
     protocols: list[str],
     cfg: EvalConfig,
     video: VideoConfig | None,
+    cache: dict | None = None,
 ) -> EntryResult:
     clips, image = [], None
     if predictor.needs_media:
@@ -102,22 +103,29 @@ def score_entry(
     res = EntryResult(index=entry.index, actions=entry.distinct_actions)
     if pred.actions is not None:
         res.action_scores = pred.actions.detach().double().cpu().tolist()
-    full = normalise(
-        resize_bilinear(maps, entry.height) if entry.height == entry.width else _resize_hw(maps, entry)
-    )
+    # a predictor marked `constant` (the baselines) gives every entry the same maps: derive them once
+    key = (entry.height, entry.width, len(maps)) if getattr(predictor, "constant", False) else None
+    if key is not None and cache is not None and key in cache:
+        full, maps28 = cache[key]
+    else:
+        full = normalise(_resize_hw(maps, entry))
+        maps28 = resize_bilinear(normalise(maps), HOTSPOTS_RES) if "28" in protocols else None
+        if key is not None and cache is not None:
+            cache[key] = (full, maps28)
     if "256" in protocols:
         p256 = full + getattr(predictor, "floor_256", 0.0)
         g = gt.maps_256(entry.index).double()
         res.kld = kld_256(p256, g).tolist()
         res.sim = sim_256(p256, g).tolist()
         res.auc_j = [auc_judd_256(p, q) for p, q in zip(p256, g)]
-    if "28" in protocols:
-        res.maps28 = resize_bilinear(normalise(maps), HOTSPOTS_RES)
+    res.maps28 = maps28
     res.thumbs = torch.nn.functional.adaptive_avg_pool2d(full, THUMB).float()
     return res
 
 
 def _resize_hw(maps: torch.Tensor, entry: Entry) -> torch.Tensor:
+    if maps.shape[-2:] == (entry.height, entry.width):
+        return maps
     return torch.nn.functional.interpolate(
         maps[:, None], size=(entry.height, entry.width), mode="bilinear", align_corners=False
     )[:, 0]
@@ -149,9 +157,10 @@ def run_eval(
 
     mine = [e for e in bench.entries if e.index % world == rank]
     results: dict[int, EntryResult] = {}
+    cache: dict = {}
     t0 = time.monotonic()
     for n, entry in enumerate(mine):
-        results[entry.index] = score_entry(entry, bench, predictor, gt, protocols, cfg, video)
+        results[entry.index] = score_entry(entry, bench, predictor, gt, protocols, cfg, video, cache)
         if progress and rank == 0 and ((n + 1) % 200 == 0 or n + 1 == len(mine)):
             rate = (n + 1) / max(time.monotonic() - t0, 1e-9)
             log.info("eval: %d / %d entries on this rank (%.1f/s)", n + 1, len(mine), rate)

@@ -84,15 +84,11 @@ class HotspotsTask(TrainTask):
             negative=batch.get("negative"),
         )
         wd = self.ctx.optim.weight_decay
-        l2 = (
-            0.5 * wd * sum(p.pow(2).sum() for p in unwrap(model).parameters() if p.requires_grad)
-            if wd
-            else 0.0
-        )
+        l2 = l2_penalty(unwrap(model), wd)
         scalars = {k: float(v.detach().mean()) for k, v in out.terms.items()}
         scalars["acc"] = float((out.logits.argmax(1) == batch["verbs"]).float().mean())
         if wd:
-            scalars["l2"] = float(l2.detach())
+            scalars["l2"] = float(torch.as_tensor(l2).detach())
         return out.total + l2, scalars
 
     def visualize(self, model: nn.Module, batch: dict, step: int) -> np.ndarray | None:
@@ -126,3 +122,11 @@ class HotspotsTask(TrainTask):
             buf,
         )
         atomic_write_bytes(Path(out_dir) / "hotspots_model.pth", buf.getvalue())
+
+
+def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor | float:
+    """``wd/2 * ||theta||^2`` over the trainable parameters: with AdamW at weight decay 0 this gives
+    ``torch.optim.Adam(weight_decay=wd)``'s update (their optimiser)."""
+    if not weight_decay:
+        return 0.0
+    return 0.5 * weight_decay * sum(p.pow(2).sum() for p in model.parameters() if p.requires_grad)

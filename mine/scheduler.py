@@ -278,7 +278,9 @@ class _Scheduler:
         slot.task, slot.retired = None, True
         slot.gen += 1
         self.queue.appendleft(task)
-        log.warning("%s: lost with its miner's node %s (%s): mining it again", task.video_id, slot.node_id, reason)
+        log.warning(
+            "%s: lost with its miner's node %s (%s): mining it again", task.video_id, slot.node_id, reason
+        )
         live = [k for k, s in enumerate(self.slots) if not s.retired]
         if not live:
             raise MineError("every miner's node left the Ray cluster; rerun the same command to resume")

@@ -150,7 +150,7 @@ class VideoMiner:
             "too_short": not windows_possible,
             "skip_reason": "" if windows_possible else self._too_short_reason(),
             "duration": self.info["duration"],
-            # BREAK E
+            "node": node_record(),
         }
         self._close_reader()
         self._reset()

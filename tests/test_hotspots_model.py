@@ -128,6 +128,11 @@ def test_parameter_count_of_each_part():
     assert trainable == count(m) - count(m.backbone)
 
 
+def test_l2_pooling_is_the_root_of_the_sum_of_squares(model):
+    x = torch.tensor([[[[3.0, 0.0], [0.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]]]])  # (1, 2, 2, 2)
+    torch.testing.assert_close(model.pool(x), torch.tensor([[5.0, 2.0]]))
+
+
 # -- LSTM over padded clips ----------------------------------------------------------------------------
 
 
@@ -147,6 +152,18 @@ def test_padded_clip_equals_running_it_alone(model):
         # and the padded steps are really excluded: reading them changes the answer
         full = model(frames[1:2], torch.tensor([4])).logits
     assert not torch.allclose(full[0], batch[1], atol=1e-4)
+
+
+def test_active_frame_is_the_most_confident_real_step(model):
+    w = model.classifier.weight.detach()  # (verbs, hidden)
+    steps = torch.zeros(2, 4, w.shape[1])
+    steps[0, 1] = 50 * w[2]  # clip 0 (4 real steps): step 1 is the most confident of verb 2
+    steps[1, 3] = 50 * w[0]  # clip 1 (2 real steps): the padded step 3 would win, step 0 is the best real one
+    steps[1, 0] = 10 * w[0]
+    pooled = torch.arange(8.0).view(2, 4, 1).expand(2, 4, 3)
+    active, index = model._active_state(pooled, steps, torch.tensor([2, 0]), torch.tensor([4, 2]))
+    assert index.tolist() == [1, 0]
+    assert active[:, 0].tolist() == [1.0, 4.0]
 
 
 def test_lengths_out_of_range_are_refused(model):
@@ -172,6 +189,12 @@ def test_losses_mse_and_triplet(model):
             active = pooled[torch.arange(2), out.active_index]
             anticipated = model.pool(model.anticipation(model.features(inactive)))
         torch.testing.assert_close(out.terms["ant"], 0.1 * (anticipated - active).pow(2).mean(1))
+        # the auxiliary loss classifies the anticipated features with one LSTM step from the learned state
+        with torch.no_grad():
+            h0, c0 = model.h0.expand(1, 2, -1).contiguous(), model.c0.expand(1, 2, -1).contiguous()
+            _, (hn, _) = model.lstm(anticipated.unsqueeze(1), (h0, c0))
+            aux = torch.nn.functional.cross_entropy(model.classifier(hn[-1]), verbs, reduction="none")
+        torch.testing.assert_close(out.terms["aux"], aux)
         torch.testing.assert_close(out.total, sum(t.mean() for t in out.terms.values()))
         out.total.backward()
         assert model.anticipation[0].conv.weight.grad is not None and model.h0.grad is not None
@@ -299,3 +322,23 @@ def test_their_checkpoint_mismatches_are_listed(their_checkpoint, tmp_path):
         load_checkpoint(bad, num_verbs=7)
     with pytest.raises(CheckpointMismatchError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pth", num_verbs=7)
+
+
+def test_adamw_with_the_l2_term_equals_their_adam():
+    from maskahand.hotspots.task import l2_penalty
+
+    torch.manual_seed(6)
+    a, b = nn.Linear(5, 3), nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    theirs = torch.optim.Adam(a.parameters(), lr=0.1, weight_decay=0.05)
+    ours = torch.optim.AdamW(b.parameters(), lr=0.1, weight_decay=0.0)
+    x = torch.randn(4, 5)
+    for _ in range(3):
+        theirs.zero_grad()
+        a(x).pow(2).sum().backward()
+        theirs.step()
+        ours.zero_grad()
+        (b(x).pow(2).sum() + l2_penalty(b, 0.05)).backward()
+        ours.step()
+    torch.testing.assert_close(b.weight, a.weight)
+    torch.testing.assert_close(b.bias, a.bias)

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from maskahand.config import ShardWriterConfig
+from maskahand.shards.check import manifest_matches
 from maskahand.shards.schema import CLIP_SCHEMA, ClipSample
 from maskahand.shards.writer import ShardWriter
 
@@ -116,11 +117,11 @@ def test_sigkill_while_a_shard_is_written_then_rerun_gives_identical_bytes(clips
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True
     )
-    deadline = time.time() + 120
-    partial: list[Path] = []
+    deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        partial = list(out.glob("*.tar.partial"))
-        if partial and list(out.glob("*.tar.json")):
+        # a shard being written: its .partial (or, from a writer that is not atomic, a torn .tar)
+        torn = [p for p in out.glob("*.tar") if p.stat().st_size < len(expected[p.name])]
+        if (torn or list(out.glob("*.tar.partial"))) and list(out.glob("*.tar.json")):
             break  # one shard is finished, another is half written
         time.sleep(0.002)
     assert proc.poll() is None, f"finished before the kill: {proc.stderr.read().decode()[-2000:]}"
@@ -132,6 +133,10 @@ def test_sigkill_while_a_shard_is_written_then_rerun_gives_identical_bytes(clips
     left = {p.name: p.stat().st_size for p in out.iterdir()}
     time.sleep(1.0)
     assert {p.name: p.stat().st_size for p in out.iterdir()} == left
+    # the README's promise: an interrupted writer never leaves a .tar a reader would take (a .tar is
+    # complete: its manifest matches, or it was killed between the rename and the manifest)
+    for tar in out.glob("*.tar"):
+        assert manifest_matches(tar) or tar.read_bytes() == expected[tar.name], f"torn {tar.name}: {left}"
     assert any(n.endswith(".tar.partial") for n in left), left
     finished = [n for n in left if n.endswith(".tar.json")]
     assert 0 < len(finished) < SHARDS, left

@@ -199,7 +199,7 @@ def fit(
     seed_everything(train.seed * 1000 + rank)  # per-rank streams from here on
     if state is not None:
         unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        pass  # opt.load_state_dict(state["optimizer"])
         for g, base in zip(opt.param_groups, state.get("base_lrs", [])):
             g["base_lr"] = base
         sched.load_state_dict(state["schedule"])

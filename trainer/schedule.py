@@ -16,7 +16,7 @@ def lr_factor(step: int, max_iters: int, warmup_iters: int = 0, min_factor: floa
     if warmup_iters > 0 and step < warmup_iters:
         return (step + 1) / warmup_iters
     span = max(1, max_iters - warmup_iters)
-    progress = min(1.0, max(0.0, step / span))
+    progress = min(1.0, max(0.0, (step - warmup_iters) / span))
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
