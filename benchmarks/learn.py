@@ -25,11 +25,11 @@ from pathlib import Path
 
 # small enough for a few minutes on a CPU; every key can be overridden on the command line
 DEFAULTS = [
-    "model.image_size=96",
+    "model.image_size=64",
     "model.hidden=64",
     "model.heads=1",
-    "model.max_q_thw=[1,24,24]",
-    "model.max_kv_thw=[4,12,12]",
+    "model.max_q_thw=[1,16,16]",
+    "model.max_kv_thw=[4,8,8]",
     "model.trainable_backbone_layers=0",  # no COCO weights offline: a frozen random ResNet body
     "train.num_frames=4",
     "train.batch_size=4",
@@ -37,7 +37,7 @@ DEFAULTS = [
     "train.shuffle=32",
     "train.device=cpu",
     "train.log_every=1",
-    "train.image_every=20",
+    "train.image_every=25",
     "train.ckpt_every=1000",
     "optim.lr=0.001",
     "optim.precision=fp32",
@@ -49,17 +49,19 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def prepare(data: Path, out: Path, size: int) -> Path:
+def prepare(data: Path, out: Path, size: int, variants: int) -> Path:
     """Mined clips and MaskAHand shards of the shared videos (reused when already complete)."""
     exe = [sys.executable, "-m", "maskahand.cli"]
     ray = ["ray.num_cpus=2", "ray.object_store_memory=300000000"]
     run([*exe, "mine", "--videos", str(data / "videos"), "--out", str(out / "clips"), "--no-progress", *ray])
     kernel = (size // 3) | 1
+    shards = out / f"maskahand-{size}px-k{variants}"
     run(
-        [*exe, "synth", "--clips", str(out / "clips"), "--out", str(out / "maskahand"), "--no-progress",
-         f"synth.output_size={size}", f"synth.blur_kernel={kernel}", "synth.variants=4", "synth.device=cpu", *ray]
+        [*exe, "synth", "--clips", str(out / "clips"), "--out", str(shards), "--no-progress",
+         f"synth.output_size={size}", f"synth.blur_kernel={kernel}", f"synth.variants={variants}",
+         "synth.device=cpu", *ray]
     )  # fmt: skip
-    return out / "maskahand"
+    return shards
 
 
 def split_by_video(src: Path, out: Path, holdout: str | None) -> tuple[Path, Path, str, dict[str, int]]:
@@ -121,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/data", help="folder with videos/")
     p.add_argument("--out", default="outputs/bench-learn")
-    p.add_argument("--steps", type=int, default=40, help="train.max_iters")
+    p.add_argument("--steps", type=int, default=100, help="train.max_iters")
     p.add_argument("--holdout", help="video_id to hold out (default: the one with the most clips)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--variants", type=int, default=16, help="targets per clip (few clips: many targets)")
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "videos").is_dir():
         raise SystemExit(f"{data}/videos not found (python -m benchmarks.learn --data DIR)")
     t0 = time.time()
-    shards = prepare(data, out, 128)  # the reader resizes to model.image_size
+    shards = prepare(data, out, recipe.model.image_size, args.variants)
     train_dir, held_dir, held, counts = split_by_video(shards, out, args.holdout)
     prep_s = time.time() - t0
     print(f"clips per video: {counts}; held out: {held}", flush=True)

@@ -48,8 +48,9 @@ def one_case(args: argparse.Namespace) -> dict:
     model = build_model(cfg).to(device)
     if args.ckpt:
         enable_activation_checkpointing(model)
-    optim = OptimConfig(precision=args.precision)
-    prec = Precision(args.precision, device)
+    precision = args.precision[0]
+    optim = OptimConfig(precision=precision)
+    prec = Precision(precision, device)
     opt = build_optimizer(afformer_param_groups(model, optim), optim, device)
     b, t, s = args.batch[0], args.frames, 256
     g = torch.Generator().manual_seed(0)

@@ -49,7 +49,7 @@ def _default_token_file_exists() -> bool:
 
 def _local_token_header() -> dict[str, str]:
     """``{"authorization": "Bearer ..."}`` from where Ray keeps the token, or ``{}`` when there is none."""
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]  # private, no stub
 
     loader = AuthenticationTokenLoader.instance()
     loader.reset_cache()  # the environment may have changed since Ray last looked
@@ -68,7 +68,8 @@ def probe_gcs(address: str, header: dict[str, str] | None, timeout: float = PROB
     with grpc.insecure_channel(address) as channel:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
         try:
-            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout, metadata=metadata)
+            request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]  # generated
+            stub.GetClusterId(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
             if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -80,7 +81,7 @@ def probe_gcs(address: str, header: dict[str, str] | None, timeout: float = PROB
 
 def _set_auth_mode(mode: str) -> None:
     """Make this process (and the processes it starts) use ``mode``; Ray re-reads its config."""
-    from ray._raylet import Config
+    from ray._raylet import Config  # type: ignore[attr-defined]  # private, no stub
 
     if os.environ.get(AUTH_MODE_ENV) != mode:
         os.environ[AUTH_MODE_ENV] = mode

@@ -9,11 +9,9 @@ import torch
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is an error."""
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("detector.device=cuda but no CUDA device is available (use auto or cpu)")
-    return torch.device(choice)
+    from maskahand.trainer.distributed import resolve_device as resolve  # one device rule for every stage
+
+    return resolve(choice, key="detector.device")
 
 
 def inference_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

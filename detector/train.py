@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from maskahand.detector.evaluate import hand_metrics
 from maskahand.detector.hircnn import build_hircnn_model, load_coco_init, load_into, read_state_dict
 from maskahand.detector.voc import VOCHandDataset, collate
 from maskahand.fsutil import append_jsonl, atomic_write_bytes, atomic_write_json
+from maskahand.trainer.checkpoint import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +33,10 @@ BACKBONE_LAYERS = ["layer4", "layer3", "layer2", "layer1", "conv1"]
 
 def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     """(rank, world_size, device); initialises the process group when torchrun set the environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        backend = "nccl" if torch.cuda.is_available() and device_choice != "cpu" else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        torch.distributed.init_process_group(backend=backend)
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    if device_choice == "cpu" or not torch.cuda.is_available():
-        if device_choice == "cuda":
-            raise RuntimeError("detector.device=cuda but no CUDA device is available")
-        device = torch.device("cpu")
-    else:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return rank, world, device
+    from maskahand.trainer.distributed import init_distributed  # shared with the trainer
+
+    info = init_distributed(device_choice, key="detector.device")
+    return info.rank, info.world_size, info.device
 
 
 def freeze_backbone_layers(model: Any, trainable: int) -> None:  # a torchvision FasterRCNN
@@ -159,7 +148,7 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
 
     start_epoch = 0
     if tcfg.resume:
-        ckpt = torch.load(tcfg.resume, map_location="cpu", weights_only=True)
+        ckpt = load_torch_file(tcfg.resume, "detector training checkpoint (train.resume)", error=ValueError)
         for key in ("model", "optimizer", "lr_scheduler", "epoch"):
             if key not in ckpt:
                 raise ValueError(f"{tcfg.resume}: not a training checkpoint (no '{key}'; train.resume)")

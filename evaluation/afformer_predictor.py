@@ -90,6 +90,7 @@ class AfformerPredictor:
             if pred.actions is not None:
                 a = pred.actions.float().sum(0)
                 act = a if act is None else act + a
+        assert heat is not None, "at least one view"
         return Prediction(heatmaps=heat.cpu(), actions=None if act is None else act.cpu())
 
 

@@ -56,6 +56,9 @@ class Benchmark:
     annotations: Path  # the file the entries come from (ground-truth caches are keyed by its content)
     root: Path | None  # dataset root the image / video paths resolve against (None: annotations only)
     path_prefix: str = ""  # a prefix of the stored paths that stands for `root` (e.g. "datasets/opra/")
+    gt_rule: str = (
+        "points"  # "points": blurred annotated points (OPRA); "boxes": filled button boxes (AssistQ)
+    )
 
     @property
     def num_actions(self) -> int:

@@ -66,6 +66,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from maskahand.evaluation.benchmark import AnnotationError, load_benchmark
     from maskahand.evaluation.evaluate import run_eval
     from maskahand.evaluation.groundtruth import GroundTruth
+    from maskahand.evaluation.predictor import Predictor
     from maskahand.evaluation.report import results_markdown, write_outputs
     from maskahand.trainer import distributed as dist
 
@@ -80,7 +81,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         if args.baseline:
             from maskahand.evaluation.baselines import build_baseline
 
-            predictor = build_baseline(args.baseline)
+            predictor: Predictor = build_baseline(args.baseline)
         else:
             from maskahand.evaluation.predictor import build_predictor
 

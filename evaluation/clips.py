@@ -68,3 +68,11 @@ def load_clips(path: Path, cfg: EvalConfig, video: VideoConfig | None = None) ->
         pick = torch.linspace(0, len(windows) - 1, cfg.max_clips).round().long().tolist()
         windows = [windows[i] for i in pick]
     return [allf[a:b] for a, b in windows]
+
+
+def load_frame_list(paths: list[Path], size: int, max_frames: int = 64) -> torch.Tensor:
+    """uint8 (T, 3, S, S) from image files, at most ``max_frames`` spread uniformly (AssistQ's rule)."""
+    if len(paths) > max_frames:
+        pick = torch.linspace(0, len(paths) - 1, max_frames).int().tolist()
+        paths = [paths[i] for i in pick]
+    return torch.stack([load_image(p, size) for p in paths])

@@ -95,7 +95,12 @@ def score_entry(
 
         try:
             image = load_image(bench.resolve(entry.image), cfg.image_size)
-            clips = load_clips(bench.resolve(entry.video), cfg, video)
+            if "frames" in entry.extra:  # a frame list (AssistQ): one clip of at most 64 frames, as theirs
+                from maskahand.evaluation.clips import load_frame_list
+
+                clips = [load_frame_list([bench.resolve(f) for f in entry.extra["frames"]], cfg.image_size)]
+            else:
+                clips = load_clips(bench.resolve(entry.video), cfg, video)
         except Exception as e:  # noqa: BLE001 - video, image and OS errors alike
             raise MediaError(f"{bench.annotations}: {entry.describe()}: {e}") from e
     pred = predictor(clips, image)
@@ -204,7 +209,7 @@ def summarise(
         pairs = bench.pairs()
         preds = []
         for key in gt.pair_keys:
-            maps = [merged[i].maps28[merged[i].actions.index(key[1])] for i in pairs[key]]
+            maps = [merged[i].maps28[merged[i].actions.index(key[1])] for i in pairs[key]]  # type: ignore[index]
             preds.append(torch.stack(maps).mean(0))
         s28, per = score_28(torch.stack(preds), gt.maps_28(), seed=seed)
         pair28 = dict(zip(gt.pair_keys, per["kld"].tolist()))

@@ -82,16 +82,37 @@ class GroundTruth:
     def _fill_256(self, out: np.ndarray) -> None:
         entries = self.bench.entries
         for n, e in enumerate(entries):
-            maps = torch.stack([gt_map_256(e.points_of(a), e.height, e.width) for a in e.distinct_actions])
+            if self.bench.gt_rule == "boxes":
+                maps = self._box_maps(e)
+            else:
+                maps = torch.stack(
+                    [gt_map_256(e.points_of(a), e.height, e.width) for a in e.distinct_actions]
+                )
             off = self._offsets[e.index]
             out[off : off + maps.numel()] = maps.reshape(-1).float().numpy()
             if self.progress and (n + 1) % 500 == 0:
                 log.info("ground truth 256: %d / %d entries", n + 1, len(entries))
 
+    def _box_maps(self, e) -> torch.Tensor:
+        from PIL import Image
+
+        from maskahand.evaluation.assistq import box_map
+
+        path = self.bench.resolve(e.image)
+        try:
+            with Image.open(path) as im:
+                size = im.size
+        except OSError as err:
+            raise ValueError(
+                f"{self.bench.annotations}: {e.describe()}: its image gives the box scale: {err}"
+            ) from None
+        return box_map(e.extra["boxes"], size, e.height)[None]
+
     def maps_256(self, index: int) -> torch.Tensor:
         """(A, H, W) float32 ground truth of entry ``index``, one map per distinct action (sorted)."""
         if self._flat256 is None:
             self.prepare_256()
+        assert self._flat256 is not None
         e = self.bench.entries[index]
         off = self._offsets[index]
         n = len(e.distinct_actions) * e.height * e.width
@@ -100,6 +121,10 @@ class GroundTruth:
     # ---------------------------------------------------------------- 28
     def maps_28(self) -> torch.Tensor:
         """(P, 28, 28) float64, one per (image, action) pair in :attr:`pair_keys` order."""
+        if self.bench.gt_rule != "points":
+            raise ValueError(
+                f"{self.bench.name}: the 28 x 28 protocol is defined for annotated points only (use --protocol 256)"
+            )
         if self._maps28 is None:
             shape = (len(self.pair_keys), HOTSPOTS_RES, HOTSPOTS_RES)
             arr = self._load_or_build(self.path("28"), shape, np.float64, self._fill_28)

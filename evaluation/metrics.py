@@ -203,8 +203,8 @@ def top1_accuracy(action_scores: Sequence[torch.Tensor], gt_actions: Sequence[Se
     """The authors' top-1: per entry with k distinct ground-truth actions, count how many of its k
     highest-scored actions are ground truth; divide by the total number of ground-truth actions."""
     hits = total = 0
-    for scores, gt in zip(action_scores, gt_actions, strict=True):
-        gt = set(int(a) for a in gt)
+    for scores, actions in zip(action_scores, gt_actions, strict=True):
+        gt = set(int(a) for a in actions)
         top = torch.as_tensor(scores).double().topk(len(gt)).indices.tolist()
         hits += sum(1 for a in top if a in gt)
         total += len(gt)

@@ -145,6 +145,7 @@ def write_overlays(path: Path, bench: Benchmark, result: EvalResult, gt: GroundT
     for label, idx, action, kld in pick_best_median_worst(bench, result):
         entry = bench.entries[idx]
         r = result.entries[idx]
+        assert r.thumbs is not None, "run_eval fills thumbs"
         pred = r.thumbs[r.actions.index(action)]
         if result.scores256 is not None:
             truth = gt.maps_256(idx)[entry.distinct_actions.index(action)]

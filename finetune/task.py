@@ -70,6 +70,17 @@ def training_target(entry: Entry, num_actions: int, size: int) -> tuple[torch.Te
     return heat, hot
 
 
+def box_target(bench: Benchmark, entry: Entry, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """AssistQ: the filled button boxes at ``size`` (one channel) and a single "press" action."""
+    from PIL import Image
+
+    from maskahand.evaluation.assistq import box_map
+
+    with Image.open(bench.resolve(entry.image)) as im:
+        heat = box_map(entry.extra["boxes"], im.size, size).float()
+    return heat[None], torch.ones(1)
+
+
 class FinetuneTask(TrainTask):
     def __init__(self, recipe: FinetuneRecipe, train: Benchmark, val: Benchmark | None, init: str):
         self.recipe = recipe
@@ -104,12 +115,20 @@ class FinetuneTask(TrainTask):
         cfg = replace(self.recipe.eval, image_size=self.size)
         try:
             image = load_image(self.bench.resolve(entry.image), self.size)
-            clips = load_clips(self.bench.resolve(entry.video), cfg, self.recipe.video)
+            if "frames" in entry.extra:  # AssistQ: the entry's frame list is its one clip
+                from maskahand.evaluation.clips import load_frame_list
+
+                clips = [load_frame_list([self.bench.resolve(f) for f in entry.extra["frames"]], self.size)]
+            else:
+                clips = load_clips(self.bench.resolve(entry.video), cfg, self.recipe.video)
         except Exception as e:  # noqa: BLE001 - video, image and OS errors alike
             raise MediaError(f"{self.bench.annotations}: {entry.describe()}: {e}") from e
         clip = clips[int(torch.randint(len(clips), (1,), generator=gen))]
         keep = uniform_indices(len(clip), self.recipe.train.num_frames)
-        heat, hot = training_target(entry, self.bench.num_actions, self.size)
+        if self.bench.gt_rule == "boxes":
+            heat, hot = box_target(self.bench, entry, self.size)
+        else:
+            heat, hot = training_target(entry, self.bench.num_actions, self.size)
         return {
             "key": str(entry.index),
             "frames": clip[keep],

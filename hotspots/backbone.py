@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -31,7 +31,8 @@ class WeightsFileError(RuntimeError):
 
 def _dilate(stage: nn.Sequential, dilation: int, mode: Literal["first_block", "every_block"]) -> None:
     """Turn a stride-2 torchvision stage into a stride-1 dilated one, in place."""
-    for i, block in enumerate(stage):
+    blocks: list[Any] = list(stage)  # torchvision Bottlenecks (nn.Module attributes are untyped)
+    for i, block in enumerate(blocks):
         if i == 0:
             block.conv2.stride = (1, 1)
             block.downsample[0].stride = (1, 1)

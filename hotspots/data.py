@@ -73,8 +73,8 @@ def _opra(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
 
     try:
         bench = load_benchmark("opra", cfg.annotations, root, split=cfg.split)
-    except AnnotationError as e:
-        raise HotspotsDataError(str(e)) from None
+    except AnnotationError as err:
+        raise HotspotsDataError(str(err)) from None
     items = []
     for e in bench.entries:
         if not e.video:
@@ -225,6 +225,7 @@ class HotspotsSamples(torch.utils.data.Dataset):
         return crop_flip(resize_shorter(img, self.cfg.resize), self.cfg.crop, rng)
 
     def _epic_crop(self, noun: str, rng: np.random.Generator) -> torch.Tensor:
+        assert self.tset.inactive_crops is not None, "EPIC training sets hold inactive crops"
         crops = self.tset.inactive_crops[noun]
         c = crops[int(rng.integers(len(crops)))]
         v_id, f_id = c["v_id"], int(c["f_id"])

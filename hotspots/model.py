@@ -197,7 +197,7 @@ class HotspotsModel(nn.Module):
             if lengths is not None:
                 # padded steps never win (theirs clamps the winner to the last real frame instead)
                 pad = torch.arange(T, device=score.device)[None] >= lengths.to(score.device)[:, None]
-                pass
+                score = score.masked_fill(pad, float("-inf"))
             index = score.argmax(1)
         return pooled[torch.arange(B, device=pooled.device), index], index
 

@@ -142,7 +142,7 @@ class PretrainTask(TrainTask):
         from maskahand.shards import clip_dataset, maskahand_dataset
 
         make = maskahand_dataset if self.shards else clip_dataset
-        return make(self.shards or self.clips, shuffle=0, rank=rank, world_size=world_size, seed=seed)
+        return make(self.shards or self.clips or [], shuffle=0, rank=rank, world_size=world_size, seed=seed)
 
     def train_batches(self, epoch: int, skip: int) -> Any:
         train = self.recipe.train
@@ -209,7 +209,7 @@ class PretrainTask(TrainTask):
             targets, heatmaps = self.targets_for_step({k: v[:1] for k, v in batch.items()}, step)
             was = model.training
             model.eval()
-            pred = model.predict(batch["frames"][:1], targets, batch["num_frames"][:1]).heatmaps
+            pred = model.predict(batch["frames"][:1], targets, batch["num_frames"][:1]).heatmaps  # type: ignore[operator]
             model.train(was)
         n = int(batch["num_frames"][0])
         return overlay_row(batch["frames"][0, n // 2], targets[0], pred[0, 0], heatmaps[0, 0])

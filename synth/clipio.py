@@ -13,11 +13,9 @@ from maskahand.shards.schema import ClipSample, validate_clip_meta
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; an explicit ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("synth.device=cuda but torch sees no CUDA device (use auto or cpu)")
-    return torch.device(name)
+    from maskahand.trainer.distributed import resolve_device as resolve  # one device rule for every stage
+
+    return resolve(name, key="synth.device")
 
 
 def decode_frames(blobs: list[bytes], device: torch.device, where: str) -> torch.Tensor:

@@ -23,12 +23,15 @@ def test_kernel_sizes_and_opencv_small_table():
 
 
 def test_blur_mirrors_the_border_without_repeating_the_edge():
-    # [.25 .5 .25] on a point at the border: pixel 0 = .5*1 + .25*x[1] + .25*x[-1 -> 1] = .5; pixel 1 = .25
-    x = torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64)
-    out = M.gaussian_blur(x.expand(4, 4).clone() * torch.tensor([[1.0], [0], [0], [0]]), 3)
-    assert out[0].tolist() == pytest.approx([0.25, 0.125, 0, 0])  # rows blur too: 0.5 * [0.5, .25, 0, 0]
-    assert out[1].tolist() == pytest.approx([0.125, 0.0625, 0, 0])
-    assert out.sum() == pytest.approx(0.5625)  # mass is not conserved at a reflect-101 border: 0.75^2
+    # [.25 .5 .25] on a point at a border: edge pixel = .5*1 + .25*x[1] + .25*x[-1 -> 1] = .5; next = .25
+    for corner in (0, 3):
+        x = torch.zeros(4, 4, dtype=torch.float64)
+        x[corner, corner] = 1.0
+        out = M.gaussian_blur(x, 3)
+        step = 1 if corner == 0 else -1
+        assert float(out[corner, corner]) == pytest.approx(0.25)  # 0.5 x 0.5 (rows and columns)
+        assert float(out[corner, corner + step]) == pytest.approx(0.125)
+        assert float(out.sum()) == pytest.approx(0.5625)  # 0.75^2: reflect-101 does not conserve mass
 
 
 def test_kld_sim_256_by_hand():

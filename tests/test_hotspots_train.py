@@ -130,10 +130,17 @@ def test_short_training_lowers_losses_then_eval_and_predict(standin, tmp_path):
         return {k: float(v.mean()) for k, v in out.terms.items()}
 
     before = losses(model)
+    start = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
     run = tmp_path / "run"
     final = fit(HotspotsTask(recipe, tset, model=model), recipe.optim, recipe.train, run, config=recipe)
     after = losses(model)
     assert after["cls"] < before["cls"] and after["ant"] < before["ant"], (before, after)
+    moved = {
+        k.split(".")[0]
+        for k, v in model.named_parameters()
+        if v.requires_grad and not torch.equal(v, start[k])
+    }
+    assert moved == {"lstm", "classifier", "anticipation", "h0", "c0"}  # every trainable part learns
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("train/cls" in r for r in log)
     assert (run / "hotspots_model.pth").is_file()

@@ -29,7 +29,7 @@ def _checkpointed(module: nn.Module) -> None:
             return checkpoint(inner, *args, use_reentrant=False, **kwargs)
         return inner(*args, **kwargs)
 
-    module.forward = forward  # type: ignore[method-assign]
+    module.forward = forward
     module._maskahand_ckpt = True  # type: ignore[assignment]
 
 

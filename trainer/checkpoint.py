@@ -115,7 +115,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

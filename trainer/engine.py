@@ -199,7 +199,7 @@ def fit(
     seed_everything(train.seed * 1000 + rank)  # per-rank streams from here on
     if state is not None:
         unwrap(model).load_state_dict(state["model"])
-        pass  # opt.load_state_dict(state["optimizer"])
+        opt.load_state_dict(state["optimizer"])
         for g, base in zip(opt.param_groups, state.get("base_lrs", [])):
             g["base_lr"] = base
         sched.load_state_dict(state["schedule"])
@@ -282,16 +282,16 @@ def fit(
         for step in range(start_step, train.max_iters):
             lr_f = sched.apply(step)
             opt.zero_grad(set_to_none=True)
-            loss_sum, finite, scalars_sum, samples = 0.0, True, {}, 0
+            loss_sum, finite, samples = 0.0, True, 0
+            scalars_sum: dict[str, float] = {}
             for micro in range(train.accum_steps):
                 t0 = time.perf_counter()
                 batch = batches.next()
                 window["wait"] += time.perf_counter() - t0
                 samples += task.batch_size(batch) if hasattr(task, "batch_size") else train.batch_size
                 batch = to_device(batch, device)
-                sync = (
-                    net.no_sync() if world > 1 and micro < train.accum_steps - 1 else contextlib.nullcontext()
-                )
+                last_micro = micro == train.accum_steps - 1
+                sync = net.no_sync() if world > 1 and not last_micro else contextlib.nullcontext()  # type: ignore[operator]
                 with sync:
                     with prec.autocast():
                         loss, scalars = task.training_step(net, batch, step)
