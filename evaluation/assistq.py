@@ -33,8 +33,11 @@ def parse_entry(raw: object, index: int, path: Path) -> Entry:
     frames = raw["frames_path"]
     if not isinstance(frames, list) or not frames or not all(isinstance(f, str) for f in frames):
         raise AnnotationError(f"{where}: 'frames_path' must be a non-empty list of paths")
+    raw_boxes = raw["boxes"]
+    if not isinstance(raw_boxes, list):
+        raise AnnotationError(f"{where}: 'boxes' must be a list of [x1, y1, x2, y2]")
     boxes = []
-    for b in raw["boxes"] if isinstance(raw["boxes"], list) else [None]:
+    for b in raw_boxes:
         ok = (
             isinstance(b, list)
             and len(b) == 4
@@ -44,7 +47,7 @@ def parse_entry(raw: object, index: int, path: Path) -> Entry:
             raise AnnotationError(
                 f"{where}: each box must be [x1, y1, x2, y2] with x1 <= x2, y1 <= y2, got {b!r}"
             )
-        boxes.append(tuple(float(v) for v in b))
+        boxes.append((float(b[0]), float(b[1]), float(b[2]), float(b[3])))
     if not boxes:
         raise AnnotationError(f"{where}: no button boxes")
     return Entry(

@@ -156,5 +156,8 @@ def test_summary_totals_by_hand(tmp_path):
         "videos_per_node": {"/n2": 1, "h1/n1": 2},
     }
     assert summarize(ledger, [], wall_seconds=0.0, frames_this_run=0)["frames_per_second_this_run"] == 0.0
+    assert summarize(ledger, [], wall_seconds=0.5, frames_this_run=3)["frames_per_second_this_run"] == 6.0
+    ledger.append(VideoRecord("e", "/e", "ok", node={"host": "h3"}))  # a node record without its id
+    assert summarize(ledger, ["e"], 1.0, 0)["videos_per_node"] == {"h3/": 1}
     write_summary(tmp_path, summary)
     assert json.loads((tmp_path / "summary.json").read_text())["videos_per_node"] == {"/n2": 1, "h1/n1": 2}
