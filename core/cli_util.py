@@ -92,11 +92,3 @@ def _yaml_scalar(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return json.dumps(v)
-
-
-def not_implemented(stage: str, issue: str):
-    def handler(args: argparse.Namespace) -> int:
-        print(f"maskahand {stage}: not implemented yet ({issue})", file=sys.stderr)
-        return 2
-
-    return handler

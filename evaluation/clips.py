@@ -50,14 +50,17 @@ def load_image(path: Path, size: int) -> torch.Tensor:
     return resize_square(image, size)
 
 
-def load_clips(path: Path, cfg: EvalConfig, video: VideoConfig | None = None) -> list[torch.Tensor]:
-    """The clips of one video, each uint8 (T, 3, S, S)."""
+def load_clips(
+    path: Path, cfg: EvalConfig, video: VideoConfig | None = None, frame_range: tuple[int, int] | None = None
+) -> list[torch.Tensor]:
+    """The clips of one video, each uint8 (T, 3, S, S); ``frame_range`` (first, last frame number, both
+    inclusive) keeps only that part of a frame folder (an EPIC clip of a whole-video folder)."""
     from dataclasses import replace
 
     from maskahand.video import open_video
 
     vcfg = replace(video or VideoConfig(), fps=cfg.clip_fps, max_side=None)
-    reader = open_video(path, vcfg)
+    reader = open_video(path, vcfg) if frame_range is None else open_frame_range(path, frame_range, vcfg)
     frames = [resize_square(b.frames, cfg.image_size) for b in reader.batches(16)]
     if not frames:
         raise ValueError(f"{path}: no decodable frames")
@@ -68,6 +71,21 @@ def load_clips(path: Path, cfg: EvalConfig, video: VideoConfig | None = None) ->
         pick = torch.linspace(0, len(windows) - 1, cfg.max_clips).round().long().tolist()
         windows = [windows[i] for i in pick]
     return [allf[a:b] for a, b in windows]
+
+
+def open_frame_range(folder: Path, frame_range: tuple[int, int], vcfg: VideoConfig):
+    """A reader over the ``frame_N.jpg`` files of ``folder`` with first <= N <= last."""
+    from maskahand.video import VideoReader
+    from maskahand.video.folder import folder_frames, probe_folder
+
+    if folder.is_file():
+        raise ValueError(f"{folder}: a frame range needs a frame folder")
+    first, last = frame_range
+    info, files = probe_folder(folder, vcfg)
+    files = [(n, p) for n, p in files if first <= n <= last]
+    if not files:
+        raise ValueError(f"{folder}: no frame_*.jpg numbered {first}..{last}")
+    return VideoReader(info, vcfg, lambda stats: folder_frames(files, info, vcfg, stats))
 
 
 def load_frame_list(paths: list[Path], size: int, max_frames: int = 64) -> torch.Tensor:

@@ -100,7 +100,9 @@ def score_entry(
 
                 clips = [load_frame_list([bench.resolve(f) for f in entry.extra["frames"]], cfg.image_size)]
             else:
-                clips = load_clips(bench.resolve(entry.video), cfg, video)
+                x = entry.extra  # an EPIC clip is a frame range of its video's folder
+                span = (x["start_frame"], x["stop_frame"]) if "start_frame" in x else None
+                clips = load_clips(bench.resolve(entry.video), cfg, video, frame_range=span)
         except Exception as e:  # noqa: BLE001 - video, image and OS errors alike
             raise MediaError(f"{bench.annotations}: {entry.describe()}: {e}") from e
     pred = predictor(clips, image)

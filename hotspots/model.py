@@ -56,6 +56,9 @@ class HotspotsOutput:
 
 
 class HotspotsModel(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, cfg: HotspotsConfig) -> None:
         super().__init__()
         cfg.validate()
@@ -86,9 +89,10 @@ class HotspotsModel(nn.Module):
         """Fresh initialisation of every trainable part (torch defaults, Xavier initial state)."""
         self.lstm.reset_parameters()
         self.classifier.reset_parameters()
-        for block in self.anticipation:
-            block.conv.reset_parameters()
-            block.bn.reset_parameters()
+        for block in self.anticipation.modules():
+            if isinstance(block, ConvBNReLU):
+                block.conv.reset_parameters()
+                block.bn.reset_parameters()
         self._init_state()
 
     # -- building blocks ------------------------------------------------------------------------------
@@ -102,7 +106,7 @@ class HotspotsModel(nn.Module):
         """(N, C, h, w) -> (N, C): L2 pooling (sqrt of the sum of squares over space) or the mean."""
         if self.cfg.pool == "l2":
             # lp_pool2d's backward is finite where a channel is all zero (a plain sqrt's is not)
-            return F.lp_pool2d(feats, 2, feats.shape[-2:]).flatten(1)
+            return F.lp_pool2d(feats, 2, (int(feats.shape[-2]), int(feats.shape[-1]))).flatten(1)
         return feats.mean((2, 3))
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,7 +185,7 @@ class HotspotsModel(nn.Module):
                     margin=self.cfg.triplet_margin,
                     reduction="none",
                 )
-        out.total = sum(t.mean() for t in terms.values())
+        out.total = torch.stack([t.mean() for t in terms.values()]).sum()
         return out
 
     def _active_state(
@@ -228,6 +232,6 @@ def uninitialised_model(cfg: HotspotsConfig) -> HotspotsModel:
     model.to_empty(device="cpu")
     model.fill_constants()
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm2d) and m.num_batches_tracked is not None:
             m.num_batches_tracked.zero_()
     return model

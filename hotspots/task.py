@@ -14,7 +14,7 @@ import dataclasses
 import io
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from maskahand.hotspots.data import (
     epoch_order,
     steps_per_epoch,
 )
+from maskahand.hotspots.model import HotspotsModel
 from maskahand.trainer.task import TrainContext, TrainTask, unwrap
 
 
@@ -95,7 +96,7 @@ class HotspotsTask(TrainTask):
         """The first inactive image beside its hotspot map for the true verb."""
         from maskahand.hotspots.intcam import intcam
 
-        net = unwrap(model)
+        net = cast(HotspotsModel, unwrap(model))
         image = batch["inactive"][:1]
         verb = int(batch["verbs"][0])
         heat = intcam(net, image, verbs=[verb])[0, 0]
@@ -111,13 +112,14 @@ class HotspotsTask(TrainTask):
         from maskahand.fsutil import atomic_write_bytes
         from maskahand.hotspots.checkpoint import to_reference_state_dict
 
+        net = cast(HotspotsModel, unwrap(model))
         buf = io.BytesIO()
         torch.save(
             {
-                "net": to_reference_state_dict(unwrap(model)),
+                "net": to_reference_state_dict(net),
                 "verbs": list(self.tset.verbs),
                 "epoch": self.recipe.data.epochs,
-                "config": dataclasses.asdict(unwrap(model).cfg),  # ours only; their loader ignores it
+                "config": dataclasses.asdict(net.cfg),  # ours only; their loader ignores it
             },
             buf,
         )

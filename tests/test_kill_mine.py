@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from maskahand.fsutil import read_jsonl
+from maskahand.mine.ledger import video_stem
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -42,6 +43,17 @@ def kill_session(sid: int) -> list[int]:
     return killed
 
 
+def mid_video(out: Path, frames: dict[str, int]) -> bool:
+    """Has a video written clips (a .tar.partial) with about half of its frames still to come?"""
+    for partial in out.glob(".staging/*/*.tar.partial"):
+        stem = partial.parent.name
+        with contextlib.suppress(FileNotFoundError):  # published meanwhile
+            done = (partial.parent / f"{stem}.frames.jsonl").read_bytes().count(b"\n")
+            if done < 0.5 * frames[stem]:  # (the log is buffered: it lags a little)
+                return True
+    return False
+
+
 def results(out: Path) -> dict[str, bytes]:
     files = [*sorted((out / "shards").iterdir()), *sorted((out / "parts").iterdir()), out / "manifest.jsonl"]
     return {str(p.relative_to(out)): p.read_bytes() for p in files}
@@ -62,9 +74,13 @@ def test_sigkill_while_a_video_is_in_flight_then_rerun_gives_identical_bytes(min
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True
     )
     deadline = time.time() + 300
+    frames = {video_stem(r["video_id"]): r["frames"] for r in ledger}
     while time.time() < deadline and proc.poll() is None:
-        in_flight = list(out.glob(".staging/*/*.tar.partial"))
-        if in_flight and (out / "ledger.jsonl").is_file() and (out / "ledger.jsonl").stat().st_size:
+        if (
+            mid_video(out, frames)
+            and (out / "ledger.jsonl").is_file()
+            and (out / "ledger.jsonl").stat().st_size
+        ):
             break  # a video is finished, another one's clips are half written
         time.sleep(0.005)
     assert proc.poll() is None, f"finished before the kill: {proc.stderr.read().decode()[-2000:]}"
