@@ -73,6 +73,11 @@ def load_clips(
     return [allf[a:b] for a, b in windows]
 
 
+def clip_span(extra: dict) -> tuple[int, int] | None:
+    """An entry's frame range (an EPIC clip: ``start_frame`` / ``stop_frame`` in ``Entry.extra``), or None."""
+    return (extra["start_frame"], extra["stop_frame"]) if "start_frame" in extra else None
+
+
 def open_frame_range(folder: Path, frame_range: tuple[int, int], vcfg: VideoConfig):
     """A reader over the ``frame_N.jpg`` files of ``folder`` with first <= N <= last."""
     from maskahand.video import VideoReader

@@ -186,7 +186,8 @@ def read_epic_hotspots(annotations: Path | None, root: Path | None, split: str =
             )
         annotations = root / "data" / "epic" / "annotations.json"
         if not annotations.exists() and (root / "annotations.json").exists():
-            annotations = root / "annotations.json"  # the release's files put at ROOT (hotspots train's default)
+            # the release's files put at ROOT itself (the default of `maskahand hotspots train`)
+            annotations = root / "annotations.json"
     data = load_json(annotations)
     if not isinstance(data, dict):
         raise AnnotationError(f"{annotations}: expected an object, got {type(data).__name__}")
@@ -254,7 +255,9 @@ def read_epic_hotspots(annotations: Path | None, root: Path | None, split: str =
             unpaired, len(raw_images), split,
         )  # fmt: skip
     if not entries:
-        raise AnnotationError(f"{annotations}: no {images_key} item has a {clips_key} clip of its (noun, verb)")
+        raise AnnotationError(
+            f"{annotations}: no {images_key} item has a {clips_key} clip of its (noun, verb)"
+        )
     return Benchmark(
         name="epic_hotspots",
         split=split,

@@ -91,7 +91,7 @@ def score_entry(
 ) -> EntryResult:
     clips, image = [], None
     if predictor.needs_media:
-        from maskahand.evaluation.clips import load_clips, load_image
+        from maskahand.evaluation.clips import clip_span, load_clips, load_image
 
         try:
             image = load_image(bench.resolve(entry.image), cfg.image_size)
@@ -100,8 +100,7 @@ def score_entry(
 
                 clips = [load_frame_list([bench.resolve(f) for f in entry.extra["frames"]], cfg.image_size)]
             else:
-                x = entry.extra  # an EPIC clip is a frame range of its video's folder
-                span = (x["start_frame"], x["stop_frame"]) if "start_frame" in x else None
+                span = clip_span(entry.extra)  # an EPIC clip: a frame range of its video's folder
                 clips = load_clips(bench.resolve(entry.video), cfg, video, frame_range=span)
         except Exception as e:  # noqa: BLE001 - video, image and OS errors alike
             raise MediaError(f"{bench.annotations}: {entry.describe()}: {e}") from e

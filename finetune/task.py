@@ -109,7 +109,7 @@ class FinetuneTask(TrainTask):
 
     # -- data -------------------------------------------------------------------------------------
     def sample(self, entry: Entry, gen: torch.Generator) -> dict[str, Any]:
-        from maskahand.evaluation.clips import load_clips, load_image
+        from maskahand.evaluation.clips import clip_span, load_clips, load_image
         from maskahand.pretrain.data import uniform_indices
 
         cfg = replace(self.recipe.eval, image_size=self.size)
@@ -120,7 +120,8 @@ class FinetuneTask(TrainTask):
 
                 clips = [load_frame_list([self.bench.resolve(f) for f in entry.extra["frames"]], self.size)]
             else:
-                clips = load_clips(self.bench.resolve(entry.video), cfg, self.recipe.video)
+                span = clip_span(entry.extra)  # an EPIC clip: a frame range of its video's folder
+                clips = load_clips(self.bench.resolve(entry.video), cfg, self.recipe.video, frame_range=span)
         except Exception as e:  # noqa: BLE001 - video, image and OS errors alike
             raise MediaError(f"{self.bench.annotations}: {entry.describe()}: {e}") from e
         clip = clips[int(torch.randint(len(clips), (1,), generator=gen))]

@@ -24,10 +24,13 @@ JAR = "P01_01_16827_100_40_300_200.jpg"  # <v_id>_<f_id>_<box>: the name of an i
 BOTTLE = "P01_01_16863_10_10_110_90.jpg"
 
 
+def clip(start: int, stop: int, verb: int, noun: int) -> dict:
+    return {"v_id": "P01_01", "start": start, "stop": stop, "verb": verb, "noun": noun}
+
+
 def annotations() -> dict:
     take, put, open_ = 0, 1, 2
     bottle, jar = 0, 1
-    clip = lambda start, stop, verb, noun: {"v_id": "P01_01", "start": start, "stop": stop, "verb": verb, "noun": noun}  # noqa: E731
     return {
         "verbs": list(EPIC_HOTSPOTS_VERBS),
         "nouns": ["bottle", "jar", "pan"],
@@ -192,3 +195,19 @@ def test_checkpoint_eval_reads_the_clip_range_and_names_a_missing_file(tree, tmp
     (tree / "data" / "epic" / "images" / JAR).unlink()
     assert main([*args, "--out", str(tmp_path / "o3"), "--protocol", "256", *SMALL]) != 0
     assert f"entry 0 (data/epic/images/{JAR})" in capsys.readouterr().err
+
+
+def test_finetune_sample_reads_the_clip_range(tree):
+    from maskahand.config import FinetuneRecipe
+    from maskahand.evaluation.benchmark import MediaError
+    from maskahand.finetune.task import FinetuneTask
+
+    bench = load_benchmark("epic_hotspots", None, tree)
+    task = FinetuneTask(FinetuneRecipe(), bench, None, "none")
+    sample = task.sample(bench.entries[2], torch.Generator().manual_seed(0))
+    assert sample["key"] == "2" and sample["image"].shape == (3, 256, 256)
+    ann = annotations()
+    ann["test_clips"][2].update(start=16888, stop=16900)
+    bench = load_benchmark("epic_hotspots", None, tree if write(tree, ann) else tree)
+    with pytest.raises(MediaError, match=r"entry 2 \(data/epic/images/P01_01_16827.*numbered 16888..16900"):
+        FinetuneTask(FinetuneRecipe(), bench, None, "none").sample(bench.entries[2], torch.Generator())
