@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data", metavar="ROOT", help="dataset root (images and clips; default annotations in it)"
     )
     p.add_argument(
-        "--annotations", metavar="JSON", help="annotation file (default: ROOT/annotations/SPLIT.json)"
+        "--annotations",
+        metavar="JSON",
+        help="annotation file (default in ROOT: OPRA annotations/SPLIT.json, EPIC data/epic/annotations.json)",
     )
     p.add_argument("--split", default="test")
     what = p.add_mutually_exclusive_group(required=True)

@@ -208,6 +208,7 @@ def test_finetune_sample_reads_the_clip_range(tree):
     assert sample["key"] == "2" and sample["image"].shape == (3, 256, 256)
     ann = annotations()
     ann["test_clips"][2].update(start=16888, stop=16900)
-    bench = load_benchmark("epic_hotspots", None, tree if write(tree, ann) else tree)
+    write(tree, ann)
+    bench = load_benchmark("epic_hotspots", None, tree)
     with pytest.raises(MediaError, match=r"entry 2 \(data/epic/images/P01_01_16827.*numbered 16888..16900"):
         FinetuneTask(FinetuneRecipe(), bench, None, "none").sample(bench.entries[2], torch.Generator())

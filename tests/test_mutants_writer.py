@@ -93,6 +93,8 @@ def test_write_errors_name_the_sample_and_shard(tmp_path):
     )  # fmt: skip
     with pytest.raises(SchemaError, match=r"^sample m0: a clip writer got a MaskAHandSample$"):
         writer.write(other)
+    with pytest.raises(SchemaError, match=r"^a clip writer got a object$"):
+        writer.write(object())  # type: ignore[arg-type]
     with pytest.raises(SchemaError, match="bad.key"):
         writer.write(clip("bad.key"))  # keys are checked even without validation
     wrong = clip("c0")
