@@ -79,6 +79,10 @@ def _loader(dataset: VOCHandDataset, batch_size: int, workers: int, train: bool,
     )
 
 
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) * 1_009 + rank
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -162,6 +166,9 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
 
     record: dict[str, Any] = {}
     for epoch in range(start_epoch, tcfg.epochs):
+        # Every random draw of an epoch (batch order, flips, sizes, RPN/ROI sampling) follows from
+        # (seed, rank, epoch) alone, so `--resume` at an epoch boundary repeats the uninterrupted run.
+        torch.manual_seed(epoch_seed(tcfg.seed, rank, epoch))
         if distributed:
             train_loader.sampler.set_epoch(epoch)
         warmup = None

@@ -4,8 +4,8 @@ Their optimiser is ``Adam(lr 1e-4, weight_decay 5e-4)``: weight decay added to t
 decoupled. The engine runs AdamW; with the group's weight decay at 0 and ``wd/2 * ||theta||^2`` added to
 the loss, AdamW's update is exactly Adam's with coupled L2 (the term's gradient is ``wd * theta``), so
 ``optim.weight_decay`` keeps their meaning. Their lr / 10 after epoch 15 is :meth:`HotspotsTask.lr_factor`
-(applied where the engine offers a task schedule hook, see the report; ``optim.min_lr_factor=1`` keeps the
-engine's cosine flat). ``train.max_iters`` is set from ``data.epochs`` by the command.
+(the engine multiplies every group's lr by it each step; ``optim.min_lr_factor=1`` keeps the engine's cosine
+flat). ``train.max_iters`` is set from ``data.epochs`` by the command.
 """
 
 from __future__ import annotations

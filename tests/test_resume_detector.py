@@ -98,12 +98,6 @@ def log_of(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15: detector/train.py does not restore (or re-seed) the random state on --resume, so the "
-    "resumed epochs draw other flips, sizes, batch orders and samples (passes once each epoch is seeded "
-    "from (seed, rank, epoch) or the RNG state is checkpointed; then remove this marker)",
-)
 def test_resumed_training_equals_uninterrupted_training(tmp_path, torch_one_thread):
     data = build_voc(tmp_path / "VOC2007")
     whole, halves = tmp_path / "whole", tmp_path / "halves"

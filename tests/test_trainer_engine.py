@@ -66,6 +66,20 @@ def test_engine_applies_the_schedule_to_every_group_keeping_the_encoder_factor(t
     assert recs[0]["train/global_batch"] == 4
 
 
+def test_a_task_step_schedule_multiplies_the_engine_schedule(tmp_path, torch_one_thread):
+    """A recipe's own factor (Hotspots: lr / 10 after epoch 15) on top of a flat engine schedule."""
+
+    class StepDecayTask(ToyTask):
+        def lr_factor(self, step: int) -> float:
+            return 0.1 if step >= 3 else 1.0
+
+    optim = OptimConfig(lr=1e-2, min_lr_factor=1.0, precision="fp32")
+    fit(StepDecayTask(), optim, train_cfg(max_iters=5), tmp_path)
+    recs = {r["step"]: r for r in log_records(tmp_path)}
+    assert [recs[s]["lr/head"] for s in range(5)] == pytest.approx([1e-2] * 3 + [1e-3] * 2)
+    assert [recs[s]["lr/encoder"] for s in range(5)] == pytest.approx([1e-3] * 3 + [1e-4] * 2)
+
+
 def test_a_non_finite_loss_skips_the_update_and_is_counted(tmp_path, torch_one_thread):
     fit(ToyTask(nan_at={2}), OptimConfig(precision="fp32"), train_cfg(max_iters=4, ckpt_every=1), tmp_path)
     recs = {r["step"]: r for r in log_records(tmp_path)}

@@ -281,6 +281,11 @@ def fit(
     try:
         for step in range(start_step, train.max_iters):
             lr_f = sched.apply(step)
+            task_f = task.lr_factor(step) if hasattr(task, "lr_factor") else 1.0
+            if task_f != 1.0:
+                for g in opt.param_groups:
+                    g["lr"] *= task_f
+                lr_f *= task_f
             opt.zero_grad(set_to_none=True)
             loss_sum, finite, samples = 0.0, True, 0
             scalars_sum: dict[str, float] = {}

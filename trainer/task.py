@@ -122,6 +122,10 @@ class TrainTask:
     def train_batches(self, epoch: int, skip: int) -> Iterable[Any]:
         raise NotImplementedError
 
+    def lr_factor(self, step: int) -> float:
+        """A recipe's own step schedule on top of the engine's cosine (e.g. Hotspots' lr / 10 after epoch 15)."""
+        return 1.0
+
     def batch_size(self, batch: Any) -> int:
         if isinstance(batch, dict) and "key" in batch:
             return len(batch["key"])
