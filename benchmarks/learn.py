@@ -66,9 +66,7 @@ def prepare(data: Path, out: Path, size: int, variants: int) -> Path:
 
 def split_by_video(src: Path, out: Path, holdout: str | None) -> tuple[Path, Path, str, dict[str, int]]:
     """Rewrite the samples into train/ and heldout/ shard folders, one video held out."""
-    from maskahand.config import ShardWriterConfig
     from maskahand.shards import maskahand_dataset
-    from maskahand.shards.writer import ShardWriter
 
     by_video: dict[str, list] = defaultdict(list)
     for s in maskahand_dataset(src, shuffle=0, rank=0, world_size=1, on_error="raise"):
@@ -80,16 +78,31 @@ def split_by_video(src: Path, out: Path, holdout: str | None) -> tuple[Path, Pat
     if held not in by_video:
         raise SystemExit(f"--holdout {held!r}: no clips of that video (videos: {sorted(counts)})")
     train_dir, held_dir = out / "split" / "train", out / "split" / "heldout"
-    for d, keep in ((train_dir, lambda v: v != held), (held_dir, lambda v: v == held)):
-        if d.exists():
-            for f in d.glob("*"):
-                f.unlink()
-        with ShardWriter(d, "maskahand", ShardWriterConfig(max_samples=16), kind="maskahand") as w:
-            for v, samples in sorted(by_video.items()):
-                if keep(v):
-                    for s in samples:
-                        w.write(s)
+    _write(train_dir, "maskahand", [s for v, ss in sorted(by_video.items()) if v != held for s in ss])
+    _write(held_dir, "maskahand", by_video[held])
     return train_dir, held_dir, held, counts
+
+
+def train_clips(clips: Path, out: Path, held: str) -> Path:
+    """The mined clips of every video but the held-out one (for fresh targets every step)."""
+    from maskahand.shards import clip_dataset
+
+    keep = [s for s in clip_dataset(clips, shuffle=0, rank=0, world_size=1, on_error="raise")]
+    d = out / "split" / "train-clips"
+    _write(d, "clip", [s for s in keep if s.meta["video_id"] != held])
+    return d
+
+
+def _write(d: Path, kind: str, samples: list) -> None:
+    from maskahand.config import ShardWriterConfig
+    from maskahand.shards.writer import ShardWriter
+
+    if d.exists():
+        for f in d.glob("*"):
+            f.unlink()
+    with ShardWriter(d, kind, ShardWriterConfig(max_samples=16), kind=kind) as w:  # type: ignore[arg-type]
+        for s in samples:
+            w.write(s)
 
 
 def plot_curve(log_path: Path, out_png: Path, marks: dict[str, float]) -> None:
@@ -126,7 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=100, help="train.max_iters")
     p.add_argument("--holdout", help="video_id to hold out (default: the one with the most clips)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--variants", type=int, default=16, help="targets per clip (few clips: many targets)")
+    p.add_argument("--variants", type=int, default=16, help="stored targets per clip (held-out evaluation)")
+    p.add_argument(
+        "--targets",
+        choices=("fresh", "stored"),
+        default="fresh",
+        help="train on a fresh target per clip and step (pretrain --clips) or on the stored ones (--shards)",
+    )
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -165,7 +184,13 @@ def main(argv: list[str] | None = None) -> int:
             self.kld_start = pretext_kld(model, held_dir, recipe, torch.device("cpu"))
             return model
 
-    task = Task(recipe, shards=[str(train_dir)], val_shards=[str(held_dir)])
+    if args.targets == "fresh":
+        size = recipe.model.image_size
+        recipe.synth.output_size, recipe.synth.blur_kernel, recipe.synth.device = size, (size // 3) | 1, "cpu"
+        clips = train_clips(out / "clips", out, held)
+        task = Task(recipe, clips=[str(clips)], synth=recipe.synth, val_shards=[str(held_dir)])
+    else:
+        task = Task(recipe, shards=[str(train_dir)], val_shards=[str(held_dir)])
     t1 = time.time()
     fit(task, recipe.optim, recipe.train, run_dir, config=recipe)
     train_s = time.time() - t1
@@ -175,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_video": held,
         "clips_per_video": counts,
         "steps": recipe.train.max_iters,
+        "targets": args.targets,
         "global_batch": recipe.train.batch_size,
         "held_out_kld_step0": task.kld_start,
         "held_out_kld_end": kld_end,

@@ -10,12 +10,18 @@ from collections.abc import Iterable, Sized
 import torch
 
 from maskahand.detector.evaluate import ImageGroundTruth, ImagePrediction
+from maskahand.trainer.precision import Precision
 
 log = logging.getLogger(__name__)
 
 
 def _is_main() -> bool:
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def amp_precision(amp: bool, device: torch.device) -> Precision:
+    """The detector's ``amp`` switch as a trainer precision: fp16 autocast + GradScaler on CUDA, else fp32."""
+    return Precision("fp16" if amp and device.type == "cuda" else "fp32", device)
 
 
 def train_one_epoch(
@@ -25,7 +31,7 @@ def train_one_epoch(
     device: torch.device,
     epoch: int,
     *,
-    scaler: torch.amp.GradScaler | None = None,
+    precision: Precision | None = None,
     warmup: torch.optim.lr_scheduler.LRScheduler | None = None,
     max_iters: int | None = None,
     print_freq: int = 20,
@@ -33,6 +39,7 @@ def train_one_epoch(
     """One pass over ``loader``; returns the total loss of every iteration (on this rank)."""
     from tqdm import tqdm
 
+    prec = precision or Precision("fp32", device)
     model.train()
     losses: list[float] = []
     total = len(loader) if isinstance(loader, Sized) else None
@@ -45,20 +52,16 @@ def train_one_epoch(
             break
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for t in targets]
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler is not None):
+        with prec.autocast():
             loss_dict = model(images, targets)
             loss = sum(loss_dict.values())
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"loss is {value} at epoch {epoch} iteration {it}: {loss_dict}")
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        prec.scaler.scale(loss).backward()  # a disabled scaler (fp32, bf16) passes through
+        prec.scaler.step(optimizer)
+        prec.scaler.update()
         if warmup is not None:
             warmup.step()
         losses.append(value)
@@ -82,10 +85,10 @@ def predict(
     ids: list[int] = []
     preds: list[ImagePrediction] = []
     gts: list[ImageGroundTruth] = []
-    use_amp = amp and device.type == "cuda"
+    prec = amp_precision(amp, device)
     for images, targets in tqdm(loader, desc="eval", disable=not _is_main(), unit="batch"):
         images = [im.to(device, non_blocking=True) for im in images]
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        with prec.autocast():
             outputs = model(images)
         for out, t in zip(outputs, targets):
             ids.append(int(t["image_id"]))

@@ -4,12 +4,13 @@ Single process, or DDP when launched by torchrun (RANK/WORLD_SIZE/LOCAL_RANK in 
 ``torchrun --nproc-per-node 8 -m maskahand.cli detector train --data VOC2007 ...``.
 Checkpoints ``{model, optimizer, lr_scheduler, scaler, epoch, config}`` are written atomically to
 ``out_dir/checkpoint.pth`` (latest) and ``out_dir/model_<epoch>.pth``; ``train.resume`` continues.
+The epoch loop is torchvision's reference; distribution, precision (``amp``: fp16 + GradScaler on CUDA)
+and file writing come from :mod:`maskahand.trainer`.
 The ``model`` entry is the authors' layout, so any checkpoint loads as ``detector.hircnn.weights``.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from pathlib import Path
@@ -19,12 +20,12 @@ import torch
 
 from maskahand.config import DetectorTrainRecipe, HircnnConfig
 from maskahand.configbase import save_config, to_dict
-from maskahand.detector.engine import gather_predictions, predict, train_one_epoch
+from maskahand.detector.engine import amp_precision, gather_predictions, predict, train_one_epoch
 from maskahand.detector.evaluate import hand_metrics
 from maskahand.detector.hircnn import build_hircnn_model, load_coco_init, load_into, read_state_dict
 from maskahand.detector.voc import VOCHandDataset, collate
-from maskahand.fsutil import append_jsonl, atomic_write_bytes, atomic_write_json
-from maskahand.trainer.checkpoint import load_torch_file
+from maskahand.fsutil import append_jsonl, atomic_write_json
+from maskahand.trainer.checkpoint import load_torch_file, write_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,7 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_torch_file(state, path)
 
 
 def _eval_cfg(hcfg: HircnnConfig, score_threshold: float) -> HircnnConfig:
@@ -148,7 +147,7 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
     lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=tcfg.lr_steps, gamma=tcfg.lr_gamma
     )
-    scaler = torch.amp.GradScaler("cuda") if tcfg.amp and device.type == "cuda" else None
+    precision = amp_precision(tcfg.amp, device)
 
     start_epoch = 0
     if tcfg.resume:
@@ -159,8 +158,8 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
         load_into(model, ckpt["model"], f"checkpoint {tcfg.resume}")
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("scaler"):
+            precision.scaler.load_state_dict(ckpt["scaler"])
         start_epoch = int(ckpt["epoch"]) + 1
         log.info("resumed from %s at epoch %d", tcfg.resume, start_epoch)
 
@@ -182,7 +181,7 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
             train_loader,
             device,
             epoch,
-            scaler=scaler,
+            precision=precision,
             warmup=warmup,
             max_iters=tcfg.max_iters_per_epoch,
             print_freq=tcfg.print_freq,
@@ -206,7 +205,7 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "lr_scheduler": lr_scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
+                "scaler": precision.scaler.state_dict() if precision.scaler.is_enabled() else None,
                 "epoch": epoch,
                 "config": to_dict(recipe),
             }

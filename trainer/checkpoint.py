@@ -81,13 +81,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def write_torch_file(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file, fsynced and renamed: a kill leaves the old file or the new one."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getbuffer())
+    return Path(path)
+
+
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int) -> Path:
     """Write ``state`` atomically as ``checkpoints/step_<step>.pt`` and return its path."""
-    buf = io.BytesIO()
-    torch.save({"format": FORMAT, "step": step, **state}, buf)
-    path = Path(run_dir) / CKPT_DIR / checkpoint_name(step)
-    atomic_write_bytes(path, buf.getbuffer())
-    return path
+    return write_torch_file(
+        {"format": FORMAT, "step": step, **state}, Path(run_dir) / CKPT_DIR / checkpoint_name(step)
+    )
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int, keep_every: int = 0) -> list[Path]:
