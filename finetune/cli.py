@@ -37,8 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from maskahand.config import FinetuneRecipe
     from maskahand.evaluation.benchmark import AnnotationError, load_benchmark
-    from maskahand.trainer import TrainingAborted, fit
-    from maskahand.trainer.distributed import init_distributed, shutdown_distributed
+    from maskahand.trainer.launch import run_training
 
     from .task import FinetuneTask
 
@@ -53,16 +52,5 @@ def run(args: argparse.Namespace) -> int:
     except AnnotationError as e:
         print(f"maskahand finetune: {e}", file=sys.stderr)
         return 2
-    info = init_distributed(recipe.train.device, key="train.device")
-    try:
-        task = FinetuneTask(recipe, train, val, args.init)
-        final = fit(task, recipe.optim, recipe.train, recipe.train.out_dir, resume=recipe.train.resume,
-                    config=recipe, dist_info=info)  # fmt: skip
-    except TrainingAborted as e:
-        print(f"maskahand finetune: aborted: {e}", file=sys.stderr)
-        return 1
-    finally:
-        shutdown_distributed()
-    if info.is_main:
-        print(f"finetune: final checkpoint {final}")
+    run_training(lambda: FinetuneTask(recipe, train, val, args.init), recipe, "finetune")
     return 0

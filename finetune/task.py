@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskahand.afformer.model import GroundingModel
 from maskahand.config import FinetuneRecipe
 from maskahand.evaluation.benchmark import Benchmark, Entry, MediaError
 from maskahand.trainer import TrainTask, unwrap
@@ -158,7 +159,7 @@ class FinetuneTask(TrainTask):
             hflip(batch["heatmaps"], flip),
         )
         out = model(frames, image, batch["num_frames"])
-        terms = unwrap(model).loss(out, heat, batch["actions"])
+        terms = cast(GroundingModel, unwrap(model)).loss(out, heat, batch["actions"])
         scalars = {"kld": terms.heatmap.detach()}
         if terms.action is not None:
             scalars["action_bce"] = terms.action.detach()
@@ -170,7 +171,7 @@ class FinetuneTask(TrainTask):
         from maskahand.evaluation.afformer_predictor import AfformerPredictor
         from maskahand.evaluation.evaluate import run_eval
 
-        net = unwrap(model)
+        net = cast(GroundingModel, unwrap(model))
         was = net.training
         net.eval()
         pred = AfformerPredictor(net, net.cfg, self.ctx.device, self.recipe.eval.clip_batch)

@@ -1,6 +1,7 @@
 """Interaction Hotspots (Nagarajan et al., ICCV 2019): the weakly supervised model, trained and scored by our tools.
 
-    from maskahand.hotspots import build_model, intcam, load_checkpoint
+    from maskahand.hotspots import load_checkpoint
+    from maskahand.hotspots.intcam import intcam
     model = load_checkpoint("ckpt_E_20.pth", num_verbs=7)      # the authors' {"net": ...} file, or ours
     maps = intcam(model, images)                               # (B, 7, 28, 28) at 224 x 224
 
@@ -12,26 +13,29 @@ names <-> ours), ``data`` (training pairs on the evaluation readers), ``task`` (
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "DilatedResNet50": "backbone",
-    "WeightsFileError": "backbone",
-    "load_imagenet_weights": "backbone",
-    "HotspotsModel": "model",
-    "HotspotsOutput": "model",
-    "build_model": "model",
-    "intcam": "intcam",
-    "CheckpointMismatchError": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "to_reference_state_dict": "checkpoint",
-}
+__all__ = [
+    "CheckpointMismatchError",
+    "DilatedResNet50",
+    "HotspotsModel",
+    "HotspotsOutput",
+    "WeightsFileError",
+    "build_model",
+    "load_checkpoint",
+    "load_imagenet_weights",
+    "to_reference_state_dict",
+]
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
+    from maskahand.hotspots.backbone import DilatedResNet50, WeightsFileError, load_imagenet_weights
+    from maskahand.hotspots.checkpoint import (
+        CheckpointMismatchError,
+        load_checkpoint,
+        to_reference_state_dict,
+    )
+    from maskahand.hotspots.model import HotspotsModel, HotspotsOutput, build_model
+else:
+    from maskahand.lazy import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"maskahand.hotspots.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'maskahand.hotspots' has no attribute {name!r}")
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -95,37 +95,19 @@ def prepare(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from maskahand.hotspots.data import HotspotsDataError
     from maskahand.hotspots.task import HotspotsTask
-    from maskahand.trainer import TrainingAborted, fit
-    from maskahand.trainer.distributed import init_distributed, shutdown_distributed
+    from maskahand.trainer.launch import run_training
 
     try:
         recipe, tset = prepare(args)
     except HotspotsDataError as e:
         print(f"maskahand hotspots train: {e}", file=sys.stderr)
         return 2
-    info = init_distributed(recipe.train.device, key="train.device")
-    try:
-        if info.is_main:
-            log.info(
-                "hotspots %s: %d items, %d verbs, %d epochs = %d steps",
-                tset.dataset, len(tset.items), len(tset.verbs), recipe.data.epochs, recipe.train.max_iters,
-            )  # fmt: skip
-        final = fit(
-            HotspotsTask(recipe, tset),
-            recipe.optim,
-            recipe.train,
-            recipe.train.out_dir,
-            resume=recipe.train.resume,
-            config=recipe,
-            dist_info=info,
-        )
-    except TrainingAborted as e:
-        print(f"maskahand hotspots train: aborted: {e}", file=sys.stderr)
-        return 1
-    finally:
-        shutdown_distributed()
-    if info.is_main:
-        print(f"final checkpoint: {final}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.info(
+            "hotspots %s: %d items, %d verbs, %d epochs = %d steps",
+            tset.dataset, len(tset.items), len(tset.verbs), recipe.data.epochs, recipe.train.max_iters,
+        )  # fmt: skip
+    run_training(lambda: HotspotsTask(recipe, tset), recipe, "hotspots train")
     return 0
 
 

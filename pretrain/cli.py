@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from maskahand.cli_util import add_config_option, load_recipe
 
@@ -52,31 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from maskahand.config import PretrainRecipe
-    from maskahand.trainer import TrainingAborted, fit
-    from maskahand.trainer.distributed import init_distributed, shutdown_distributed
+    from maskahand.trainer.launch import run_training
 
     from .task import PretrainTask
 
     recipe = load_recipe(PretrainRecipe, args, **{"train.out_dir": args.out, "train.resume": args.resume})
-    info = init_distributed(recipe.train.device, key="train.device")
-    try:
-        task = PretrainTask(
+    run_training(
+        lambda: PretrainTask(
             recipe, shards=args.shards, clips=args.clips, synth=recipe.synth, val_shards=args.val
-        )
-        final = fit(
-            task,
-            recipe.optim,
-            recipe.train,
-            recipe.train.out_dir,
-            resume=recipe.train.resume,
-            config=recipe,
-            dist_info=info,
-        )
-    except TrainingAborted as e:
-        print(f"maskahand pretrain: aborted: {e}", file=sys.stderr)
-        return 1
-    finally:
-        shutdown_distributed()
-    if info.is_main:
-        print(f"final checkpoint: {final}")
+        ),
+        recipe,
+        "pretrain",
+    )
     return 0

@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskahand.afformer.model import GroundingModel
 from maskahand.config import PretrainRecipe, SynthConfig
 from maskahand.trainer import TrainTask, unwrap
 
@@ -191,7 +192,7 @@ class PretrainTask(TrainTask):
     def training_step(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict]:
         targets, heatmaps = self.targets_for_step(batch, step)
         out = model(batch["frames"], targets, batch["num_frames"])
-        loss = unwrap(model).loss(out, heatmaps).heatmap
+        loss = cast(GroundingModel, unwrap(model)).loss(out, heatmaps).heatmap
         return loss, {"kld": loss.detach()}
 
     # -- evaluation, pictures, export -------------------------------------------------------------

@@ -17,7 +17,7 @@ PACKAGE_DIRS = dict(
     re.findall(r'^"(maskahand[\w.]*)" = "(\w+)"', (ROOT / "pyproject.toml").read_text(), flags=re.MULTILINE)
 )
 # Written in this round by others, still on their own lazy map; drop an entry once its __init__ follows.
-NOT_YET = {"maskahand.trainer", "maskahand.hotspots", "maskahand.evaluation"}
+NOT_YET = {"maskahand.evaluation"}  # a docstring only (see NO_EXPORTS)
 # Packages with nothing to export (a docstring only).
 NO_EXPORTS = {"maskahand", "maskahand.pretrain", "maskahand.finetune", "maskahand.evaluation"}
 EXPORTING = sorted(set(PACKAGE_DIRS) - NOT_YET - NO_EXPORTS)

@@ -11,30 +11,39 @@ See :mod:`maskahand.trainer.task` for the contract a recipe implements. Modules,
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "TrainTask": "task",
-    "TrainTaskProtocol": "task",
-    "TrainContext": "task",
-    "unwrap": "task",
-    "to_device": "task",
-    "step_generator": "task",
-    "DistInfo": "distributed",
-    "init_distributed": "distributed",
-    "resolve_device": "distributed",
-    "fit": "engine",
-    "TrainingAborted": "engine",
-    "load_torch_file": "checkpoint",
-    "WeightsFileError": "checkpoint",
-    "afformer_param_groups": "optim",
-}
+__all__ = [
+    "DistInfo",
+    "TrainContext",
+    "TrainTask",
+    "TrainTaskProtocol",
+    "TrainingAborted",
+    "WeightsFileError",
+    "afformer_param_groups",
+    "fit",
+    "init_distributed",
+    "load_torch_file",
+    "resolve_device",
+    "step_generator",
+    "to_device",
+    "unwrap",
+]
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
+    from maskahand.trainer.checkpoint import WeightsFileError, load_torch_file
+    from maskahand.trainer.distributed import DistInfo, init_distributed, resolve_device
+    from maskahand.trainer.engine import TrainingAborted, fit
+    from maskahand.trainer.optim import afformer_param_groups
+    from maskahand.trainer.task import (
+        TrainContext,
+        TrainTask,
+        TrainTaskProtocol,
+        step_generator,
+        to_device,
+        unwrap,
+    )
+else:
+    from maskahand.lazy import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"maskahand.trainer.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'maskahand.trainer' has no attribute {name!r}")
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)
