@@ -10,6 +10,8 @@ it claims to be (the video draws its frame number in binary).
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -19,8 +21,12 @@ import torch
 
 from maskahand.config import VideoConfig
 from maskahand.video import open_video
+from maskahand.video.decord_backend import import_decord
 
-decord = pytest.importorskip("decord")
+try:  # through the project's import, as the backend does (it keeps PNG decoding working afterwards)
+    decord = import_decord()
+except ImportError:
+    pytest.skip("decord is not installed (optional backend)", allow_module_level=True)
 
 FRAMES, RATE, SIDE = 120, 30, 64
 CFG = VideoConfig(fps=10, backend="decord")  # every third frame: 40 frames, five decord chunks of 8
@@ -118,3 +124,28 @@ def test_decord_failing_at_frame_k_falls_back_to_pyav(
         else:  # decord's frames of the same picture (another YUV->RGB conversion)
             assert (got.image.int() - want.image.int()).abs().float().mean() < 2.0, got.index
     assert sum(f.index < handed_over for f in frames) == len(range(0, handed_over, 3))
+
+
+PNG_AFTER_DECORD = """
+import sys
+import torch
+from maskahand.video.decord_backend import import_decord
+import_decord()
+from maskahand.shards.codec import decode_heatmap, encode_heatmap
+import torchvision.io as tio
+heat = torch.rand(48, 40, dtype=torch.float64)
+back = decode_heatmap(encode_heatmap(heat)).double()
+target = torch.randint(0, 256, (3, 24, 20), dtype=torch.uint8)
+assert torch.equal(tio.decode_png(tio.encode_png(target)), target)
+assert (back - heat).abs().max() < 1e-5, "16-bit heatmap round trip"
+"""
+
+
+def test_png_decoding_still_works_in_a_process_that_loaded_decord() -> None:
+    """decord ships its own zlib: imported before the PNG codecs' first use, they fail ("bad parameters to
+    zlib") for the rest of the process, so a mine or synth worker using the decord backend could no longer
+    read a heatmap. A fresh process, because the suite's own process may have used the codecs already."""
+    done = subprocess.run(
+        [sys.executable, "-c", PNG_AFTER_DECORD], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

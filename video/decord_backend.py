@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,25 @@ class DecordRejected(Exception):
     """decord's view of a video disagrees with the container; the reason is the message."""
 
 
+def import_decord() -> Any:
+    """``import decord``, after binding OpenCV's and torchvision's PNG codecs to their own zlib.
+
+    decord's wheel carries its own zlib and exports its symbols process-wide. A libpng whose zlib calls are
+    still unbound when decord loads binds them to decord's copy at first use, and from then on every PNG
+    decode in the process fails ("libpng error: bad parameters to zlib"): 16-bit heatmaps, PNG targets.
+    One tiny encode and decode through each codec first binds them for good.
+    """
+    import cv2
+    import torchvision.io as tio
+
+    ok, buf = cv2.imencode(".png", np.zeros((2, 2), np.uint16))
+    cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    tio.decode_png(tio.encode_png(torch.zeros((1, 2, 2), dtype=torch.uint8)))
+    import decord
+
+    return decord
+
+
 def decord_frames(path: Path, info: VideoInfo, cfg: VideoConfig, stats: DecodeStats) -> Iterator[Frame]:
     last_index = -1
     try:
@@ -56,7 +76,7 @@ def decord_frames(path: Path, info: VideoInfo, cfg: VideoConfig, stats: DecodeSt
 
 
 def _decord_frames(path: Path, info: VideoInfo, cfg: VideoConfig, stats: DecodeStats) -> Iterator[Frame]:
-    import decord
+    decord = import_decord()
 
     stats.backend_used = "decord"
     playable = count_playable_packets(path)
