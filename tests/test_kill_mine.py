@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,26 +20,12 @@ import pytest
 
 from maskahand.fsutil import read_jsonl
 from maskahand.mine.ledger import video_stem
+from tests.proc_util import kill_session
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 RECIPE = ["detector.backend=mediapipe", "mine.frame_max_side=256"]  # as the mined_clip_shards fixture
 OWN_RAY = ["ray.num_cpus=2", f"ray.object_store_memory={150 * 2**20}"]  # runtime only: not in the results
-
-
-def kill_session(sid: int) -> list[int]:
-    """SIGKILL every process of session ``sid`` (Ray workers sit in process groups of their own)."""
-    killed = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[3]) == sid:  # fields after "(comm)": state, ppid, pgrp, session
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-                killed.append(int(stat.parent.name))
-    return killed
 
 
 def mid_video(out: Path, frames: dict[str, int]) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from maskahand.config import ShardWriterConfig
 from maskahand.shards.check import manifest_matches
 from maskahand.shards.schema import CLIP_SCHEMA, ClipSample
 from maskahand.shards.writer import ShardWriter
+from tests.proc_util import kill_session
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -75,22 +75,6 @@ def clips(tmp_path_factory) -> Path:
         for i in range(SHARDS * CLIPS_PER_SHARD):
             writer.write(clip(f"k{i:03d}", i))
     return out
-
-
-def kill_session(sid: int) -> list[int]:
-    """SIGKILL every process of session ``sid`` (Ray workers sit in process groups of their own)."""
-    killed = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[3]) == sid:  # fields after "(comm)": state, ppid, pgrp, session
-            pid = int(stat.parent.name)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-    return killed
 
 
 def early_in_a_shard(out: Path, expected: dict[str, bytes]) -> bool:
