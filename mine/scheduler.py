@@ -241,7 +241,9 @@ class _Scheduler:
         task = slot.task
         assert task is not None
         reason = _error_reason(err)
-        if isinstance(err, RayActorError) and _node_lost(slot.node_id or _actor_node(slot.miner)):
+        if isinstance(err, RayActorError) and _miner_node_lost(
+            slot.miner, slot.node_id, NODE_VERDICT_TIMEOUT_S
+        ):
             self.requeue_lost(i, reason)
             return
         if isinstance(err, RayActorError):
@@ -377,6 +379,49 @@ class _Scheduler:
                 self.fail(i, e)
                 return
             self.release(i)
+
+
+# How long to wait, after a miner's RayActorError, for the GCS to say whether its node left. A node that
+# vanishes is declared dead only when its health checks run out (Ray's defaults: several seconds for a killed
+# raylet, about a minute for an unreachable machine); a miner process that crashed is marked dead at once.
+NODE_VERDICT_TIMEOUT_S = 90.0
+
+
+def _miner_node_lost(actor: Any, node_id: str, timeout_s: float) -> bool:
+    """After a miner's RayActorError: did its node leave the cluster (True) or did the miner itself die
+    (False, e.g. a decoder crash on a bad video)?
+
+    A killed node's miner fails first (ActorUnavailableError, ActorDiedError) while the GCS still lists
+    both node and actor alive, until the node's health checks run out. Deciding at that moment would fail
+    a video that no fault of its own interrupted, so wait until the GCS has a verdict: the node is dead
+    (lost), or the actor is dead on a live node (its own crash; the GCS marks a node dead before its
+    actors, so this order is unambiguous). Without a verdict by ``timeout_s`` the video counts as failed.
+    """
+    deadline = time.monotonic() + timeout_s
+    node = node_id or _actor_node(actor)
+    while True:
+        if _node_lost(node):
+            return True
+        state = _actor_state(actor)
+        if state in ("DEAD", ""):  # "": the actor table cannot be read; decide on the node alone
+            return _node_lost(node or _actor_node(actor))
+        if time.monotonic() >= deadline:
+            log.warning(
+                "no verdict from Ray on node %s within %.0f s: counting the video as failed", node, timeout_s
+            )
+            return False
+        time.sleep(0.1)
+        node = node or _actor_node(actor)
+
+
+def _actor_state(actor: Any) -> str:
+    """The actor's state in the GCS actor table (ALIVE, RESTARTING, DEAD, ...; "" when unknown)."""
+    try:
+        from ray._private.state import actors
+
+        return str(actors(actor_id=actor._actor_id.hex()).get("State", ""))
+    except Exception:  # noqa: BLE001 - private Ray API
+        return ""
 
 
 def _actor_node(actor: Any) -> str:

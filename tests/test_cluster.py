@@ -40,7 +40,9 @@ PLACEMENT = ["workers.detector_resources={mah_head: 1}"]  # only the cluster has
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster()
+    # Health checks slow enough (a dead node is declared after about 6 s) that a killed node's miner always
+    # fails before the GCS knows the node is gone, as on a real cluster (Ray's defaults take longer still).
+    c = Cluster(health_check_ms=2000)
     try:
         c.start_head({"mah_head": 1})
         c.start_worker({"mah_worker": 1})
