@@ -174,6 +174,16 @@ def _section(data: dict, key: str, path: Path) -> list:
     return value
 
 
+def default_annotations(root: Path) -> Path:
+    """Where an EPIC-Hotspots root keeps its annotations: ROOT/data/epic/annotations.json as the release lays
+    it out, else ROOT/annotations.json (the file copied to the root). The one default of ``eval`` and
+    ``hotspots train``; a root with neither gets the release path, which the error then names."""
+    release = root / "data" / "epic" / "annotations.json"
+    if not release.exists() and (root / "annotations.json").exists():
+        return root / "annotations.json"
+    return release
+
+
 @register_reader("epic_hotspots")
 def read_epic_hotspots(annotations: Path | None, root: Path | None, split: str = "test") -> Benchmark:
     """``annotations`` defaults to ROOT/data/epic/annotations.json (else ROOT/annotations.json)."""
@@ -184,10 +194,7 @@ def read_epic_hotspots(annotations: Path | None, root: Path | None, split: str =
             raise AnnotationError(
                 "epic_hotspots: give the annotation file (--annotations) or the dataset root (--data)"
             )
-        annotations = root / "data" / "epic" / "annotations.json"
-        if not annotations.exists() and (root / "annotations.json").exists():
-            # the release's files put at ROOT itself (the default of `maskahand hotspots train`)
-            annotations = root / "annotations.json"
+        annotations = default_annotations(root)
     data = load_json(annotations)
     if not isinstance(data, dict):
         raise AnnotationError(f"{annotations}: expected an object, got {type(data).__name__}")

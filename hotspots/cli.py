@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dataset", choices=["opra", "epic_hotspots"], help="default: data.dataset (opra)")
     t.add_argument("--data", required=True, metavar="ROOT", help="dataset root (clips, images, annotations)")
     t.add_argument("--annotations", metavar="JSON", help="default: ROOT/annotations/train.json (OPRA), "
-                   "ROOT/annotations.json (EPIC)")  # fmt: skip
+                   "ROOT/data/epic/annotations.json, else ROOT/annotations.json (EPIC)")  # fmt: skip
     t.add_argument(
         "--weights", metavar="PTH", help="torchvision ImageNet resnet50 state dict (model.backbone_weights)"
     )

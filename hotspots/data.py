@@ -85,7 +85,9 @@ def _opra(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
 
 
 def _epic(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
-    path = Path(cfg.annotations) if cfg.annotations else root / "annotations.json"
+    from maskahand.evaluation.epic import default_annotations
+
+    path = Path(cfg.annotations) if cfg.annotations else default_annotations(root)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

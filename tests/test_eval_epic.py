@@ -212,3 +212,25 @@ def test_finetune_sample_reads_the_clip_range(tree):
     bench = load_benchmark("epic_hotspots", None, tree)
     with pytest.raises(MediaError, match=r"entry 2 \(data/epic/images/P01_01_16827.*numbered 16888..16900"):
         FinetuneTask(FinetuneRecipe(), bench, None, "none").sample(bench.entries[2], torch.Generator())
+
+
+def test_hotspots_training_and_evaluation_read_the_same_default_annotations(tree):
+    """One default for both commands: the release path, and ROOT/annotations.json when only that exists."""
+    from maskahand.config import HotspotsDataConfig
+    from maskahand.hotspots.data import load_training_set
+
+    cfg = HotspotsDataConfig(dataset="epic_hotspots")
+    release = tree / "data" / "epic" / "annotations.json"
+    assert load_benchmark("epic_hotspots", None, tree).annotations == release
+    [item] = load_training_set(cfg, tree).items  # the one train clip of data/epic/annotations.json
+    assert item.key == "P01_01:16827"
+
+    moved = annotations()
+    moved["train_clips"] = [clip(16851, 16887, 1, 0)]  # put bottle: tells the two files apart
+    (tree / "annotations.json").write_text(json.dumps(moved))
+    [item] = load_training_set(cfg, tree).items
+    assert item.key == "P01_01:16827"  # the release file still wins while it exists
+    release.unlink()
+    [item] = load_training_set(cfg, tree).items
+    assert (item.key, item.inactive) == ("P01_01:16851", "bottle")
+    assert load_benchmark("epic_hotspots", None, tree).annotations == tree / "annotations.json"
