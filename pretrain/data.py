@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from maskahand.shards.reader import rank_and_world, worker_and_count
+from maskahand.shards.reader import buffer_shuffle, rank_and_world, worker_and_count
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +73,15 @@ class _ShuffleSkip:
     def __call__(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         rank, _ = rank_and_world()
         worker, workers = worker_and_count()
-        stream = self._shuffled(samples, random.Random(f"{self.seed}/{self.epoch}/{rank}/{worker}"))
+        stream = buffer_shuffle(
+            samples, self.bufsize, random.Random(f"{self.seed}/{self.epoch}/{rank}/{worker}")
+        )
         # round-robin: worker w produced batches w, w + W, ... of the epoch
         mine = len(range(worker, self.skip_batches, workers))
         to_skip = mine * self.batch_size
         for i, s in enumerate(stream):
             if i >= to_skip:
                 yield s
-
-    def _shuffled(self, samples: Iterable[dict[str, Any]], rng: random.Random) -> Iterator[dict[str, Any]]:
-        if self.bufsize <= 1:
-            yield from samples
-            return
-        buf: list[dict[str, Any]] = []
-        for s in samples:
-            buf.append(s)
-            if len(buf) >= self.bufsize:
-                j = rng.randrange(len(buf))
-                buf[j], buf[-1] = buf[-1], buf[j]
-                yield buf.pop()
-        rng.shuffle(buf)
-        yield from buf
 
 
 class EpochBatches(IterableDataset):

@@ -5,7 +5,8 @@ every sample is read exactly once per epoch across all ranks and workers. When t
 shards than ranks x workers, every consumer reads all shards and keeps every n-th sample instead
 (reading a tar is cheap next to decoding, which only happens for kept samples), so no rank runs dry.
 With ``shuffle > 0`` the shard order changes per epoch with a seed shared by all ranks, so the split
-stays a partition. ``resampled=True`` draws shards with replacement forever (training by
+stays a partition, and samples pass a buffer of that size seeded from (seed, epoch, rank, worker): the same
+seed and epoch give the same order. ``resampled=True`` draws shards with replacement forever (training by
 iterations); each rank and worker draws from its own deterministic stream. Call
 ``dataset.set_epoch(e)`` before each epoch so that shard order and resampling streams change between
 epochs (also inside DataLoader workers, which get a fresh copy of the dataset every epoch).
@@ -13,6 +14,7 @@ epochs (also inside DataLoader workers, which get a fresh copy of the dataset ev
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -132,12 +134,44 @@ class _ShardList(IterableDataset):
         for url in urls:
             yield {"url": url}
 
+    def shuffle_stage(self, bufsize: int) -> Callable[[Iterable[dict[str, Any]]], Iterator[dict[str, Any]]]:
+        """Stage: a shuffle buffer of ``bufsize`` seeded from (seed, epoch, rank, worker)."""
+
+        def stage(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            it = iter(samples)
+            first = next(it, None)  # pulling one sample runs __iter__, which fixes this epoch
+            if first is None:
+                return
+            rank, _ = rank_and_world(self.rank, self.world_size)
+            worker, _ = worker_and_count()
+            rng = random.Random(f"{self.seed}/{self.epoch}/{rank}/{worker}/samples")
+            yield from buffer_shuffle(itertools.chain([first], it), bufsize, rng)
+
+        return stage
+
     def keep_mine(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Stage after tar reading: in sample-split mode keep only this consumer's raw samples."""
         for i, sample in enumerate(samples):
             split = self.sample_split  # set by __iter__ before the first sample arrives
             if split is None or i % split[1] == split[0]:
                 yield sample
+
+
+def buffer_shuffle(samples: Iterable[Any], bufsize: int, rng: random.Random) -> Iterator[Any]:
+    """Shuffle a stream through a buffer of ``bufsize`` items (<= 1: unchanged), drawing from ``rng`` only,
+    so a seeded ``rng`` gives a reproducible order."""
+    if bufsize <= 1:
+        yield from samples
+        return
+    buf: list[Any] = []
+    for s in samples:
+        buf.append(s)
+        if len(buf) >= bufsize:
+            j = rng.randrange(len(buf))
+            buf[j], buf[-1] = buf[-1], buf[j]
+            yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
 
 
 def make_handler(on_error: OnError) -> Callable[[Exception], bool]:
@@ -203,7 +237,7 @@ def shard_dataset(
     )
     stages: list[Any] = [shard_list, wds.tarfile_to_samples(handler=handler), shard_list.keep_mine]
     if shuffle > 0:
-        stages.append(wds.shuffle(shuffle, initial=min(shuffle, 100)))
+        stages.append(shard_list.shuffle_stage(shuffle))
     stages.append(wds.map(_typed(kind, validate), handler=handler))
     pipeline = wds.DataPipeline(*stages)
     pipeline.set_epoch = shard_list.set_epoch  # call before each epoch (shard order, resampling streams)

@@ -571,6 +571,17 @@ def test_shuffle_changes_order_but_not_content(tmp_path):
     assert in_order == [s.key for s in samples]
     shuffled = [s.key for s in clip_dataset(tmp_path, shuffle=8, seed=1)]
     assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
+    # the sample buffer is seeded too: (seed, epoch) fixes the whole order, in a DataLoader worker as well
+    assert [s.key for s in clip_dataset(tmp_path, shuffle=8, seed=1)] == shuffled
+    assert [s.key for s in clip_dataset(tmp_path, shuffle=8, seed=2)] != shuffled
+    one_shard = tmp_path / "one"  # one shard: only the sample buffer can change the order between epochs
+    write_clips(one_shard, 12, ShardWriterConfig(max_samples=12), t=1, h=8, w=8)
+    by_epoch = []
+    for epoch in (3, 3, 4):
+        ds = clip_dataset(one_shard, shuffle=8, seed=1)
+        ds.set_epoch(epoch)
+        by_epoch.append([s.key for s in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=1)])
+    assert by_epoch[0] == by_epoch[1] != by_epoch[2] and sorted(by_epoch[2]) == sorted(in_order)
     # shard order is a function of (seed, epoch): set_epoch reaches DataLoader workers too
     orders = []
     for epoch in (0, 0, 1):
