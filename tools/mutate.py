@@ -12,7 +12,7 @@ and runs ``mutmut run`` there: mutmut strips the ``src.`` prefix (module ``maska
 and, per module, the fast tests that exercise it (written into that module's copy as mutmut's
 ``only_mutate`` / ``pytest_add_cli_args_test_selection``). One module runs at a time, each in its own
 folder (a change of test selection would reset mutmut's results of the others). The kill rate per module
-is printed and written to ``BUILD/mutation.json``. Usage::
+is printed and merged into ``BUILD/mutation.json`` (a ``--module`` run keeps the other modules' figures). Usage::
 
     python tools/mutate.py [--build build/mutate] [--children 1] [--module mine/rule.py ...]
 """
@@ -74,6 +74,18 @@ def summarize(build: Path, file: str) -> dict[str, Any]:
     }
 
 
+def merge_summary(path: Path, rows: dict[str, Any]) -> dict[str, Any]:
+    """Update ``path`` with this run's modules, keeping the figures of modules it did not run (``--module``);
+    written atomically. Returns every module's figures."""
+    merged: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    os.replace(tmp, path)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--build", type=Path, default=ROOT / "build" / "mutate")
@@ -104,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, cwd=build, env=env, check=False)
         rows[file] = summarize(build, file)
         print(f"   {rows[file]}", flush=True)
-    args.build.mkdir(parents=True, exist_ok=True)
-    (args.build / "mutation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    rows = merge_summary(args.build / "mutation.json", rows)
     print(f"\n{'module':22s} {'mutants':>8s} {'killed':>7s} {'survived':>9s} {'no tests':>9s} {'kill %':>7s}")
     for file, r in rows.items():
         print(
