@@ -15,6 +15,7 @@ import sys
 
 from maskahand import __version__
 from maskahand.cli_util import EXIT_USAGE, run_handler
+from maskahand.configbase import FILE_NAME_HINT
 
 # (command, module with register(subparsers)), in the order of the data flow.
 STAGES = [
@@ -101,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(rest)
     except SystemExit as e:  # --help, --version, or a usage error argparse has reported (status 2)
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
+        code = e.code if isinstance(e.code, int) else EXIT_USAGE
+        files = [o for o in overrides if "." not in o.split("=", 1)[0]]  # every config key has a dot
+        if code == EXIT_USAGE and files:
+            print(f"note: {' '.join(files)} read as config override(s): {FILE_NAME_HINT}", file=sys.stderr)
+        return code
     args.overrides = overrides
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

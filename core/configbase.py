@@ -159,6 +159,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+# A positional argument shaped like key=value is read as an override; say how to pass such a file name.
+FILE_NAME_HINT = "a file name with '=' goes after `--` or as ./NAME"
+
+
 def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
     """Return a copy of ``cfg`` with every ``key.sub=value`` override applied and re-validated."""
     data = to_dict(cfg)
@@ -170,13 +174,17 @@ def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
         for i, part in enumerate(parts[:-1]):
             names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
             if part not in names or not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config key '{'.'.join(parts[: i + 1])}' in override '{text}'")
+                raise ConfigError(
+                    f"unknown config key '{'.'.join(parts[: i + 1])}' in override '{text}'; {FILE_NAME_HINT}"
+                )
             cls = _is_optional(_hints(cls)[part])[1]
             node = node[part]
         leaf = parts[-1]
         names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
         if leaf not in names:
-            raise ConfigError(f"unknown config key '{key}' in override '{text}' (known: {sorted(names)})")
+            raise ConfigError(
+                f"unknown config key '{key}' in override '{text}' (known: {sorted(names)}); {FILE_NAME_HINT}"
+            )
         tp = _hints(cls)[leaf]
         # YAML parses "5" as int for a float field and "abc" as str for anything: coerce once here so
         # the error names the key, and accept a quoted-less string for str fields.

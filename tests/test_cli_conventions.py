@@ -9,7 +9,7 @@ import pytest
 
 from maskahand.cli import build_parser, main, split_overrides
 from maskahand.cli_util import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, run_handler
-from maskahand.configbase import ConfigError
+from maskahand.configbase import FILE_NAME_HINT, ConfigError
 from maskahand.mine import cli as mine_cli
 from maskahand.synth import cli as synth_cli
 
@@ -87,6 +87,39 @@ def test_overrides_are_found_anywhere_but_option_values_stay_values(parser):
         parser, ["mine", "show", "o", "--out", "s=1.png", "--clips", "2", "k=1"]
     )
     assert rest == ["mine", "show", "o", "--out", "s=1.png", "--clips", "2"] and overrides == ["k=1"]
+    # a file named like an override: after `--`, or with a path prefix, it stays an argument
+    assert split_overrides(parser, ["ground", "v.mp4", "./a=b.jpg", "eval.k=1"]) == (
+        ["ground", "v.mp4", "./a=b.jpg"],
+        ["eval.k=1"],
+    )
+    assert split_overrides(parser, ["ground", "eval.k=1", "--", "v.mp4", "a=b.jpg"]) == (
+        ["ground", "--", "v.mp4", "a=b.jpg"],
+        ["eval.k=1"],
+    )
+
+
+def test_a_file_name_taken_for_an_override_says_how_to_pass_it(tmp_path, capsys):
+    # argparse misses the positional it was meant for: the note says where it went
+    assert main(["ground", str(tmp_path / "v.mp4"), "a=b.jpg"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "required: image" in err
+    assert err.strip().splitlines()[-1] == "note: a=b.jpg read as config override(s): " + FILE_NAME_HINT
+    assert "after `--` or as ./NAME" in FILE_NAME_HINT
+    # with every positional there, the override is refused by the config, with the same hint
+    image = tmp_path / "i.jpg"
+    argv = [
+        "ground",
+        str(tmp_path / "v.mp4"),
+        str(image),
+        "--checkpoint",
+        "c.pt",
+        "--out",
+        "o.png",
+        "a=b.jpg",
+    ]
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unknown config key 'a' in override 'a=b.jpg'" in err and FILE_NAME_HINT in err
 
 
 # --- exit statuses ------------------------------------------------------------------------------------
