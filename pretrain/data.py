@@ -2,12 +2,18 @@
 
 Each rank and DataLoader worker reads its own part of the shards (``shards.maskahand_dataset`` splits
 by rank, then worker). Inside a worker, raw (undecoded) samples pass a shuffle buffer seeded from
-(seed, epoch, rank, worker), then the first samples of a resumed epoch are dropped BEFORE decoding,
-then samples are decoded, trimmed to ``num_frames`` and batched in the worker. The DataLoader hands
-out workers' batches round-robin, so batch ``b`` of an epoch is batch ``b // W`` of worker ``b % W``:
-a resume asks each worker to skip its share. (If workers run dry at different times at the end of
-an epoch, that mapping is off by the missing batches: exact resume is guaranteed for ``workers <= 1``
-and for checkpoints taken before any worker has run dry.)
+(seed, epoch, rank, worker), then the first raw samples of a resumed epoch are dropped BEFORE decoding,
+then samples are decoded, prepared (a sample may be left out: a clip without an interacting hand, a
+corrupt sample skipped) and batched in the worker.
+
+Exact resume: every batch carries its :class:`Position` (epoch, worker, workers, raw samples the worker
+had read when it made the batch), and each worker ends its epoch with an end marker. The loader hands out
+batches in turn, worker by worker, passing over workers that have ended (the DataLoader's own order, but
+able to start at any worker). The task keeps the last position of each worker that training consumed and
+saves it; a resumed epoch asks each worker to skip exactly its own raw samples and starts with the worker
+after the last one consumed. Samples left out and workers that ran dry early cost nothing. Without that
+record (an older checkpoint, another ``train.workers``) the skip is estimated from the batch count,
+round-robin: exact only if no sample was left out and no worker ran dry.
 
 Clips of different lengths share a batch: frames are zero-padded to the longest clip and
 ``num_frames`` (B,) says how many are real (Afformer masks the padding).
@@ -17,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -63,29 +70,45 @@ def pad_collate(samples: Sequence[Any], fields: Sequence[str] = ("targets", "hea
     return batch
 
 
-class _ShuffleSkip:
-    """Pipeline stage on raw samples: seeded shuffle buffer, then drop the first ``skip`` samples."""
+WORKER_DONE = "worker_done"  # key of the marker a worker yields after its last batch of the epoch
 
-    def __init__(self, bufsize: int, seed: int, epoch: int, skip_batches: int, batch_size: int):
-        self.bufsize, self.seed, self.epoch = bufsize, seed, epoch
-        self.skip_batches, self.batch_size = skip_batches, batch_size
+
+class Position(NamedTuple):
+    """Where one batch came from: its epoch, the DataLoader worker (of ``workers``) that made it, and how
+    many raw samples that worker had read in this epoch when the batch was complete."""
+
+    epoch: int
+    worker: int
+    workers: int
+    raw_read: int
+
+
+class _ShuffleSkip:
+    """Pipeline stage on raw samples: seeded shuffle buffer, then drop the first ``skip`` raw samples;
+    ``read`` counts the raw samples read so far (skipped ones included)."""
+
+    def __init__(self, bufsize: int, seed: int, epoch: int, skip: int):
+        self.bufsize, self.seed, self.epoch, self.skip = bufsize, seed, epoch, skip
+        self.read = 0
 
     def __call__(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         rank, _ = rank_and_world()
-        worker, workers = worker_and_count()
+        worker, _ = worker_and_count()
         stream = buffer_shuffle(
             samples, self.bufsize, random.Random(f"{self.seed}/{self.epoch}/{rank}/{worker}")
         )
-        # round-robin: worker w produced batches w, w + W, ... of the epoch
-        mine = len(range(worker, self.skip_batches, workers))
-        to_skip = mine * self.batch_size
-        for i, s in enumerate(stream):
-            if i >= to_skip:
+        for s in stream:
+            self.read += 1
+            if self.read > self.skip:
                 yield s
 
 
 class EpochBatches(IterableDataset):
-    """One epoch of one rank's batches, built inside each DataLoader worker."""
+    """One epoch of one rank's batches, built inside each DataLoader worker.
+
+    ``raw_skips``: raw samples each worker skips (the saved positions of a resumed epoch); without them,
+    ``skip`` batches are skipped, estimated round-robin (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -99,20 +122,30 @@ class EpochBatches(IterableDataset):
         collate: Any,
         rank: int,
         world_size: int,
+        raw_skips: Sequence[int] | None = None,
     ):
         self.make_dataset, self.epoch, self.skip = make_dataset, epoch, skip
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.prepare, self.collate = prepare, collate
         self.rank, self.world_size = rank, world_size
+        self.raw_skips = list(raw_skips) if raw_skips is not None else None
+
+    def _raw_skip(self, worker: int, workers: int) -> int:
+        if self.raw_skips is not None:
+            if len(self.raw_skips) != workers:
+                raise ValueError(f"{len(self.raw_skips)} saved worker positions for {workers} workers")
+            return self.raw_skips[worker]
+        # round-robin: worker w produced batches w, w + W, ... of the epoch
+        return len(range(worker, self.skip, workers)) * self.batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker, workers = worker_and_count()
         ds = self.make_dataset(rank=self.rank, world_size=self.world_size, seed=self.seed)
         ds.set_epoch(self.epoch)
         stages = ds.pipeline
         # raw-sample stage before the reader's final decode stage: skipping costs no decoding
-        stages.insert(
-            len(stages) - 1, _ShuffleSkip(self.shuffle, self.seed, self.epoch, self.skip, self.batch_size)
-        )
+        cursor = _ShuffleSkip(self.shuffle, self.seed, self.epoch, self._raw_skip(worker, workers))
+        stages.insert(len(stages) - 1, cursor)
         batch: list[Any] = []
         for sample in ds:
             sample = self.prepare(sample)
@@ -120,15 +153,64 @@ class EpochBatches(IterableDataset):
                 continue
             batch.append(sample)
             if len(batch) == self.batch_size:
-                yield self.collate(batch)
+                out = self.collate(batch)
+                out["position"] = Position(self.epoch, worker, workers, cursor.read)
+                yield out
                 batch = []
         # the last partial batch is dropped: every step sees batch_size samples per rank
+        yield {WORKER_DONE: worker}
 
 
-def epoch_loader(dataset: EpochBatches, workers: int, pin_memory: bool) -> Iterable[dict[str, Any]]:
+class PositionRecord:
+    """The last :class:`Position` training consumed from each worker in the current epoch (per rank).
+
+    ``note`` each batch as training takes it; ``state_dict`` goes into checkpoints; ``resume`` answers a
+    resumed ``train_batches(epoch, skip)``: each worker's raw samples to skip and the worker to start with.
+    """
+
+    def __init__(self) -> None:
+        self.epoch, self.batches, self.raw, self.last = -1, 0, [0], -1
+
+    def note(self, pos: Position) -> None:
+        if pos.epoch != self.epoch:
+            self.epoch, self.batches, self.raw = pos.epoch, 0, [0] * pos.workers
+        self.batches += 1
+        self.raw[pos.worker] = pos.raw_read
+        self.last = pos.worker
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches": self.batches, "raw": list(self.raw), "last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
+        self.raw, self.last = [int(r) for r in state["raw"]], int(state["last"])
+
+    def resume(self, epoch: int, skip: int, workers: int) -> tuple[list[int] | None, int]:
+        """(raw samples each worker skips, or None to estimate from ``skip``; the first worker's turn)."""
+        if skip == 0:
+            return None, 0
+        if (self.epoch, self.batches, len(self.raw)) == (epoch, skip, workers):
+            return list(self.raw), (self.last + 1) % workers
+        log.warning(
+            "resuming epoch %d after %d batches without a matching per-worker record (saved: epoch %d, %d "
+            "batches, %d workers): skipping by batch count, exact only if no sample was left out and no "
+            "DataLoader worker ran dry",
+            epoch,
+            skip,
+            self.epoch,
+            self.batches,
+            len(self.raw),
+        )
+        return None, skip % workers
+
+
+def epoch_loader(
+    dataset: EpochBatches, workers: int, pin_memory: bool, first_worker: int = 0
+) -> Iterator[dict[str, Any]]:
+    """The epoch's batches, worker by worker in turn from ``first_worker`` (``workers`` 0: in this process)."""
     if workers == 0:
-        return dataset
-    return DataLoader(
+        return _in_turn(iter(dataset), 1, 0)
+    loader = DataLoader(
         dataset,
         batch_size=None,
         num_workers=workers,
@@ -136,3 +218,28 @@ def epoch_loader(dataset: EpochBatches, workers: int, pin_memory: bool) -> Itera
         persistent_workers=False,
         prefetch_factor=2,
     )
+    return _in_turn(iter(loader), workers, first_worker)
+
+
+def _in_turn(source: Iterator[dict[str, Any]], workers: int, turn: int) -> Iterator[dict[str, Any]]:
+    """Reorder the loader's round-robin stream to start at worker ``turn``; a worker's end marker takes it
+    out of the turns. Holds at most about one batch per worker (the loader itself goes round-robin)."""
+    pending: list[deque[dict[str, Any]]] = [deque() for _ in range(workers)]
+    done = [False] * workers
+    while not all(done):
+        if done[turn]:
+            turn = (turn + 1) % workers
+            continue
+        if not pending[turn]:
+            item = next(source, None)
+            if item is None:
+                raise RuntimeError(f"DataLoader worker {turn} stopped without its end-of-epoch marker")
+            w = item[WORKER_DONE] if WORKER_DONE in item else item["position"].worker
+            pending[w].append(item)
+            continue
+        item = pending[turn].popleft()
+        if WORKER_DONE in item:
+            done[turn] = True
+        else:
+            yield item
+        turn = (turn + 1) % workers

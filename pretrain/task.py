@@ -31,7 +31,7 @@ from maskahand.afformer.model import GroundingModel
 from maskahand.config import PretrainRecipe, SynthConfig
 from maskahand.trainer import TrainTask, unwrap
 
-from .data import EpochBatches, epoch_loader, pad_collate, uniform_indices
+from .data import EpochBatches, PositionRecord, epoch_loader, pad_collate, uniform_indices
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class PretrainTask(TrainTask):
         self.synth = synth or recipe.synth
         self.val_shards = expand_shards(val_shards)
         self.image_size = recipe.model.image_size
+        self.positions = PositionRecord()  # this rank's data position, saved for an exact resume
 
     # -- model ------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -147,6 +148,7 @@ class PretrainTask(TrainTask):
 
     def train_batches(self, epoch: int, skip: int) -> Any:
         train = self.recipe.train
+        raw_skips, first_worker = self.positions.resume(epoch, skip, max(1, train.workers))
         clips_mode = bool(self.clips)
         ds = EpochBatches(
             self._make_dataset,
@@ -159,8 +161,9 @@ class PretrainTask(TrainTask):
             _collate_clips if clips_mode else pad_collate,
             self.ctx.rank,
             self.ctx.world_size,
+            raw_skips=raw_skips,
         )
-        return epoch_loader(ds, train.workers, pin_memory=self.ctx.device.type == "cuda")
+        return epoch_loader(ds, train.workers, self.ctx.device.type == "cuda", first_worker)
 
     # -- step -------------------------------------------------------------------------------------
     def targets_for_step(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +192,16 @@ class PretrainTask(TrainTask):
         targets, heatmaps = rc.render_grouped(chosen, params, cfg.batch_size)
         return torch.stack(targets), torch.stack(heatmaps)[:, None]
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"data_position": self.positions.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "data_position" in state:
+            self.positions.load_state_dict(state["data_position"])
+
     def training_step(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict]:
+        if "position" in batch:  # every batch training takes passes here exactly once
+            self.positions.note(batch.pop("position"))
         targets, heatmaps = self.targets_for_step(batch, step)
         out = model(batch["frames"], targets, batch["num_frames"])
         loss = cast(GroundingModel, unwrap(model)).loss(out, heatmaps).heatmap

@@ -127,6 +127,42 @@ def test_resume_continues_exactly_across_an_epoch_boundary(tmp_path, torch_one_t
     assert losses(tmp_path / "straight") == losses(tmp_path / "split")
 
 
+class CountingTask(ToyTask):
+    """A task with state of its own (batches it trained on), saved per rank by the engine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def training_step(self, model, batch, step):
+        self.seen += 1
+        return super().training_step(model, batch, step)
+
+    def state_dict(self) -> dict:
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = state["seen"]
+
+
+def test_task_state_is_saved_per_rank_and_restored_on_the_same_world_size(tmp_path, caplog, torch_one_thread):
+    optim = OptimConfig(lr=1e-2, precision="fp32")
+    fit(CountingTask(), optim, train_cfg(max_iters=3, ckpt_every=3), tmp_path / "run")
+    [(_, ckpt)] = list_checkpoints(tmp_path / "run")
+    state = load_checkpoint(ckpt)
+    assert state["task"] == [{"seen": 3}]  # one entry per rank
+    resumed = CountingTask()
+    fit(resumed, optim, train_cfg(max_iters=5, ckpt_every=3), tmp_path / "run", resume=True)
+    assert resumed.seen == 5
+    # a checkpoint of two processes resumed by one: the task state is not given to the wrong rank
+    state["task"] = [{"seen": 100}, {"seen": 200}]
+    torch.save(state, tmp_path / "two.pt")
+    other = CountingTask()
+    with caplog.at_level("WARNING"):
+        fit(other, optim, train_cfg(max_iters=5, ckpt_every=3), tmp_path / "run2", resume=tmp_path / "two.pt")
+    assert other.seen == 2 and "task state of 2 processes, resuming on 1: not restored" in caplog.text
+
+
 def test_resume_refuses_a_changed_config_and_a_fresh_start_refuses_a_used_folder(tmp_path, torch_one_thread):
     optim = OptimConfig(precision="fp32")
     fit(

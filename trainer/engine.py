@@ -215,8 +215,16 @@ def fit(
                 len(rngs),
                 world,
             )
-        if hasattr(task, "load_state_dict") and state.get("task") is not None:
-            task.load_state_dict(state["task"])
+        task_states = state.get("task")
+        if hasattr(task, "load_state_dict") and isinstance(task_states, list):
+            if len(task_states) == world and task_states[rank] is not None:
+                task.load_state_dict(task_states[rank])
+            elif info.is_main:
+                log.warning(
+                    "checkpoint holds the task state of %d processes, resuming on %d: not restored",
+                    len(task_states),
+                    world,
+                )
         if info.is_main:
             log.info(
                 "resumed from %s at step %d (epoch %d, batch %d)",
@@ -254,6 +262,7 @@ def fit(
 
     def save(step_done: int) -> Path:
         rngs = D.all_gather_object(rng_state())
+        task_states = D.all_gather_object(task.state_dict() if hasattr(task, "state_dict") else None)
         path = None
         if info.is_main:
             path = save_checkpoint(
@@ -267,7 +276,7 @@ def fit(
                     "data": batches.position(),
                     "nonfinite": nonfinite_total,
                     "config": cfg_dict,
-                    "task": task.state_dict() if hasattr(task, "state_dict") else None,
+                    "task": task_states,  # one per rank, like "rng"
                 },
                 out_dir,
                 step_done,

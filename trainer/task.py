@@ -42,7 +42,9 @@ Rules the engine relies on (read these before writing a task):
 - ``evaluate`` runs every ``train.eval_every`` steps on every rank (gather with
   :mod:`maskahand.trainer.distributed` yourself if needed); the engine logs what rank 0 returns.
   ``visualize`` runs on rank 0 every ``train.image_every`` steps and returns an (H, W, 3) uint8 picture.
-- Optional ``state_dict()`` / ``load_state_dict(d)`` on the task: extra state saved in checkpoints.
+- Optional ``state_dict()`` / ``load_state_dict(d)`` on the task: extra state of THIS RANK (e.g. where
+  its data loader stands), saved in checkpoints for every rank and given back to the same rank on a
+  resume with the same number of processes (otherwise not restored, with a warning).
 """
 
 from __future__ import annotations
