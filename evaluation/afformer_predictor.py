@@ -2,7 +2,8 @@
 
 Checkpoints it reads: a maskahand training checkpoint (``RUN/checkpoints/step_*.pt``, or the run folder
 RUN for its latest one: the model config comes from it), or a plain state dict in our names or the authors' (their Lightning ``.ckpt``, our
-exported ``afformer_maskahand.pth``), whose number of heatmaps and actions is read off the head tensors.
+exported ``afformer_maskahand.pth``), whose size (width, heads, relative-position tables, heatmaps, actions)
+is read off its tensors.
 Each clip of a video is predicted (``eval.clip_batch`` clips per forward); the per-pixel softmax maps and
 the action probabilities of all clips are summed, as the authors merge a video's clips.
 """
@@ -22,6 +23,37 @@ from maskahand.evaluation.predictor import Prediction
 log = logging.getLogger(__name__)
 HEATMAP_KEY = "predictor.heatmap.up2.weight"  # (dim/2, num_heatmaps, 2, 2)
 ACTION_KEY = "predictor.action.fc.weight"  # (num_actions, dim/2)
+
+
+LEVEL_KEY = "decoder.level_embeds.0"  # (hidden,)
+SELF_H_KEY = "decoder.block.self_attn.rel_pos_h"  # (2 * max_q_h - 1, hidden / heads)
+SELF_W_KEY = "decoder.block.self_attn.rel_pos_w"
+CROSS_KEYS = tuple(f"decoder.block.cross_attn.rel_pos_{a}" for a in "thw")  # (2 * max_kv - 1, hidden / heads)
+
+
+def config_from_state_dict(state: dict[str, torch.Tensor], base: AfformerConfig) -> AfformerConfig:
+    """``base`` with what a plain state dict (our names) fixes: width, heads (the width over a relative-position
+    table's per-head width), the spatial table sizes, heatmaps and actions. A spatial cross-attention table
+    covers max(query, key) sizes, so ``max_kv_thw[1:]`` comes back as that maximum (the same tables). The time
+    table keeps ``base``'s length when that is longer (a shorter saved table loads into its front, exactly)."""
+    cfg = replace(
+        base,
+        num_heatmaps=int(state[HEATMAP_KEY].shape[1]),
+        num_actions=int(state[ACTION_KEY].shape[0]) if ACTION_KEY in state else 0,
+        backbone_weights=None,
+    )
+    if LEVEL_KEY in state and SELF_H_KEY in state:
+        hidden, head_dim = int(state[LEVEL_KEY].shape[0]), int(state[SELF_H_KEY].shape[1])
+        if head_dim <= 0 or hidden % head_dim:
+            raise ValueError(f"{SELF_H_KEY} {tuple(state[SELF_H_KEY].shape)} does not divide hidden {hidden}")
+        cfg = replace(cfg, hidden=hidden, heads=hidden // head_dim)
+    if SELF_H_KEY in state and SELF_W_KEY in state:
+        q = [(int(state[k].shape[0]) + 1) // 2 for k in (SELF_H_KEY, SELF_W_KEY)]
+        cfg = replace(cfg, max_q_thw=[cfg.max_q_thw[0], *q])
+    if all(k in state for k in CROSS_KEYS):
+        t, h, w = ((int(state[k].shape[0]) + 1) // 2 for k in CROSS_KEYS)
+        cfg = replace(cfg, max_kv_thw=[max(t, cfg.max_kv_thw[0]), h, w])
+    return cfg
 
 
 def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
@@ -50,10 +82,17 @@ def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
         ours = {k if k in (HEATMAP_KEY, ACTION_KEY) else from_reference_name(k): v for k, v in state.items()}
         if HEATMAP_KEY not in ours:
             raise ValueError(f"{checkpoint}: no heatmap head ({HEATMAP_KEY}) in this state dict")
-        heads = ours[HEATMAP_KEY].shape[1]
-        actions = ours[ACTION_KEY].shape[0] if ACTION_KEY in ours else 0
-        cfg = replace(
-            base or AfformerConfig(), num_heatmaps=heads, num_actions=actions, backbone_weights=None
+        cfg = config_from_state_dict(ours, base or AfformerConfig())
+        log.info(
+            "%s: a plain state dict; read off its tensors: hidden %d, heads %d, max_q_thw %s, max_kv_thw %s, "
+            "%d heatmaps, %d actions",
+            checkpoint,
+            cfg.hidden,
+            cfg.heads,
+            cfg.max_q_thw,
+            cfg.max_kv_thw,
+            cfg.num_heatmaps,
+            cfg.num_actions,
         )
     cfg = replace(cfg, backbone_weights=None)  # the checkpoint holds the encoder
     model = build_model(cfg)

@@ -173,3 +173,42 @@ def test_fine_tuned_checkpoint_scores_actions(opra_tree, tmp_path, capsys):
         assert "entry 0 (datasets/opra/images/" in capsys.readouterr().err
     finally:
         (tmp_path / "moved.mp4").rename(bench.resolve(bench.entries[0].video))
+
+
+@pytest.mark.parametrize("layout", ["ours", "authors"])
+def test_a_plain_state_dict_of_another_size_loads_with_its_own_size(layout, tmp_path, torch_one_thread):
+    """Width, heads and table sizes come from the tensors (not the paper's 256 / 4), and the loaded model
+    computes what the saved one did."""
+    from dataclasses import replace
+
+    from maskahand.afformer import build_model
+    from maskahand.config import AfformerConfig
+    from maskahand.evaluation.afformer_predictor import load_afformer
+    from maskahand.pretrain.evaluate import authors_state_dict
+
+    torch.manual_seed(0)
+    cfg = AfformerConfig(
+        hidden=64, heads=2, num_heatmaps=2, num_actions=3, max_q_thw=[1, 16, 16], max_kv_thw=[8, 12, 12]
+    )
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # trained-looking tables, so a wrong row or head split changes the output
+        for name, p in model.named_parameters():
+            if "rel_pos" in name or "level_embeds" in name:
+                p.normal_(0, 0.5)
+    path = tmp_path / "weights.pth"
+    torch.save(model.state_dict() if layout == "ours" else authors_state_dict(model), path)
+    loaded, got = load_afformer(path)
+    assert (got.hidden, got.heads, got.num_heatmaps, got.num_actions) == (64, 2, 2, 3)
+    assert got.max_q_thw == [1, 16, 16]
+    assert got.max_kv_thw[1:] == [16, 16]  # a cross table covers max(query, key) sizes: 16, not 12
+    assert got.max_kv_thw[0] == AfformerConfig().max_kv_thw[0]  # the longer default time table, extended
+    g = torch.Generator().manual_seed(1)
+    video = torch.randint(0, 256, (1, 6, 3, 64, 64), dtype=torch.uint8, generator=g)
+    image = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=g)
+    with torch.no_grad():
+        a, b = model.predict(video, image), loaded.predict(video, image)
+    torch.testing.assert_close(b.heatmaps, a.heatmaps, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(b.actions, a.actions, rtol=1e-5, atol=1e-7)
+    # the paper's 4 heads would not even load these tables: the head split is read off, not assumed
+    with pytest.raises(RuntimeError, match="rel_pos"):
+        build_model(replace(got, heads=4)).load_state_dict(loaded.state_dict())
