@@ -50,6 +50,8 @@ class _Slot:
     duration: float = 0.0
     node_id: str = ""  # the Ray node the miner runs on (from its start())
     retired: bool = False  # its node left the cluster: no replacement, no more videos
+    # the miner failed and Ray has not yet said whether its node left: (deadline, the error)
+    awaiting: tuple[float, BaseException] | None = None
 
 
 @dataclass
@@ -234,6 +236,43 @@ class _Scheduler:
             self.assign(i)
 
     def fail(self, i: int, err: BaseException) -> None:
+        from ray.exceptions import RayActorError
+
+        slot = self.slots[i]
+        assert slot.task is not None
+        if isinstance(err, RayActorError) and _names_actor(err, slot.miner):
+            verdict = _node_verdict(slot.miner, slot.node_id)
+            if verdict == "unknown":  # decided in the loop (check_verdicts) once Ray knows
+                slot.awaiting = (time.monotonic() + NODE_VERDICT_TIMEOUT_S, err)
+                return
+            if verdict == "lost":
+                self.requeue_lost(i, _error_reason(err))
+                return
+        self.fail_video(i, err)
+
+    def check_verdicts(self) -> None:
+        """Decide the videos of miners that failed while Ray still listed their node alive."""
+        for i, slot in enumerate(self.slots):
+            if slot.awaiting is None:
+                continue
+            deadline, err = slot.awaiting
+            verdict = _node_verdict(slot.miner, slot.node_id)
+            if verdict == "unknown" and time.monotonic() < deadline:
+                continue
+            slot.awaiting = None
+            if verdict == "lost":
+                self.requeue_lost(i, _error_reason(err))
+            else:
+                if verdict == "unknown":
+                    log.warning(
+                        "no verdict from Ray on node %s within %.0f s: counting the video as failed",
+                        slot.node_id,
+                        NODE_VERDICT_TIMEOUT_S,
+                    )
+                self.fail_video(i, err)
+
+    def fail_video(self, i: int, err: BaseException) -> None:
+        """The video failed (not its node): record it, and give the slot a fresh miner if this one died."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -241,11 +280,6 @@ class _Scheduler:
         task = slot.task
         assert task is not None
         reason = _error_reason(err)
-        if isinstance(err, RayActorError) and _miner_node_lost(
-            slot.miner, slot.node_id, NODE_VERDICT_TIMEOUT_S
-        ):
-            self.requeue_lost(i, reason)
-            return
         if isinstance(err, RayActorError):
             # The miner (e.g. a decoder crash) or a detector it waited on died: use a fresh miner.
             ray.kill(slot.miner)
@@ -320,14 +354,23 @@ class _Scheduler:
         import ray
         from ray.exceptions import RayActorError, RayError
 
-        while self.refs:
-            ready, _ = ray.wait(list(self.refs), num_returns=1)
+        while self.refs or any(s.awaiting for s in self.slots):
+            waiting = any(s.awaiting for s in self.slots)
+            if self.refs:
+                ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.1 if waiting else None)
+            else:
+                ready = []
+                time.sleep(0.1)
+            if waiting:
+                self.check_verdicts()
+            if not ready:
+                continue
             ref = ready[0]
             kind, i, gen, extra = self.refs.pop(ref)
             if kind == "detect":
                 self.dets.load[extra[0]] -= 1
             slot = self.slots[i]
-            stale = gen != slot.gen or slot.task is None
+            stale = gen != slot.gen or slot.task is None or slot.awaiting is not None
             try:
                 value = ray.get(ref)
             except RayError as e:
@@ -381,37 +424,36 @@ class _Scheduler:
             self.release(i)
 
 
-# How long to wait, after a miner's RayActorError, for the GCS to say whether its node left. A node that
-# vanishes is declared dead only when its health checks run out (Ray's defaults: several seconds for a killed
-# raylet, about a minute for an unreachable machine); a miner process that crashed is marked dead at once.
+# How long to wait, after a miner's RayActorError, for Ray to say whether its node left. A node that vanishes
+# is declared dead only when its health checks run out (Ray's defaults: several seconds for a killed raylet,
+# about a minute for an unreachable machine); a miner process that crashed is marked dead at once.
 NODE_VERDICT_TIMEOUT_S = 90.0
 
 
-def _miner_node_lost(actor: Any, node_id: str, timeout_s: float) -> bool:
-    """After a miner's RayActorError: did its node leave the cluster (True) or did the miner itself die
-    (False, e.g. a decoder crash on a bad video)?
+def _names_actor(err: BaseException, actor: Any) -> bool:
+    """Is this actor error about ``actor`` (or about an actor it does not name)? A detector that died while
+    the miner waited on its batch reaches the miner's call as the detector's error: not the miner's node."""
+    named = getattr(err, "actor_id", None)
+    return named is None or named == actor._actor_id.hex()
+
+
+def _node_verdict(actor: Any, node_id: str) -> str:
+    """After a miner's RayActorError: "lost" (its node left the cluster), "crashed" (the miner itself died,
+    e.g. a decoder crash on a bad video) or "unknown" (ask again later).
 
     A killed node's miner fails first (ActorUnavailableError, ActorDiedError) while the GCS still lists
-    both node and actor alive, until the node's health checks run out. Deciding at that moment would fail
-    a video that no fault of its own interrupted, so wait until the GCS has a verdict: the node is dead
-    (lost), or the actor is dead on a live node (its own crash; the GCS marks a node dead before its
-    actors, so this order is unambiguous). Without a verdict by ``timeout_s`` the video counts as failed.
+    both node and actor alive, until the node's health checks run out. Deciding then would fail a video
+    that no fault of its own interrupted, so the scheduler asks again until the GCS has a verdict: the
+    node is dead (lost), or the actor is dead on a live node (crashed; the GCS marks a node dead before its
+    actors, so this order cannot be misread).
     """
-    deadline = time.monotonic() + timeout_s
     node = node_id or _actor_node(actor)
-    while True:
-        if _node_lost(node):
-            return True
-        state = _actor_state(actor)
-        if state in ("DEAD", ""):  # "": the actor table cannot be read; decide on the node alone
-            return _node_lost(node or _actor_node(actor))
-        if time.monotonic() >= deadline:
-            log.warning(
-                "no verdict from Ray on node %s within %.0f s: counting the video as failed", node, timeout_s
-            )
-            return False
-        time.sleep(0.1)
-        node = node or _actor_node(actor)
+    if _node_lost(node):
+        return "lost"
+    state = _actor_state(actor)
+    if state in ("DEAD", ""):  # "": the actor table cannot be read; decide on the node alone
+        return "lost" if _node_lost(node or _actor_node(actor)) else "crashed"
+    return "unknown"
 
 
 def _actor_state(actor: Any) -> str:

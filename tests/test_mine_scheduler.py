@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from maskahand.mine.scheduler import _Detectors, _miner_node_lost
+from maskahand.mine.scheduler import _Detectors, _names_actor, _node_verdict
 
 
 def test_a_dead_detector_is_replaced_once_however_many_of_its_batches_fail():
@@ -41,6 +41,9 @@ def _victim(ray):
         def pid(self) -> int:
             return os.getpid()
 
+        def take(self, value: int) -> int:
+            return value
+
         def die(self) -> None:
             os.kill(os.getpid(), signal.SIGKILL)  # like a decoder segfault on a bad video
 
@@ -48,22 +51,38 @@ def _victim(ray):
 
 
 def test_a_miner_that_crashed_on_a_live_node_is_not_a_lost_node(ray_session):
-    """The video is at fault: the verdict is "not lost" as soon as the GCS marks the actor dead."""
+    """The video is at fault: the verdict is "crashed" as soon as the GCS marks the actor dead."""
     ray = ray_session
     victim = _victim(ray)
     ray.get(victim.pid.remote())
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(victim.die.remote())
     node = ray.get_runtime_context().get_node_id()
-    assert _miner_node_lost(victim, node, timeout_s=60.0) is False
-    assert _miner_node_lost(victim, "", timeout_s=60.0) is False  # died before start() said where it runs
+    assert _node_verdict(victim, node) == "crashed"
+    assert _node_verdict(victim, "") == "crashed"  # died before start() said where it runs
 
 
 def test_a_node_the_gcs_lists_as_dead_is_lost_whatever_its_actor_state(ray_session):
     ray = ray_session
     alive = _victim(ray)
     ray.get(alive.pid.remote())
-    assert _miner_node_lost(alive, "ff" * 28, timeout_s=60.0) is True  # a node id the cluster never had
-    # A live actor on a live node (an RPC hiccup) gets no verdict: after the timeout the video counts as failed.
-    assert _miner_node_lost(alive, ray.get_runtime_context().get_node_id(), timeout_s=0.5) is False
+    assert _node_verdict(alive, "ff" * 28) == "lost"  # a node id the cluster never had
+    # a live actor on a live node (an RPC hiccup) has no verdict yet: the scheduler asks again until its timeout
+    assert _node_verdict(alive, ray.get_runtime_context().get_node_id()) == "unknown"
     ray.kill(alive)
+
+
+def test_an_error_passed_on_from_a_dead_detector_is_not_the_miners_own(ray_session):
+    """A miner waiting on a batch of a detector that died gets the detector's error: its node is not in
+    question (no waiting for a verdict), the video fails as before and the detector is replaced."""
+    ray = ray_session
+    detector, miner = _victim(ray), _victim(ray)
+    ray.get([detector.pid.remote(), miner.pid.remote()])
+    with pytest.raises(ray.exceptions.RayActorError) as died:
+        ray.get(detector.die.remote())
+    with pytest.raises(ray.exceptions.RayActorError) as passed_on:
+        ray.get(miner.take.remote(detector.pid.remote()))  # like add_detections(batch, det_ref)
+    assert _names_actor(died.value, detector) and not _names_actor(died.value, miner)
+    assert not _names_actor(passed_on.value, miner)
+    assert ray.get(miner.take.remote(7)) == 7  # the miner itself is fine
+    ray.kill(miner)
