@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,3 +85,63 @@ def test_sigkill_while_a_video_is_in_flight_then_rerun_gives_identical_bytes(min
     lines = [r["video_id"] for r in read_jsonl(out / "ledger.jsonl")]
     assert sorted(lines) == sorted(r["video_id"] for r in ledger)  # finished videos were not mined again
     assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
+
+
+def session_titles(sid: int) -> dict[int, str]:
+    """pid -> command line of every process of session ``sid`` (a Ray worker's is ``ray::Class.method``)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                out[int(stat.parent.name)] = (
+                    (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+    return out
+
+
+def test_a_miner_that_crashes_mid_video_fails_that_video_only_and_a_retry_completes_it(
+    mined_clip_shards, tmp_path
+):
+    """SIGKILL one miner process (a decoder crash on a bad video, on a live node): the run goes on with a fresh
+    miner, records that one video failed (not "lost with its node"), exits 0; --retry-failed completes it."""
+    reference = mined_clip_shards
+    ledger = list(read_jsonl(reference / "ledger.jsonl"))
+    expected = results(reference)
+    videos = {Path(r["path"]).parent for r in ledger}.pop()
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "maskahand.cli", "mine", "--videos", str(videos), "--out", str(out)]
+    cmd += ["--no-progress", *RECIPE, *OWN_RAY]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    frames = {video_stem(r["video_id"]): r["frames"] for r in ledger}
+    victim = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and victim is None:
+        if mid_video(out, frames):
+            busy = [
+                pid
+                for pid, title in session_titles(proc.pid).items()
+                if title.startswith("ray::VideoMiner.") and not title.startswith("ray::VideoMiner.__init__")
+            ]
+            victim = busy[0] if busy else None
+        time.sleep(0.005)
+    assert victim is not None, "no miner was caught in the middle of a video"
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    rows = {r["video_id"]: r for r in read_jsonl(out / "ledger.jsonl")}
+    failed = [v for v, r in rows.items() if r["status"] == "failed"]
+    assert len(failed) == 1 and len(rows) == len(ledger), rows
+    assert "ActorDiedError" in rows[failed[0]]["reason"] and "lost with its miner's node" not in stderr
+    assert "no verdict from Ray" not in stderr  # a crash is decided at once, not after the timeout
+    assert all(r["status"] == "ok" for v, r in rows.items() if v != failed[0])
+
+    plain = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert plain.returncode == 0 and "nothing to do" in plain.stdout, plain.stderr[
+        -2000:
+    ]  # failed stays failed
+    again = subprocess.run([*cmd, "--retry-failed"], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert results(out) == expected  # nothing of the crashed attempt is left, nothing is twice
