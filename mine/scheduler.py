@@ -354,8 +354,10 @@ class _Scheduler:
         import ray
         from ray.exceptions import RayActorError, RayError
 
-        while self.refs or any(s.awaiting for s in self.slots):
+        while True:
             waiting = any(s.awaiting for s in self.slots)
+            if not self.refs and not waiting:
+                break
             if self.refs:
                 ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.1 if waiting else None)
             else:
@@ -447,34 +449,25 @@ def _node_verdict(actor: Any, node_id: str) -> str:
     node is dead (lost), or the actor is dead on a live node (crashed; the GCS marks a node dead before its
     actors, so this order cannot be misread).
     """
-    node = node_id or _actor_node(actor)
+    row = _actor_row(actor)  # read before the node: a node is marked dead before its actors
+    # the table's node serves a miner that died before its start() said where it runs
+    node = node_id or str(row.get("Address", {}).get("NodeID", ""))
     if _node_lost(node):
         return "lost"
-    state = _actor_state(actor)
-    if state in ("DEAD", ""):  # "": the actor table cannot be read; decide on the node alone
-        return "lost" if _node_lost(node or _actor_node(actor)) else "crashed"
+    if row.get("State", "DEAD") == "DEAD":  # no row: the actor table cannot be read; the node decided
+        return "crashed"
     return "unknown"
 
 
-def _actor_state(actor: Any) -> str:
-    """The actor's state in the GCS actor table (ALIVE, RESTARTING, DEAD, ...; "" when unknown)."""
+def _actor_row(actor: Any) -> dict[str, Any]:
+    """The actor's row in the GCS actor table (``State``: ALIVE, RESTARTING, DEAD, ...; ``Address.NodeID``),
+    or {} when it cannot be read."""
     try:
         from ray._private.state import actors
 
-        return str(actors(actor_id=actor._actor_id.hex()).get("State", ""))
-    except Exception:  # noqa: BLE001 - private Ray API
-        return ""
-
-
-def _actor_node(actor: Any) -> str:
-    """The node an actor was placed on, from the GCS actor table ("" when unknown). For a miner that died
-    before its ``start`` returned, so before it could say where it runs."""
-    try:
-        from ray._private.state import actors
-
-        return str(actors(actor_id=actor._actor_id.hex()).get("Address", {}).get("NodeID", ""))
+        return dict(actors(actor_id=actor._actor_id.hex()))
     except Exception:  # noqa: BLE001 - private Ray API: without it, a lost video is failed instead
-        return ""
+        return {}
 
 
 def _node_lost(node_id: str) -> bool:
