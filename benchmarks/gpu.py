@@ -191,17 +191,12 @@ def mine_recipe(args: argparse.Namespace):
 def bench_mine(args: argparse.Namespace) -> list[Row]:
     import tempfile
 
-    from benchmarks.mine import naive_mine, pipeline_mine, rates
+    from benchmarks.mine import naive_mine, pipeline_mine, rates, repeated_inputs
 
     videos = sorted(p for p in (args.data / "videos").iterdir() if p.is_file())
     recipe = mine_recipe(args)
     with tempfile.TemporaryDirectory(prefix="bench-gpu-mine-") as tmp:
-        work = []
-        for r in range(args.mine_repeat):  # distinct names: the pipeline sees distinct videos
-            for v in videos:
-                link = Path(tmp) / f"r{r}_{v.name}"
-                link.symlink_to(v.resolve())
-                work.append(link)
+        work = repeated_inputs(videos, Path(tmp), args.mine_repeat)
         naive = naive_mine(work, recipe)
         ours = pipeline_mine(work, recipe)
     naive_rate, ours_rate = rates(naive)["frames_per_s"], rates(ours)["frames_per_s"]

@@ -87,6 +87,17 @@ def pipeline_mine(videos: list[Path], recipe: MineRecipe) -> dict[str, Any]:
     }
 
 
+def repeated_inputs(videos: list[Path], folder: Path, repeat: int) -> list[Path]:
+    """``repeat`` links to each video in ``folder``, named apart so the pipeline sees distinct videos."""
+    work = []
+    for r in range(repeat):
+        for v in videos:
+            link = folder / f"r{r}_{v.name}"
+            link.symlink_to(v.resolve())
+            work.append(link)
+    return work
+
+
 def rates(r: dict[str, Any]) -> dict[str, float]:
     return {"frames_per_s": r["frames"] / r["seconds"], "clips_per_s": r["clips"] / r["seconds"]}
 
@@ -112,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no videos in {videos_dir}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="mine-bench-in-") as tmp:
-        work = []
-        for r in range(args.repeat):  # distinct names, so the pipeline sees distinct videos
-            for v in videos:
-                link = Path(tmp) / f"r{r}_{v.name}"
-                link.symlink_to(v.resolve())
-                work.append(link)
+        work = repeated_inputs(videos, Path(tmp), args.repeat)
         naive = naive_mine(work, recipe)
         ours = pipeline_mine(work, recipe)
         at_storage = dataclasses.replace(
