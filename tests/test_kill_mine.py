@@ -21,7 +21,7 @@ import pytest
 
 from maskahand.fsutil import read_jsonl
 from maskahand.mine.ledger import video_stem
-from tests.proc_util import kill_session
+from tests.proc_util import kill_session, session_titles
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -85,18 +85,6 @@ def test_sigkill_while_a_video_is_in_flight_then_rerun_gives_identical_bytes(min
     lines = [r["video_id"] for r in read_jsonl(out / "ledger.jsonl")]
     assert sorted(lines) == sorted(r["video_id"] for r in ledger)  # finished videos were not mined again
     assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
-
-
-def session_titles(sid: int) -> dict[int, str]:
-    """pid -> command line of every process of session ``sid`` (a Ray worker's is ``ray::Class.method``)."""
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                out[int(stat.parent.name)] = (
-                    (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                )
-    return out
 
 
 def test_a_miner_that_crashes_mid_video_fails_that_video_only_and_a_retry_completes_it(
