@@ -11,9 +11,9 @@ Field comments say where a default comes from when it is the paper's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from maskahand.configbase import RUNTIME
+from maskahand.configbase import RUNTIME, SECRET
 
 # --------------------------------------------------------------------------------------------------
 # Inputs and infrastructure
@@ -50,6 +50,14 @@ class ShardWriterConfig:
             raise ValueError("max_samples and max_bytes must be >= 1")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("jpeg_quality must be in 1..100")
+
+
+@dataclass
+class StorageConfig:
+    # fsspec options for URL inputs and outputs (s3://, gs://, http(s)://), flat or per protocol:
+    # storage.options={s3: {endpoint_url: "http://host:9000"}}. The standard variables (AWS_*,
+    # AWS_ENDPOINT_URL, profiles, GOOGLE_APPLICATION_CREDENTIALS) apply first. Never printed nor saved.
+    options: dict[str, Any] = field(default_factory=dict, metadata=SECRET)
 
 
 @dataclass
@@ -452,6 +460,7 @@ class MineRecipe:
     shards: ShardWriterConfig = field(default_factory=ShardWriterConfig)
     ray: RayConfig = field(default_factory=RayConfig, metadata=RUNTIME)
     workers: MineRayConfig = field(default_factory=MineRayConfig, metadata=RUNTIME)
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUNTIME)
 
     def validate(self) -> None:
         # Left at its default, or repeating the mine.* value (configs saved by older versions), is fine.
@@ -476,6 +485,7 @@ class SynthRecipe:
     cpus_per_worker: float = field(default=1.0, metadata=RUNTIME)
     # extra Ray resources per shard task
     worker_resources: dict[str, float] = field(default_factory=dict, metadata=RUNTIME)
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUNTIME)
 
 
 @dataclass
@@ -484,6 +494,7 @@ class PretrainRecipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)  # `pretrain --clips`: targets made each step
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUNTIME)
 
     def validate(self) -> None:
         check_clip_fits(self.model, self.train.num_frames, "train.num_frames")
@@ -519,6 +530,7 @@ class FinetuneRecipe:
     )
     eval: EvalConfig = field(default_factory=lambda: EvalConfig())  # clip sampling + periodic evaluation
     video: VideoConfig = field(default_factory=VideoConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUNTIME)
 
     def validate(self) -> None:
         check_clip_fits(self.model, self.train.num_frames, "train.num_frames")
@@ -554,3 +566,4 @@ class EvalConfig:
 class EvalRecipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUNTIME)

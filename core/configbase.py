@@ -216,8 +216,20 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
     return apply_overrides(cfg, overrides)
 
 
+def public_dict(cfg: Any) -> dict[str, Any]:
+    """``to_dict(cfg)`` without the fields marked :data:`SECRET` (what may be printed or saved)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in _fields(v) if not f.metadata.get("secret")}
+        return to_dict(v)
+
+    return conv(cfg)
+
+
 def dump_config(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The YAML of a config as printed and saved: secret fields (credentials) left out."""
+    return yaml.safe_dump(public_dict(cfg), sort_keys=False)
 
 
 def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
@@ -235,6 +247,8 @@ def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Pat
 #: batch sizes of pure inference, worker counts, Ray options). ``check_resume`` ignores such fields and
 #: everything under them: ``threads: int = field(default=0, metadata=RUNTIME)``.
 RUNTIME = types.MappingProxyType({"runtime": True})
+#: A runtime setting that may hold credentials (``storage.options``): never printed nor saved.
+SECRET = types.MappingProxyType({"runtime": True, "secret": True})
 
 
 class ConfigChangedError(ConfigError):
