@@ -540,6 +540,8 @@ class EvalConfig:
     device: str = "auto"  # auto, cpu, cuda (torchrun: each process its LOCAL_RANK's GPU)
     seed: int = 0  # the 28x28 protocol's AUC tie-breaking jitter
     cache_dir: Optional[str] = None  # ground-truth cache when the annotations' folder is read-only
+    overlay_fps: float = 10.0  # `ground --out *.mp4|.webm|.gif`: frames per second of the overlay video
+    overlay_height: int = 256  # its panels' height in pixels (authors' demo: 256)
 
     def validate(self) -> None:
         if self.clip_fps <= 0 or self.clip_length < 1 or self.clip_stride < 1 or self.clip_batch < 1:
@@ -548,6 +550,8 @@ class EvalConfig:
             raise ValueError("max_clips must be >= 1 or null")
         if self.image_size % 32 != 0:
             raise ValueError("image_size must be a multiple of 32")
+        if self.overlay_fps <= 0 or self.overlay_height < 32:
+            raise ValueError("overlay_fps must be > 0 and overlay_height >= 32")
 
 
 @dataclass
