@@ -558,3 +558,30 @@ class EvalConfig:
 class EvalRecipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# maskahand serve: the grounding page
+
+
+@dataclass
+class ServeConfig:
+    max_upload_mb: float = 64.0  # one request's body (video + image); larger ones are refused (413)
+    max_video_seconds: float = 120.0  # longer uploaded videos are refused before decoding
+    max_image_pixels: int = 40_000_000  # target images above this are refused before decoding
+    queue_size: int = 4  # requests waiting for the one inference slot; more are refused (503, busy)
+    examples_dir: Optional[str] = None  # data root holding the shared examples (videos/, images/)
+    overlay_format: Literal["webm", "mp4"] = "webm"  # what the page plays (VP9 WebM plays in every browser)
+
+    def validate(self) -> None:
+        if self.max_upload_mb <= 0 or self.max_video_seconds <= 0 or self.max_image_pixels < 1:
+            raise ValueError("max_upload_mb, max_video_seconds and max_image_pixels must be > 0")
+        if self.queue_size < 0:
+            raise ValueError("queue_size must be >= 0")
+
+
+@dataclass
+class ServeRecipe:
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)

@@ -115,8 +115,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def run_ground_command(args: argparse.Namespace) -> int:
-    from maskahand.config import EvalRecipe
     from maskahand.cli_util import UsageError
+    from maskahand.config import EvalRecipe
     from maskahand.evaluation.ground import ground, output_kind
 
     try:

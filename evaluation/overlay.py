@@ -100,7 +100,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def colour_bar(height: int, vmax: float, font) -> Image.Image:
+def colour_bar(height: int, vmax: float, font, size: int) -> Image.Image:
     """A vertical jet bar (1 at the top) with its scale: 0 and ``vmax`` (per-pixel probability)."""
     import cv2
 
@@ -110,8 +110,7 @@ def colour_bar(height: int, vmax: float, font) -> Image.Image:
     out.paste(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), (0, 0))
     draw = ImageDraw.Draw(out)
     draw.text((BAR_WIDTH + 3, 0), f"{vmax:.2g}", fill=(0, 0, 0), font=font)
-    draw.text((BAR_WIDTH + 3, height - font.size - 2 if hasattr(font, "size") else height - 12), "0",
-              fill=(0, 0, 0), font=font)  # fmt: skip
+    draw.text((BAR_WIDTH + 3, height - size - 4), "0", fill=(0, 0, 0), font=font)
     return out
 
 
@@ -122,8 +121,9 @@ class OverlayPainter:
         from maskahand.shards.sheet import heatmap_overlay
 
         self.height = height
-        self.font = _font(max(10, height // 22))
-        self.line = (self.font.size if hasattr(self.font, "size") else 11) + 4
+        size = max(10, height // 22)
+        self.font = _font(size)
+        self.line = size + 4
         self.top = self.line * TEXT_LINES + 4
         self.video_width = max(2, round(height * video_aspect))
         ih, iw = image.shape[-2:]
@@ -137,7 +137,7 @@ class OverlayPainter:
             maps.heat[:, None], size=(height, self.image_width), mode="bilinear", align_corners=False
         )[:, 0]
         self.panels = [heatmap_overlay(picture, (m / scale).clamp(0, 1)) for m in small]
-        self.bar = colour_bar(height, self.vmax, self.font)
+        self.bar = colour_bar(height, self.vmax, self.font, size)
         width = self.video_width + self.image_width + self.bar.size[0]
         self.size = (width + width % 2, self.top + height + (self.top + height) % 2)  # even: yuv420p
         self.maps = maps
