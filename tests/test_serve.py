@@ -244,3 +244,54 @@ def test_the_espresso_pair_shows_its_overlay_at_the_image_aspect(server, browser
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     if os.environ.get("MASKAHAND_SERVE_SCREENSHOT"):  # how docs/serve.png was taken
         shutil.copy(shot, os.environ["MASKAHAND_SERVE_SCREENSHOT"])
+
+
+def test_uploads_are_judged_by_content_and_limits(shared_data, tmp_path):
+    from maskahand.config import ServeConfig, VideoConfig
+    from maskahand.serve.uploads import (
+        ImageUploadError,
+        VideoTooLongError,
+        check_image,
+        check_video,
+        display_name,
+    )
+    from maskahand.video.errors import TruncatedVideoError
+
+    video = shared_data / "videos" / "opra_espresso_vp9.mp4"
+    image = shared_data / "images" / "opra_espresso_target.jpg"
+    assert check_video(video, "v.mp4", ServeConfig(), VideoConfig()) == pytest.approx(2.1, abs=0.2)
+    with pytest.raises(
+        VideoTooLongError, match=r"^v\.mp4: too long: 2\.\d s; this server takes at most 1 s$"
+    ):
+        check_video(video, "v.mp4", ServeConfig(max_video_seconds=1), VideoConfig())
+    cut = tmp_path / "cut"
+    cut.write_bytes(video.read_bytes()[:3000])  # an MP4 start, then nothing: the reader's typed error
+    with pytest.raises(TruncatedVideoError) as e:
+        check_video(cut, "cut.mp4", ServeConfig(), VideoConfig())
+    assert str(e.value).startswith("cut.mp4: truncated: ") and str(tmp_path) not in str(e.value)
+    from PIL import Image
+
+    with Image.open(image) as im:
+        size = im.size
+    assert check_image(image, "i.jpg", ServeConfig()) == size
+    with pytest.raises(
+        ImageUploadError, match=rf"^i\.jpg: {size[0]}x{size[1]} pixels; .* at most 1000 pixels$"
+    ):
+        check_image(image, "i.jpg", ServeConfig(max_image_pixels=1000))
+    assert display_name("../../etc/passwd", "the video") == "passwd"
+    assert display_name("C:\\clips\\a\x00b.mp4", "the video") == "ab.mp4"
+    assert display_name("", "the video") == "the video"
+
+
+def test_an_open_address_without_a_token_is_announced_loudly(tmp_path, caplog):
+    from maskahand.cli import main
+
+    missing = str(tmp_path / "missing.pt")  # the command stops at the checkpoint, after the warning
+    for host, token, loud in [("0.0.0.0", [], True), ("0.0.0.0", ["--token", "s"], False), ("127.0.0.1", [], False),
+                              ("::1", [], False), ("192.0.2.7", [], True)]:  # fmt: skip
+        caplog.clear()
+        assert main(["serve", "--checkpoint", missing, "--host", host, *token, "--port", "1"]) != 0
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(warned) == loud, (host, token, warned)
+        if loud:
+            assert f"OPEN: bound to {host}:1 WITHOUT a token" in warned[0]
