@@ -42,7 +42,7 @@ def decode(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
-@pytest.mark.parametrize("suffix", [".webm", ".gif"])
+@pytest.mark.parametrize("suffix", [".webm", ".mp4", ".gif"])
 def test_overlay_video_shows_each_window_its_own_map(shared_data, finetuned, tmp_path, suffix):
     from PIL import Image
 

@@ -52,6 +52,7 @@ def test_chatter_lines_are_recognised_and_other_output_kept(capfd, caplog):
     assert [r.getMessage() for r in caplog.records] == [f"lib: INFO: {XNNPACK} for CPU."]
 
 
+@pytest.mark.slow
 def test_detector_run_keeps_the_native_lines_out_of_stderr_and_shows_them_with_v(shared_data, tmp_path):
     pytest.importorskip("mediapipe")
     image = shared_data / "images" / "hands23" / "EK_0028_P12_101_frame_0000086975.jpg"
