@@ -49,6 +49,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bindable(host: str, port: int) -> None:
+    """A :class:`UsageError` when ``host:port`` cannot be bound (in use, not an address of this machine)."""
+    import socket
+
+    from maskahand.cli_util import UsageError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host}: {e.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise UsageError(f"--host {host} --port {port}: cannot listen there ({e.strerror})") from None
+
+
 def open_server_warning(host: str, port: int) -> str:
     bar = "!" * 78
     return (
@@ -68,6 +87,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: not a port number")
     if not is_loopback(args.host) and token is None:
         log.warning("%s", open_server_warning(args.host, args.port))
+    check_bindable(args.host, args.port)  # before minutes of model loading
 
     import uvicorn
 
@@ -88,7 +108,13 @@ def run_serve_command(args: argparse.Namespace) -> int:
             shown, args.port, getattr(predictor, "name", args.model), device, ", ".join(examples) or "none",
             "required" if token else "not required",
         )  # fmt: skip
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        try:
+            uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        except SystemExit as e:  # uvicorn exits (status 3) when it cannot start; its reason is logged above
+            if e.code:
+                raise RuntimeError(
+                    f"the server on {args.host}:{args.port} could not start (see above)"
+                ) from None
     finally:
         engine.close()
     return 0

@@ -295,3 +295,20 @@ def test_an_open_address_without_a_token_is_announced_loudly(tmp_path, caplog):
         assert bool(warned) == loud, (host, token, warned)
         if loud:
             assert f"OPEN: bound to {host}:1 WITHOUT a token" in warned[0]
+
+
+def test_a_port_in_use_is_a_usage_error_before_the_model_loads(tmp_path, capsys):
+    from maskahand.cli import main
+    from maskahand.cli_util import EXIT_USAGE
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # the checkpoint does not exist: the port is refused first
+        assert (
+            main(["serve", "--checkpoint", str(tmp_path / "missing.pt"), "--port", str(port)]) == EXIT_USAGE
+        )
+    assert capsys.readouterr().err.strip() == (
+        f"maskahand serve: --host 127.0.0.1 --port {port}: cannot listen there (Address already in use)"
+    )
