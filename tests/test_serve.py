@@ -246,6 +246,20 @@ def test_the_espresso_pair_shows_its_overlay_at_the_image_aspect(server, browser
         shutil.copy(shot, os.environ["MASKAHAND_SERVE_SCREENSHOT"])
 
 
+def test_a_shared_example_is_picked_by_name_on_the_page(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(server["url"] + "/")
+    wait_for(browser, "return document.getElementById('example').options.length > 1;", 30)
+    Select(browser.find_element(By.ID, "example")).select_by_value("espresso")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "run").click()
+    text = wait_for(browser, "const r = document.getElementById('results'); return !r.hidden && "
+                    "document.getElementById('timing').textContent;")  # fmt: skip
+    assert text.startswith("opra_espresso_vp9.mp4 -> opra_espresso_target.jpg: inference ")
+
+
 def test_uploads_are_judged_by_content_and_limits(shared_data, tmp_path):
     from maskahand.config import ServeConfig, VideoConfig
     from maskahand.serve.uploads import (
