@@ -76,6 +76,7 @@ def build_app(engine: GroundingEngine, token: str | None = None, model_name: str
     from fastapi.responses import HTMLResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
 
     from maskahand.serve.uploads import UploadError, check_image, check_video, display_name
     from maskahand.video.errors import VideoError
@@ -142,6 +143,8 @@ def build_app(engine: GroundingEngine, token: str | None = None, model_name: str
                     raise UploadError(message.replace(str(work), "upload")) from None
         except BusyError as e:
             return _json(503, {"error": str(e)})
+        except HTTPException as e:  # a malformed form, too many files or fields (Starlette's parser)
+            return _json(e.status_code, {"error": f"bad request: {e.detail}"})
         except UploadError as e:
             log.info("serve: refused: %s", e)
             return _json(400, {"error": str(e)})

@@ -122,6 +122,10 @@ def test_http_token_size_and_example_names(server, shared_data):
     assert status == 400 and body["error"] == "unknown example; this server has: espresso"
     status, body = announce(url, 5 * 2**20)  # serve.max_upload_mb=4
     assert status == 413 and body["error"] == "upload of 5.0 MiB; this server takes at most 4 MiB"
+    status, body = post(
+        url, {"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"}
+    )  # more fields than a form has
+    assert status == 400 and body["error"].startswith("bad request: Too many fields"), body
     status, body = post(url, {"example": "espresso"})
     assert status == 200, body
     import base64
