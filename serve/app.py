@@ -161,6 +161,7 @@ def build_app(engine: GroundingEngine, token: str | None = None, model_name: str
                 "actions": [[n, s] for n, s in result.actions],
                 "windows": result.windows,
                 "seconds": round(result.seconds, 3),
+                "waited": round(result.waited, 3),
                 "title": title,
             },
         )

@@ -34,6 +34,7 @@ class GroundingResult:
     actions: list[tuple[str, float]] = field(default_factory=list)  # top actions (mean over clips)
     windows: int = 0
     seconds: float = 0.0  # inference and encoding, without the wait in the queue
+    waited: float = 0.0  # seconds spent waiting for the device (another request was running)
 
 
 class GroundingEngine:
@@ -81,6 +82,7 @@ class GroundingEngine:
 
         recipe = EvalRecipe(eval=self.recipe.eval, video=self.recipe.video)
         overlay = work / f"overlay.{self.recipe.serve.overlay_format}"
+        asked = time.perf_counter()
         with self._slot:
             start = time.perf_counter()
             summed = ground_image(
@@ -97,6 +99,7 @@ class GroundingEngine:
             actions=summed["actions"],
             windows=len(moving["windows"]),
             seconds=seconds,
+            waited=start - asked,
         )
 
     def close(self) -> None:

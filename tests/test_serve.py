@@ -142,6 +142,17 @@ def test_http_token_size_and_example_names(server, shared_data):
     assert status == 400 and body["error"].startswith("clip.mp4: not a video: ")
 
 
+def test_two_users_at_once_take_turns_on_the_model(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: post(server["url"], {"example": "espresso"}), range(2)))
+    assert [status for status, _ in answers] == [200, 200]
+    first, second = sorted((body for _, body in answers), key=lambda b: b["waited"])
+    # the later one waited for (nearly) all of the earlier one's inference: never both on the device
+    assert second["waited"] >= 0.8 * first["seconds"], (first["waited"], first["seconds"], second["waited"])
+
+
 def test_one_inference_at_a_time_and_a_bounded_queue(tmp_path):
     from maskahand.config import ServeConfig, ServeRecipe
     from maskahand.serve.engine import BusyError, GroundingEngine
