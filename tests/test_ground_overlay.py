@@ -3,6 +3,7 @@ and the encoded overlay read back with PyAV (size, frame count, panes that chang
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -101,4 +102,27 @@ def test_ground_refuses_an_unknown_output_format(tmp_path, capsys):
     assert (
         "o.avi: write a picture (.png, .jpg, .jpeg) or an overlay video (.mp4, .webm, .gif)"
         in capsys.readouterr().err
+    )
+
+
+def test_png_stays_one_summed_map_over_the_image(shared_data, finetuned, tmp_path, caplog):
+    from PIL import Image
+
+    video = shared_data / "videos" / "opra_espresso_vp9.mp4"
+    image = shared_data / "images" / "opra_espresso_target.jpg"
+    out = tmp_path / "ground.png"
+    with caplog.at_level(logging.INFO, logger="maskahand.evaluation.ground"):
+        assert (
+            main(["ground", str(video), str(image), "--checkpoint", str(finetuned), "--out", str(out), *TINY])
+            == 0
+        )
+    with Image.open(image) as src, Image.open(out) as drawn:
+        assert drawn.width == src.width and drawn.height == src.height + max(
+            16, src.height // 40
+        )  # + title bar
+    # the evaluation's clips (5 frames, length 4, stride 4: [0, 4) and the remainder [4, 5)), summed once
+    assert (
+        "ground: 2 clip(s)" in caplog.text
+        and "[4, 1] frames" in caplog.text
+        and "top actions: " in caplog.text
     )
