@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval clean
+.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -58,10 +58,12 @@ demo: venv  ## mine the shared videos (mediapipe), synthesize MaskAHand targets,
 	$(BIN)/maskahand pretrain --shards $(DEMO)/maskahand --out $(DEMO)/pretrain $(DEMO_PRETRAIN)
 	$(BIN)/maskahand ground $(SHARED)/videos/opra_espresso_vp9.mp4 $(SHARED)/images/opra_espresso_target.jpg \
 	  --checkpoint $(DEMO)/pretrain --out $(DEMO)/ground.png $(DEMO_GROUND)
+	$(BIN)/maskahand ground $(SHARED)/videos/opra_espresso_vp9.mp4 $(SHARED)/images/opra_espresso_target.jpg \
+	  --checkpoint $(DEMO)/pretrain --out $(DEMO)/ground.mp4 $(DEMO_GROUND)
 	$(BIN)/maskahand eval --dataset opra --annotations $(SHARED)/opra/test.json --baseline center-bias \
 	  --protocol 28 --out $(DEMO)/center-bias eval.cache_dir=$(DEMO)/gt-cache
-	@echo "demo: look at $(DEMO)/detector.png, $(DEMO)/clips.png, $(DEMO)/maskahand.png, $(DEMO)/ground.png" \
-	  "and $(DEMO)/center-bias/results.md"
+	@echo "demo: look at $(DEMO)/detector.png, $(DEMO)/clips.png, $(DEMO)/maskahand.png, $(DEMO)/ground.png," \
+	  "$(DEMO)/ground.mp4, $(DEMO)/center-bias/overlays.png and $(DEMO)/center-bias/results.md"
 
 mine: venv  ## maskahand mine --videos $(VIDEOS) --out $(OUT)
 	$(BIN)/maskahand mine --videos $(VIDEOS) --out $(OUT) $(ARGS)
@@ -137,6 +139,13 @@ finetune: venv  ## the authors' recipe: CKPT=pretrained|coco|none DATA=root RUN=
 eval: venv  ## a fine-tuned checkpoint, per action with top-1: CKPT=file|run DATA=root [NGPU=N]
 	@test -n "$(CKPT)" -a -n "$(DATA)" || { echo "usage: make eval CKPT=<checkpoint or run folder> DATA=<dataset root> [DATASET=opra]"; exit 2; }
 	$(EVAL_LAUNCH) eval --dataset $(DATASET) $(EVAL_SRC) --checkpoint $(CKPT) --out $(OUT)/eval/$(DATASET)-finetuned $(ARGS)
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+serve: venv  ## the grounding page on http://$(HOST):$(PORT)/: CKPT=file|run [HOST=... TOKEN=...] [ARGS=...]
+	@test -n "$(CKPT)" || { echo "usage: make serve CKPT=<checkpoint or run folder> [HOST=127.0.0.1 PORT=8000 TOKEN=secret]"; exit 2; }
+	$(if $(TOKEN),MASKAHAND_SERVE_TOKEN='$(TOKEN)') $(BIN)/maskahand serve --checkpoint $(CKPT) --host $(HOST) --port $(PORT) \
+	  serve.examples_dir=$(SHARED) $(ARGS)
 
 clean:  ## remove the venv and outputs
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

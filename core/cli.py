@@ -28,6 +28,7 @@ STAGES = [
     ("finetune", "maskahand.finetune.cli"),
     ("eval", "maskahand.evaluation.cli"),  # also registers `ground`
     ("hotspots", "maskahand.hotspots.cli"),
+    ("serve", "maskahand.serve.cli"),
     ("config", "maskahand.cli_config"),
 ]
 

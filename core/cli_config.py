@@ -17,6 +17,7 @@ RECIPES = {
     "pretrain": C.PretrainRecipe,
     "finetune": C.FinetuneRecipe,
     "hotspots": C.HotspotsRecipe,
+    "serve": C.ServeRecipe,
 }
 
 

@@ -552,6 +552,8 @@ class EvalConfig:
     device: str = "auto"  # auto, cpu, cuda (torchrun: each process its LOCAL_RANK's GPU)
     seed: int = 0  # the 28x28 protocol's AUC tie-breaking jitter
     cache_dir: Optional[str] = None  # ground-truth cache when the annotations' folder is read-only
+    overlay_fps: float = 10.0  # `ground --out *.mp4|.webm|.gif`: frames per second of the overlay video
+    overlay_height: int = 256  # its panels' height in pixels (authors' demo: 256)
 
     def validate(self) -> None:
         if self.clip_fps <= 0 or self.clip_length < 1 or self.clip_stride < 1 or self.clip_batch < 1:
@@ -560,6 +562,8 @@ class EvalConfig:
             raise ValueError("max_clips must be >= 1 or null")
         if self.image_size % 32 != 0:
             raise ValueError("image_size must be a multiple of 32")
+        if self.overlay_fps <= 0 or self.overlay_height < 32:
+            raise ValueError("overlay_fps must be > 0 and overlay_height >= 32")
 
 
 @dataclass
@@ -567,3 +571,30 @@ class EvalRecipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUNTIME)
+
+
+# --------------------------------------------------------------------------------------------------
+# maskahand serve: the grounding page
+
+
+@dataclass
+class ServeConfig:
+    max_upload_mb: float = 64.0  # one request's body (video + image); larger ones are refused (413)
+    max_video_seconds: float = 120.0  # longer uploaded videos are refused before decoding
+    max_image_pixels: int = 40_000_000  # target images above this are refused before decoding
+    queue_size: int = 4  # requests waiting for the one inference slot; more are refused (503, busy)
+    examples_dir: Optional[str] = None  # data root holding the shared examples (videos/, images/)
+    overlay_format: Literal["webm", "mp4"] = "webm"  # what the page plays (VP9 WebM plays in every browser)
+
+    def validate(self) -> None:
+        if self.max_upload_mb <= 0 or self.max_video_seconds <= 0 or self.max_image_pixels < 1:
+            raise ValueError("max_upload_mb, max_video_seconds and max_image_pixels must be > 0")
+        if self.queue_size < 0:
+            raise ValueError("queue_size must be >= 0")
+
+
+@dataclass
+class ServeRecipe:
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)

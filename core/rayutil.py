@@ -141,6 +141,10 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, Any]:
         log.info("connecting to Ray cluster at %s (authentication: %s)", address, mode)
         ray.init(address=address, log_to_driver=True)
     else:
+        if AUTH_MODE_ENV not in os.environ:
+            # what Ray does for a new local runtime anyway (token authentication, a token generated when
+            # none exists), said explicitly so that Ray does not warn about choosing it on every start
+            _set_auth_mode("token")
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
         if cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus

@@ -8,6 +8,7 @@ score. One ``Hands`` graph is reused per detector; graphs are not thread-safe, s
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from collections.abc import Sequence
@@ -18,6 +19,9 @@ import torch
 
 from maskahand.config import DetectorConfig, MediapipeConfig
 from maskahand.detector.base import DetectorError, Hand, HandDetector
+from maskahand.native_log import native_stderr_to_debug
+
+log = logging.getLogger(__name__)
 
 
 def landmarks_to_box(
@@ -40,8 +44,9 @@ class MediapipeDetector(HandDetector):
 
     def __init__(self, cfg: DetectorConfig) -> None:
         try:
-            import mediapipe as mp
-            from mediapipe.python.solutions import hands as mp_hands
+            with native_stderr_to_debug(log, "mediapipe"):
+                import mediapipe as mp
+                from mediapipe.python.solutions import hands as mp_hands
         except ImportError as e:
             raise DetectorError(
                 "the mediapipe backend needs mediapipe==0.10.14 (pip install --no-deps mediapipe==0.10.14 "
@@ -51,13 +56,19 @@ class MediapipeDetector(HandDetector):
         self.batch_size = cfg.batch_size
         self.version = f"{mp.__version__}-c{self.mcfg.model_complexity}-pad{self.mcfg.box_padding:g}"
         self._lock = threading.Lock()
-        self._hands: Any = mp_hands.Hands(
-            static_image_mode=True,
-            max_num_hands=self.mcfg.max_num_hands,
-            model_complexity=self.mcfg.model_complexity,
-            min_detection_confidence=self.mcfg.min_detection_confidence,
-            min_tracking_confidence=self.mcfg.min_tracking_confidence,
-        )
+        # The graph's start-up (TF Lite, absl) prints from its own threads while it is built and first
+        # runs: both happen here, on a blank frame, with that output captured (shown with -v).
+        with native_stderr_to_debug(log, "mediapipe"):
+            self._hands: Any = mp_hands.Hands(
+                static_image_mode=True,
+                max_num_hands=self.mcfg.max_num_hands,
+                model_complexity=self.mcfg.model_complexity,
+                min_detection_confidence=self.mcfg.min_detection_confidence,
+                min_tracking_confidence=self.mcfg.min_tracking_confidence,
+            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+                self._hands.process(np.zeros((64, 64, 3), np.uint8))
 
     def _detect_batch(
         self, frames: list[torch.Tensor], *, video_id: str | None, frame_indices: list[int] | None

@@ -9,5 +9,6 @@ predictor.py   the interface a model implements to be scored (and its registry: 
 baselines.py   Center Bias (the Hotspots `gaussian` map) and uniform
 clips.py       an entry's image and clips, sampled as the authors' evaluation samples them
 evaluate.py    predict + score, one process or torchrun; report.py: metrics.json, results.md, overlays
-ground.py      one video + one image -> overlay (the authors' demo.py)
+ground.py      one video + one image -> heatmap PNG or moving overlay (the authors' demo.py)
+overlay.py     the moving overlay: demo windows, per-window maps painted beside the video, PyAV encoding
 """

@@ -45,14 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser(
         "ground",
         help="heatmap of a demonstration video's interaction on a target image",
-        description="Ground a video on an image with a checkpoint: OUT gets the image with the predicted "
-        "heatmap (and, for a fine-tuned model, the top actions).",
+        description="Ground a video on an image with a checkpoint. OUT.png (or .jpg): the image with the "
+        "heatmap summed over the video's clips; OUT.mp4 / .webm / .gif: a moving overlay, the video beside the "
+        "image with the heatmap of the current sliding window (eval.clip_length / clip_stride at "
+        "eval.clip_fps; eval.overlay_fps, eval.overlay_height) and a colour bar. A fine-tuned model adds its "
+        "top actions.",
     )
     g.add_argument("video", help="video file (any container the reader takes) or frame folder")
     g.add_argument("image", help="target image")
     g.add_argument("--checkpoint", required=True, metavar="CKPT")
     g.add_argument("--model", default="afformer")
-    g.add_argument("--out", required=True, metavar="PNG")
+    g.add_argument("--out", required=True, metavar="PNG|MP4|WEBM|GIF")
     g.add_argument("--top", type=int, default=3, help="actions listed for a model with an action head")
     add_config_option(g)
     g.set_defaults(func=run_ground_command)
@@ -112,9 +115,14 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def run_ground_command(args: argparse.Namespace) -> int:
+    from maskahand.cli_util import UsageError
     from maskahand.config import EvalRecipe
-    from maskahand.evaluation.ground import ground
+    from maskahand.evaluation.ground import ground, output_kind
 
+    try:
+        output_kind(args.out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     recipe = load_recipe(EvalRecipe, args)
     ground(args.video, args.image, args.checkpoint, args.out, recipe, model=args.model, top=args.top)
     return 0

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from maskahand.config import EvalConfig, VideoConfig
 from maskahand.evaluation.benchmark import Benchmark, Entry, MediaError
@@ -165,11 +166,17 @@ def run_eval(
     results: dict[int, EntryResult] = {}
     cache: dict = {}
     t0 = time.monotonic()
-    for n, entry in enumerate(mine):
+    shown = progress and rank == 0
+    for entry in tqdm(mine, desc="eval", unit="entry", disable=not shown):
         results[entry.index] = score_entry(entry, bench, predictor, gt, protocols, cfg, video, cache)
-        if progress and rank == 0 and ((n + 1) % 200 == 0 or n + 1 == len(mine)):
-            rate = (n + 1) / max(time.monotonic() - t0, 1e-9)
-            log.info("eval: %d / %d entries on this rank (%.1f/s)", n + 1, len(mine), rate)
+    if shown:
+        seconds = time.monotonic() - t0
+        log.info(
+            "eval: %d entries on this rank in %.1f s (%.1f/s)",
+            len(mine),
+            seconds,
+            len(mine) / max(seconds, 1e-9),
+        )
     gathered = dist.all_gather_object(results) if world > 1 else [results]
     if rank != 0:
         return None

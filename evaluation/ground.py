@@ -1,9 +1,11 @@
-"""``maskahand ground VIDEO IMAGE --checkpoint CKPT --out overlay.png``: the authors' demo.py as a command.
+"""``maskahand ground VIDEO IMAGE --checkpoint CKPT --out overlay.png|.mp4|.webm|.gif``: the authors' demo.py.
 
 The video (any container/length/resolution the :mod:`maskahand.video` reader takes, or a frame folder) is
-cut into clips as the evaluation cuts it, every clip is predicted with the image, and the summed heatmap
-is drawn over the target image at its own resolution. A model with an action head also gets its top
-actions in the title (OPRA's action names when it has 7).
+predicted with the target image. ``--out *.png`` (or .jpg): the clips cut as the evaluation cuts them, the
+summed heatmap drawn over the target image at its own resolution. ``--out *.mp4 / .webm / .gif``: a moving
+overlay, the video beside the image with the heatmap of the current sliding window (the demo's windowing,
+:mod:`maskahand.evaluation.overlay`). A model with an action head also gets its top actions (OPRA's action
+names when it has 7).
 """
 
 from __future__ import annotations
@@ -15,8 +17,23 @@ import torch
 
 from maskahand.config import EvalRecipe
 from maskahand.evaluation.opra import OPRA_ACTIONS
+from maskahand.evaluation.overlay import VIDEO_FORMATS
 
 log = logging.getLogger(__name__)
+IMAGE_FORMATS = (".png", ".jpg", ".jpeg")
+
+
+def output_kind(out: str | Path) -> str:
+    """ "image" or "video" by the suffix of ``out``; anything else is a ValueError naming it."""
+    suffix = Path(out).suffix.lower()
+    if suffix in IMAGE_FORMATS:
+        return "image"
+    if suffix in VIDEO_FORMATS:
+        return "video"
+    raise ValueError(
+        f"--out {out}: write a picture ({', '.join(IMAGE_FORMATS)}) or an overlay video "
+        f"({', '.join(VIDEO_FORMATS)})"
+    )
 
 
 def ground(
@@ -28,16 +45,27 @@ def ground(
     model: str = "afformer",
     top: int = 3,
 ) -> dict:
-    from maskahand.evaluation.clips import load_clips, load_image
     from maskahand.evaluation.predictor import build_predictor
-    from maskahand.shards.sheet import heatmap_overlay, save_image, titled
     from maskahand.trainer.distributed import resolve_device
 
+    output_kind(out)
+    predictor = build_predictor(model, checkpoint, recipe, resolve_device(recipe.eval.device))
+    if output_kind(out) == "video":
+        return ground_video(predictor, Path(video), Path(image), Path(out), recipe, top)
+    return ground_image(predictor, Path(video), Path(image), Path(out), recipe, top)
+
+
+def ground_image(
+    predictor, video: Path, image: Path, out: Path, recipe: EvalRecipe, top: int = 3, title: bool = True
+) -> dict:
+    """The summed map of every evaluation clip over the target image, written to ``out`` (PNG/JPEG);
+    ``title=False`` leaves out the title bar (the picture then has the image's own size)."""
+    from maskahand.evaluation.clips import load_clips, load_image
+    from maskahand.shards.sheet import heatmap_overlay, save_image, titled
+
     cfg = recipe.eval
-    device = resolve_device(cfg.device)
-    predictor = build_predictor(model, checkpoint, recipe, device)
-    clips = load_clips(Path(video), cfg, recipe.video)
-    square = load_image(Path(image), cfg.image_size)
+    clips = load_clips(video, cfg, recipe.video)
+    square = load_image(image, cfg.image_size)
     log.info("ground: %d clip(s) of %s (%s frames) on %s", len(clips), video, [len(c) for c in clips], image)
     pred = predictor(clips, square)
     heat = pred.heatmaps.float()
@@ -50,15 +78,17 @@ def ground(
         lines.append("top actions: " + ", ".join(f"{n} {s:.2f}" for n, s in actions))
         heat = heat[best[0] : best[0] + 1] if heat.shape[0] == len(scores) else heat
     heat = heat.sum(0)
-    full = _full_image(Path(image))
+    full = full_image(image)
     h, w = full.shape[-2:]
     heat = torch.nn.functional.interpolate(
         heat[None, None], size=(h, w), mode="bilinear", align_corners=False
     )[0, 0]
     unit = (heat - heat.min()) / (heat.max() - heat.min() + 1e-12)
     picture = heatmap_overlay(full, unit)
-    title = f"{Path(video).name} -> {Path(image).name}" + (f" | {lines[0]}" if lines else "")
-    path = save_image(titled(picture, title, bar=max(16, h // 40)), out)
+    if title:
+        text = f"{video.name} -> {image.name}" + (f" | {lines[0]}" if lines else "")
+        picture = titled(picture, text, bar=max(16, h // 40))
+    path = save_image(picture, out)
     peak = divmod(int(heat.argmax()), w)
     log.info(
         "ground: wrote %s (peak at x=%d, y=%d)%s", path, peak[1], peak[0], f"; {lines[0]}" if lines else ""
@@ -66,8 +96,46 @@ def ground(
     return {"out": str(path), "peak_xy": (peak[1], peak[0]), "actions": actions, "clips": len(clips)}
 
 
-def _full_image(path: Path) -> torch.Tensor:
+def ground_video(
+    predictor,
+    video: Path,
+    image: Path,
+    out: Path,
+    recipe: EvalRecipe,
+    top: int = 3,
+    progress: bool = True,
+    title: str | None = None,
+) -> dict:
+    """The moving overlay (see :mod:`maskahand.evaluation.overlay`) written to ``out`` (.mp4/.webm/.gif)."""
+    from maskahand.evaluation.clips import load_image
+    from maskahand.evaluation.overlay import predict_windows, sampled_frames, write_overlay_video
+
+    cfg = recipe.eval
+    square = load_image(image, cfg.image_size)
+    frames = sampled_frames(video, cfg, recipe.video)
+    maps = predict_windows(predictor, frames, square, cfg, top, progress=progress)
+    log.info(
+        "ground: %d window(s) of %s (%d frames at %g fps, length %d, stride %d) on %s",
+        len(maps.windows), video, len(frames), cfg.clip_fps, cfg.clip_length, cfg.clip_stride, image,
+    )  # fmt: skip
+    text = title if title is not None else f"{video.name} -> {image.name}"
+    count = write_overlay_video(
+        video, full_image(image), maps, out, cfg, recipe.video, text, progress=progress
+    )
+    log.info(
+        "ground: wrote %s (%d frames at %g fps, %d windows)", out, count, cfg.overlay_fps, len(maps.windows)
+    )
+    return {"out": str(out), "frames": count, "windows": maps.windows, "actions": maps.actions}
+
+
+def full_image(path: Path) -> torch.Tensor:
+    """uint8 (3, H, W) RGB at the file's own size; errors name the file."""
     from torchvision.io import ImageReadMode, decode_image
 
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
     data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-    return decode_image(data, mode=ImageReadMode.RGB)
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from None

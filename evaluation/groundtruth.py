@@ -80,8 +80,10 @@ class GroundTruth:
         self._flat256 = self._load_or_build(path, (total,), np.float32, self._fill_256)
 
     def _fill_256(self, out: np.ndarray) -> None:
+        from tqdm import tqdm
+
         entries = self.bench.entries
-        for n, e in enumerate(entries):
+        for e in tqdm(entries, desc="ground truth 256", unit="entry", disable=not self.progress):
             if self.bench.gt_rule == "boxes":
                 maps = self._box_maps(e)
             else:
@@ -90,8 +92,6 @@ class GroundTruth:
                 )
             off = self._offsets[e.index]
             out[off : off + maps.numel()] = maps.reshape(-1).float().numpy()
-            if self.progress and (n + 1) % 500 == 0:
-                log.info("ground truth 256: %d / %d entries", n + 1, len(entries))
 
     def _box_maps(self, e) -> torch.Tensor:
         from PIL import Image
