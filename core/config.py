@@ -334,7 +334,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     # RUNTIME fields may change when a run resumes; any other change is refused (changes the result).
-    batch_size: int = 32  # paper: MaskAHand pretraining batch 32
+    # the GLOBAL batch (all processes, all accumulation steps) of one optimiser step; paper: pretraining 32
+    batch_size: int = 32
     max_iters: int = 5000
     num_frames: int = 32  # paper: the 32 mined frames
     workers: int = 4  # DataLoader workers per process (part of the data order, so not runtime-only)
@@ -343,7 +344,10 @@ class TrainConfig:
     log_every: int = field(default=20, metadata=RUNTIME)
     ckpt_every: int = field(default=500, metadata=RUNTIME)
     seed: int = 0
-    accum_steps: int = 1  # gradient accumulation: global batch = batch_size x GPUs x accum_steps
+    # micro-batches per process per step: each process takes batch_size / (processes x accum_steps) at once
+    accum_steps: int = 1
+    # per-device cap on that micro-batch: the trainer picks the smallest accum_steps that fits (None: off)
+    device_batch: Optional[int] = None
     # auto, cpu, cuda (torchrun: each process its LOCAL_RANK's GPU)
     device: str = field(default="auto", metadata=RUNTIME)
     keep_last: int = field(default=2, metadata=RUNTIME)  # checkpoints kept: the last N ...
@@ -365,6 +369,8 @@ class TrainConfig:
             raise ValueError("keep_every, image_every, eval_every, workers and shuffle must be >= 0")
         if self.max_nonfinite < 1:
             raise ValueError("max_nonfinite must be >= 1")
+        if self.device_batch is not None and self.device_batch < 1:
+            raise ValueError("device_batch must be >= 1 or null")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class PretrainTask(TrainTask):
             self._make_dataset,
             epoch,
             skip,
-            train.batch_size,
+            self.ctx.micro_batch,
             train.shuffle,
             train.seed,
             self._prepare_clip if clips_mode else self._prepare_maskahand,
@@ -191,6 +191,10 @@ class PretrainTask(TrainTask):
         chosen = [torch.from_numpy(src[p["frame"]]).to(device) for src, p in zip(batch["source"], params)]
         targets, heatmaps = rc.render_grouped(chosen, params, cfg.batch_size)
         return torch.stack(targets), torch.stack(heatmaps)[:, None]
+
+    def batch_sources(self, batch: dict[str, Any]) -> list[str]:
+        """The source video of each sample (the engine logs how many distinct ones a global batch holds)."""
+        return [str(meta.get("video_id", key)) for key, meta in zip(batch["key"], batch["meta"])]
 
     def state_dict(self) -> dict[str, Any]:
         return {"data_position": self.positions.state_dict()}
