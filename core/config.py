@@ -359,6 +359,9 @@ class TrainConfig:
     # recompute encoder/decoder blocks in backward: less memory, same results, more time
     activation_checkpointing: bool = field(default=False, metadata=RUNTIME)
     shuffle: int = 200  # sample shuffle buffer per reader (0: in order)
+    # pretraining reader: shards each DataLoader worker reads at once, interleaved (one shard per video:
+    # the videos a worker mixes); the shard order is reshuffled every epoch
+    open_shards: int = 16
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_iters < 1 or self.num_frames < 1 or self.accum_steps < 1:
@@ -369,6 +372,8 @@ class TrainConfig:
             raise ValueError("keep_every, image_every, eval_every, workers and shuffle must be >= 0")
         if self.max_nonfinite < 1:
             raise ValueError("max_nonfinite must be >= 1")
+        if self.open_shards < 1:
+            raise ValueError("open_shards must be >= 1")
         if self.device_batch is not None and self.device_batch < 1:
             raise ValueError("device_batch must be >= 1 or null")
 
