@@ -53,6 +53,21 @@ class ShardWriterConfig:
 
 
 @dataclass
+class RepackConfig:
+    """``maskahand shards repack``: every sample of a shard collection, globally shuffled into new shards."""
+
+    target_size: int = 1_000_000_000  # bytes per output shard (~1 GB, as large WebDataset pipelines use)
+    seed: int = 0  # the global shuffle
+    prefix: str = "repacked"  # output shards PREFIX-000000.tar, ...
+
+    def validate(self) -> None:
+        if self.target_size < 1:
+            raise ValueError("target_size must be >= 1 byte")
+        if not self.prefix or "/" in self.prefix or "." in self.prefix:
+            raise ValueError(f"prefix {self.prefix!r} must be non-empty, without '/' or '.'")
+
+
+@dataclass
 class RayConfig:
     address: Optional[str] = None  # None: RAY_ADDRESS if set, else an embedded local runtime
     num_cpus: Optional[int] = None  # local runtime only (None: all cores)
