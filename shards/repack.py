@@ -107,14 +107,25 @@ def index_shard(path: str, index: int) -> tuple[list[SampleRef], str | None]:
                 groups[key] = []
                 refs.append(SampleRef(index, key, ()))
             groups[key].append((suffix, m.offset_data, m.size))
+        end = tar.offset  # after the last member: a complete tar has its two zero blocks here
+        assert tar.fileobj is not None
+        tar.fileobj.seek(end)
+        if tar.fileobj.read(2 * tarfile.BLOCKSIZE) != bytes(2 * tarfile.BLOCKSIZE):
+            raise tarfile.ReadError(f"no end-of-archive blocks after {end} bytes (the shard is truncated)")
     refs = [SampleRef(r.shard, r.key, tuple(groups[r.key])) for r in refs]
     schema = None
     manifest = manifest_path(path)
-    if manifest.is_file():
+    if manifest.is_file():  # the writer's manifest: a shard cut at a member boundary still reads as a tar
         try:
-            schema = json.loads(manifest.read_text()).get("schema")
+            info = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError):
-            schema = None
+            info = {}
+        schema = info.get("schema")
+        if info.get("bytes") not in (None, file_size) or info.get("count") not in (None, len(refs)):
+            raise tarfile.ReadError(
+                f"{len(refs)} samples in {file_size} bytes, its manifest says {info.get('count')} in "
+                f"{info.get('bytes')} (truncated or rewritten)"
+            )
     return refs, schema
 
 

@@ -267,7 +267,10 @@ def test_resume_mid_epoch_is_exact_when_a_worker_ran_dry_and_samples_were_left_o
     assert saved.resume(3, cut, 2, 2)[0] is not None
     assert saved.resume(4, cut, 2, 2)[0] is None and saved.resume(3, cut + 1, 2, 2)[0] is None
     assert saved.resume(3, cut, 3, 2)[0] is None and saved.resume(3, 0, 2, 2) == (None, 0)
-    assert PositionRecord().resume(3, 5, 2, 3) == (None, 1)  # the estimate: 5 x 3 samples in turn: worker 1 next
+    assert PositionRecord().resume(3, 5, 2, 3) == (
+        None,
+        1,
+    )  # the estimate: 5 x 3 samples in turn: worker 1 next
 
 
 @pytest.mark.slow
