@@ -258,6 +258,8 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, torch_one_thread):
         if k in ("train/micro_batch", "train/processes", "train/accum_steps")
     }
     assert split == {"train/micro_batch": 2, "train/processes": 1, "train/accum_steps": 4}
+    # data/videos_per_batch counts the whole step (4 micro-batches: rows 0..7 of 6 videos), not one micro-batch
+    assert {r["data/videos_per_batch"] for r in runs["cap3"][1].values()} == {6}
     # not trivially equal: half the global batch per step trains other weights
     fit(GlobalBatchToyTask(), optim, train_cfg(max_iters=7, batch_size=4), tmp_path / "half")
     half = final_model(tmp_path / "half")
@@ -341,6 +343,9 @@ def test_two_gloo_processes_under_torchrun_equal_one_process_with_the_same_globa
 
     assert splits(tmp_path / "one") == {(8, 2, 1, 4)}
     assert splits(tmp_path / "two") == {(8, 2, 2, 2)}
+    # rows 0..7 of each global batch come from 6 videos; one rank's rows (0, 1, 4, 5 or 2, 3, 6, 7) from 4
+    for run in ("one", "two"):
+        assert {r["data/videos_per_batch"] for r in log_records(tmp_path / run) if "train/loss" in r} == {6}
     # and it is not trivially equal: a different global batch gives other weights
     fit(ToyTask(), optim, train_cfg(max_iters=7, batch_size=4), tmp_path / "half")
     c = final_model(tmp_path / "half")

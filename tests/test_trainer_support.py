@@ -36,6 +36,7 @@ class ToyTask(TrainTask):
     """
 
     batches_per_epoch = 5
+    videos = 6  # row j of a global batch comes from "video" j % 6 (batch_sources)
 
     def __init__(self, nan_at: set[int] | None = None):
         self.nan_at = nan_at or set()
@@ -56,6 +57,9 @@ class ToyTask(TrainTask):
             rows = slice((m * w + r) * n, (m * w + r + 1) * n)
             keys = [f"e{epoch}b{b}i{j}" for j in range(rows.start, rows.stop)]
             yield {"key": keys, "x": x[b, rows], "y": y[b, rows]}
+
+    def batch_sources(self, batch):
+        return [k.split("i")[0] + "v" + str(int(k.split("i")[1]) % self.videos) for k in batch["key"]]
 
     def training_step(self, model, batch, step):
         pred = model(batch["x"])
