@@ -44,6 +44,35 @@ def test_a_batch_of_16_mixes_the_four_videos_of_a_long_video_collection(long_vid
     assert len(two) == 16 and statistics.fmean(two) >= 3.5, two
 
 
+def test_one_stream_interleaves_its_open_shards(long_videos, torch_one_thread):
+    """Without DataLoader workers, and a shuffle buffer (8) too small to mix 64-clip videos, it is
+    ``train.open_shards`` that mixes them."""
+    assert (
+        statistics.fmean(videos_per_batch_now(long_videos, 16, "train.workers=0", "train.shuffle=8")) >= 3.5
+    )
+    one_open = videos_per_batch_now(
+        long_videos, 16, "train.workers=0", "train.shuffle=8", "train.open_shards=1"
+    )
+    assert statistics.fmean(one_open) < 2.5, one_open
+
+
+def test_shard_order_changes_per_epoch_the_same_on_every_rank(long_videos):
+    from maskahand.shards.reader import maskahand_dataset
+
+    def order(epoch: int, rank: int) -> list[str]:
+        ds = maskahand_dataset(
+            long_videos, shuffle_shards=True, rank=rank, world_size=2, seed=5, validate=False
+        )
+        ds.set_epoch(epoch)
+        return [s.key for s in ds]
+
+    e0, e1 = [order(0, 0), order(0, 1)], [order(1, 0), order(1, 1)]
+    for ranks in (e0, e1):  # the ranks split the shards: together every sample once
+        assert not set(ranks[0]) & set(ranks[1]) and len(ranks[0]) + len(ranks[1]) == 256
+    assert e0[0] != e1[0]  # a new shard order each epoch
+    assert order(0, 0) == e0[0]  # seeded: the same again
+
+
 @pytest.mark.slow
 def test_every_logged_step_carries_the_videos_of_its_global_batch(long_videos, tmp_path):
     sys.path.insert(0, str(REPO / "tests"))
