@@ -96,7 +96,7 @@ def videos_per_batch_now(shards: Path, batch: int, *overrides: str, world: int =
         parts = [next(it, None) for _, it in streams]
         if any(p is None for p in parts):  # the engine ends the epoch when any rank runs dry
             return counts
-        counts.append(len({v for (task, _), p in zip(streams, parts) for v in task.batch_sources(p)}))
+        counts.append(len({meta["video_id"] for p in parts for meta in p["meta"]}))
 
 
 def videos_per_batch_before(shards: Path, batch: int, workers: int = 4, buffer: int = 200) -> list[int]:
