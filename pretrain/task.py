@@ -156,7 +156,9 @@ class PretrainTask(TrainTask):
 
     def train_batches(self, epoch: int, skip: int) -> Any:
         train = self.recipe.train
-        raw_skips, first_worker = self.positions.resume(epoch, skip, max(1, train.workers), self.ctx.micro_batch)
+        raw_skips, first_worker = self.positions.resume(
+            epoch, skip, max(1, train.workers), self.ctx.micro_batch
+        )
         clips_mode = bool(self.clips)
         ds = EpochBatches(
             self._make_dataset,
