@@ -73,6 +73,19 @@ def test_shard_order_changes_per_epoch_the_same_on_every_rank(long_videos):
     assert order(0, 0) == e0[0]  # seeded: the same again
 
 
+def test_interleaving_keeps_the_split_a_partition_when_ranks_share_shards(long_videos):
+    """Fewer shards (8) than ranks (12): every rank reads every shard and keeps every 12th sample, so the
+    interleaved stream must be the same on all of them (seeded without rank) for the split to stay exact."""
+    from maskahand.shards.reader import maskahand_dataset
+
+    seen: list[str] = []
+    for rank in range(12):
+        ds = maskahand_dataset(long_videos, open_shards=4, rank=rank, world_size=12, seed=1, validate=False)
+        ds.set_epoch(0)
+        seen += [s.key for s in ds]
+    assert len(seen) == 256 and len(set(seen)) == 256
+
+
 @pytest.mark.slow
 def test_every_logged_step_carries_the_videos_of_its_global_batch(long_videos, tmp_path):
     sys.path.insert(0, str(REPO / "tests"))
