@@ -156,6 +156,10 @@ def test_repack_skips_an_unreadable_shard_and_names_it_and_refuses_mixed_kinds(c
     assert summary["samples"] == 15  # the two sound shards (10 + 5 clips of video 0)
     from test_pretrain_support import write_clip_shards
 
+    clips = write_clip_shards(tmp_path / "clips", 6, per_shard=2)  # clip shards repack as well
+    done = repack(clips, tmp_path / "clips_out", RepackConfig(target_size=10**9), progress=False)
+    assert done["schema"] == "maskahand.clip/1" and done["samples"] == 6 and len(done["shards"]) == 1
+    assert members(tmp_path / "clips_out") == members(clips)
     write_clip_shards(bad, 2, per_shard=2)  # clip shards beside MaskAHand ones
     with pytest.raises(RepackError, match="two kinds"):
         repack(bad, tmp_path / "out3", RepackConfig(), progress=False)
