@@ -106,6 +106,10 @@ bench-train: venv  ## pretraining s/step + peak memory (fp32/bf16, +/- activatio
 bench-learn: venv  ## small CPU pretraining on mined shared videos: held-out KL at step 0 / end / Center Bias
 	$(PY) -m benchmarks.learn --data $(SHARED) --out $(OUT)/bench-learn
 
+.PHONY: bench-mixing
+bench-mixing: venv  ## distinct videos per pretraining batch on per-video shards (4 x 300 clips, 200 x 50), now vs before
+	$(PY) -m benchmarks.mixing --out $(OUT)/bench-mixing/results.json
+
 DATASET ?= opra
 HOTSPOTS_RUN = $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/hotspots)
 hotspots-train: venv  ## Interaction Hotspots: DATA=root RUN=runs/NAME [DATASET=opra|epic_hotspots] [NGPU=N] ARGS="--weights PTH ..."

@@ -61,6 +61,21 @@ class StorageConfig:
 
 
 @dataclass
+class RepackConfig:
+    """``maskahand shards repack``: every sample of a shard collection, globally shuffled into new shards."""
+
+    target_size: int = 1_000_000_000  # bytes per output shard (~1 GB, as large WebDataset pipelines use)
+    seed: int = 0  # the global shuffle
+    prefix: str = "repacked"  # output shards PREFIX-000000.tar, ...
+
+    def validate(self) -> None:
+        if self.target_size < 1:
+            raise ValueError("target_size must be >= 1 byte")
+        if not self.prefix or "/" in self.prefix or "." in self.prefix:
+            raise ValueError(f"prefix {self.prefix!r} must be non-empty, without '/' or '.'")
+
+
+@dataclass
 class RayConfig:
     address: Optional[str] = None  # None: RAY_ADDRESS if set, else an embedded local runtime
     num_cpus: Optional[int] = None  # local runtime only (None: all cores)
@@ -342,7 +357,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     # RUNTIME fields may change when a run resumes; any other change is refused (changes the result).
-    batch_size: int = 32  # paper: MaskAHand pretraining batch 32
+    # the GLOBAL batch (all processes, all accumulation steps) of one optimiser step; paper: pretraining 32
+    batch_size: int = 32
     max_iters: int = 5000
     num_frames: int = 32  # paper: the 32 mined frames
     workers: int = 4  # DataLoader workers per process (part of the data order, so not runtime-only)
@@ -351,7 +367,10 @@ class TrainConfig:
     log_every: int = field(default=20, metadata=RUNTIME)
     ckpt_every: int = field(default=500, metadata=RUNTIME)
     seed: int = 0
-    accum_steps: int = 1  # gradient accumulation: global batch = batch_size x GPUs x accum_steps
+    # micro-batches per process per step: each process takes batch_size / (processes x accum_steps) at once
+    accum_steps: int = 1
+    # per-device cap on that micro-batch: the trainer picks the smallest accum_steps that fits (None: off)
+    device_batch: Optional[int] = None
     # auto, cpu, cuda (torchrun: each process its LOCAL_RANK's GPU)
     device: str = field(default="auto", metadata=RUNTIME)
     keep_last: int = field(default=2, metadata=RUNTIME)  # checkpoints kept: the last N ...
@@ -363,6 +382,9 @@ class TrainConfig:
     # recompute encoder/decoder blocks in backward: less memory, same results, more time
     activation_checkpointing: bool = field(default=False, metadata=RUNTIME)
     shuffle: int = 200  # sample shuffle buffer per reader (0: in order)
+    # pretraining reader: shards each DataLoader worker reads at once, interleaved (one shard per video:
+    # the videos a worker mixes); the shard order is reshuffled every epoch
+    open_shards: int = 16
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_iters < 1 or self.num_frames < 1 or self.accum_steps < 1:
@@ -373,6 +395,10 @@ class TrainConfig:
             raise ValueError("keep_every, image_every, eval_every, workers and shuffle must be >= 0")
         if self.max_nonfinite < 1:
             raise ValueError("max_nonfinite must be >= 1")
+        if self.open_shards < 1:
+            raise ValueError("open_shards must be >= 1")
+        if self.device_batch is not None and self.device_batch < 1:
+            raise ValueError("device_batch must be >= 1 or null")
 
 
 # --------------------------------------------------------------------------------------------------

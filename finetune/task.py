@@ -143,9 +143,10 @@ class FinetuneTask(TrainTask):
         ctx, train = self.ctx, self.recipe.train
         mine = [e for e in self.bench.entries if e.index % ctx.world_size == ctx.rank]
         order = torch.randperm(len(mine), generator=step_generator(train.seed, epoch, ctx.rank, stream=1))
-        batches = len(mine) // train.batch_size  # drop_last, as the authors
+        size = ctx.micro_batch  # train.batch_size is the global batch
+        batches = len(mine) // size  # drop_last, as the authors
         for b in range(skip, batches):
-            picked = [mine[int(i)] for i in order[b * train.batch_size : (b + 1) * train.batch_size]]
+            picked = [mine[int(i)] for i in order[b * size : (b + 1) * size]]
             gen = step_generator(train.seed, epoch * 1_000_003 + b, ctx.rank, stream=2)
             yield collate([self.sample(e, gen) for e in picked])
 

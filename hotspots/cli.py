@@ -84,8 +84,8 @@ def prepare(args: argparse.Namespace):
         and model.ant_loss == "mse"
     ):
         model = replace(model, ant_loss="triplet")  # seed 000 S4: triplet on EPIC
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    iters = recipe.data.epochs * steps_per_epoch(len(tset.items), recipe.train.batch_size, world)
+    # train.batch_size is the global batch: the same steps per epoch on any number of processes
+    iters = recipe.data.epochs * steps_per_epoch(len(tset.items), recipe.train.batch_size)
     recipe = replace(
         recipe, model=model, train=replace(recipe.train, max_iters=iters, num_frames=model.max_len)
     )

@@ -286,5 +286,6 @@ def epoch_order(tset: TrainingSet, cfg: HotspotsDataConfig, seed: int, epoch: in
     return torch.randperm(n, generator=g).tolist()
 
 
-def steps_per_epoch(num_items: int, batch_size: int, world: int) -> int:
-    return max(1, math.ceil(num_items / (batch_size * world)))
+def steps_per_epoch(num_items: int, global_batch: int) -> int:
+    """Optimiser steps in one pass over ``num_items`` at ``global_batch`` samples a step (any process count)."""
+    return max(1, math.ceil(num_items / global_batch))

@@ -40,7 +40,7 @@ class HotspotsTask(TrainTask):
 
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
-        self.steps_per_epoch = steps_per_epoch(len(self.tset.items), ctx.train.batch_size, ctx.world_size)
+        self.steps_per_epoch = steps_per_epoch(len(self.tset.items), ctx.train.batch_size)
 
     def build_model(self) -> nn.Module:
         if self._model is not None:
@@ -60,7 +60,7 @@ class HotspotsTask(TrainTask):
 
     def train_batches(self, epoch: int, skip: int) -> Iterable[Any]:
         ctx, d = self.ctx, self.recipe.data
-        bs = ctx.train.batch_size
+        bs = ctx.micro_batch  # train.batch_size is the global batch
         order = epoch_order(self.tset, d, ctx.seed, epoch)[ctx.rank :: ctx.world_size]
         ds = HotspotsSamples(self.tset, d, self.recipe.model.max_len, seed=ctx.seed * 1000 + ctx.rank)
         ds.order, ds.epoch = order[skip * bs :], epoch

@@ -1,14 +1,18 @@
-"""Batches for MaskAHand pretraining: shards -> deterministic shuffle -> resumable skip -> batches.
+"""Batches for MaskAHand pretraining: shards -> deterministic shuffle -> resumable skip -> mixed batches.
 
 Each rank and DataLoader worker reads its own part of the shards (``shards.maskahand_dataset`` splits
-by rank, then worker). Inside a worker, raw (undecoded) samples pass a shuffle buffer seeded from
-(seed, epoch, rank, worker), then the first raw samples of a resumed epoch are dropped BEFORE decoding,
-then samples are decoded, prepared (a sample may be left out: a clip without an interacting hand, a
-corrupt sample skipped) and batched in the worker.
+by rank, then worker), with the shard order reshuffled every epoch (the same on every rank) and
+``train.open_shards`` shards open at once, their samples interleaved. Inside a worker, raw
+(undecoded) samples pass a shuffle buffer seeded from (seed, epoch, rank, worker), then the first raw
+samples of a resumed epoch are dropped BEFORE decoding, then samples are decoded and prepared (a sample
+may be left out: a clip without an interacting hand, a corrupt sample skipped). Workers hand out single
+samples; the batch is made in the training process from the workers in turn, so one batch holds the
+videos of every worker (with per-video shards, a batch made in one worker would hold that worker's few
+videos only).
 
-Exact resume: every batch carries its :class:`Position` (epoch, worker, workers, raw samples the worker
-had read when it made the batch), and each worker ends its epoch with an end marker. The loader hands out
-batches in turn, worker by worker, passing over workers that have ended (the DataLoader's own order, but
+Exact resume: every sample carries its :class:`Position` (epoch, worker, workers, raw samples the worker
+had read when it made the sample), and each worker ends its epoch with an end marker. The loader hands out
+samples in turn, worker by worker, passing over workers that have ended (the DataLoader's own order, but
 able to start at any worker). The task keeps the last position of each worker that training consumed and
 saves it; a resumed epoch asks each worker to skip exactly its own raw samples and starts with the worker
 after the last one consumed. Samples left out and workers that ran dry early cost nothing. Without that
@@ -70,12 +74,12 @@ def pad_collate(samples: Sequence[Any], fields: Sequence[str] = ("targets", "hea
     return batch
 
 
-WORKER_DONE = "worker_done"  # key of the marker a worker yields after its last batch of the epoch
+WORKER_DONE = "worker_done"  # key of the marker a worker yields after its last sample of the epoch
 
 
 class Position(NamedTuple):
-    """Where one batch came from: its epoch, the DataLoader worker (of ``workers``) that made it, and how
-    many raw samples that worker had read in this epoch when the batch was complete."""
+    """Where one sample came from: its epoch, the DataLoader worker (of ``workers``) that made it, and how
+    many raw samples that worker had read in this epoch when it handed the sample out."""
 
     epoch: int
     worker: int
@@ -104,7 +108,7 @@ class _ShuffleSkip:
 
 
 class EpochBatches(IterableDataset):
-    """One epoch of one rank's batches, built inside each DataLoader worker.
+    """One epoch of one rank's samples, made inside each DataLoader worker; :func:`epoch_loader` batches them.
 
     ``raw_skips``: raw samples each worker skips (the saved positions of a resumed epoch); without them,
     ``skip`` batches are skipped, estimated round-robin (see the module docstring).
@@ -135,8 +139,8 @@ class EpochBatches(IterableDataset):
             if len(self.raw_skips) != workers:
                 raise ValueError(f"{len(self.raw_skips)} saved worker positions for {workers} workers")
             return self.raw_skips[worker]
-        # round-robin: worker w produced batches w, w + W, ... of the epoch
-        return len(range(worker, self.skip, workers)) * self.batch_size
+        # round-robin: worker w made samples w, w + W, ... of the epoch
+        return len(range(worker, self.skip * self.batch_size, workers))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker, workers = worker_and_count()
@@ -146,18 +150,11 @@ class EpochBatches(IterableDataset):
         # raw-sample stage before the reader's final decode stage: skipping costs no decoding
         cursor = _ShuffleSkip(self.shuffle, self.seed, self.epoch, self._raw_skip(worker, workers))
         stages.insert(len(stages) - 1, cursor)
-        batch: list[Any] = []
         for sample in ds:
             sample = self.prepare(sample)
             if sample is None:
                 continue
-            batch.append(sample)
-            if len(batch) == self.batch_size:
-                out = self.collate(batch)
-                out["position"] = Position(self.epoch, worker, workers, cursor.read)
-                yield out
-                batch = []
-        # the last partial batch is dropped: every step sees batch_size samples per rank
+            yield {"sample": sample, "position": Position(self.epoch, worker, workers, cursor.read)}
         yield {WORKER_DONE: worker}
 
 
@@ -171,12 +168,14 @@ class PositionRecord:
     def __init__(self) -> None:
         self.epoch, self.batches, self.raw, self.last = -1, 0, [0], -1
 
-    def note(self, pos: Position) -> None:
-        if pos.epoch != self.epoch:
-            self.epoch, self.batches, self.raw = pos.epoch, 0, [0] * pos.workers
+    def note(self, positions: Sequence[Position]) -> None:
+        """One batch training took: the positions of its samples, in the order they were handed out."""
+        if positions[0].epoch != self.epoch:
+            self.epoch, self.batches, self.raw = positions[0].epoch, 0, [0] * positions[0].workers
         self.batches += 1
-        self.raw[pos.worker] = pos.raw_read
-        self.last = pos.worker
+        for pos in positions:
+            self.raw[pos.worker] = pos.raw_read
+            self.last = pos.worker
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batches": self.batches, "raw": list(self.raw), "last": self.last}
@@ -185,8 +184,11 @@ class PositionRecord:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
         self.raw, self.last = [int(r) for r in state["raw"]], int(state["last"])
 
-    def resume(self, epoch: int, skip: int, workers: int) -> tuple[list[int] | None, int]:
-        """(raw samples each worker skips, or None to estimate from ``skip``; the first worker's turn)."""
+    def resume(
+        self, epoch: int, skip: int, workers: int, batch_size: int = 1
+    ) -> tuple[list[int] | None, int]:
+        """(raw samples each worker skips, or None to estimate from ``skip`` batches of ``batch_size``;
+        the first worker's turn)."""
         if skip == 0:
             return None, 0
         if (self.epoch, self.batches, len(self.raw)) == (epoch, skip, workers):
@@ -201,29 +203,44 @@ class PositionRecord:
             self.batches,
             len(self.raw),
         )
-        return None, skip % workers
+        return None, (skip * batch_size) % workers
 
 
 def epoch_loader(
-    dataset: EpochBatches, workers: int, pin_memory: bool, first_worker: int = 0
+    dataset: EpochBatches, workers: int, pin_memory: bool = False, first_worker: int = 0
 ) -> Iterator[dict[str, Any]]:
-    """The epoch's batches, worker by worker in turn from ``first_worker`` (``workers`` 0: in this process)."""
+    """The epoch's batches of ``dataset.batch_size``, made in this process from the workers' samples taken in
+    turn from ``first_worker`` (``workers`` 0: samples made in this process too). Each batch carries
+    ``positions``, one :class:`Position` per sample. The last partial batch is dropped, so every step sees
+    ``batch_size`` samples per rank. ``pin_memory`` is accepted for compatibility; batches are collated
+    here and handed to the device as they are."""
     if workers == 0:
-        return _in_turn(iter(dataset), 1, 0)
+        return _batched(_in_turn(iter(dataset), 1, 0), dataset)
     loader = DataLoader(
         dataset,
         batch_size=None,
         num_workers=workers,
-        pin_memory=pin_memory,
         persistent_workers=False,
-        prefetch_factor=2,
+        # samples, not batches, travel: keep about two batches' worth in flight across the workers
+        prefetch_factor=max(2, -(-2 * dataset.batch_size // workers)),
     )
-    return _in_turn(iter(loader), workers, first_worker)
+    return _batched(_in_turn(iter(loader), workers, first_worker), dataset)
+
+
+def _batched(items: Iterator[dict[str, Any]], dataset: EpochBatches) -> Iterator[dict[str, Any]]:
+    group: list[dict[str, Any]] = []
+    for item in items:
+        group.append(item)
+        if len(group) == dataset.batch_size:
+            batch = dataset.collate([x["sample"] for x in group])
+            batch["positions"] = [x["position"] for x in group]
+            yield batch
+            group = []
 
 
 def _in_turn(source: Iterator[dict[str, Any]], workers: int, turn: int) -> Iterator[dict[str, Any]]:
     """Reorder the loader's round-robin stream to start at worker ``turn``; a worker's end marker takes it
-    out of the turns. Holds at most about one batch per worker (the loader itself goes round-robin)."""
+    out of the turns. Holds at most about one item per worker (the loader itself goes round-robin)."""
     pending: list[deque[dict[str, Any]]] = [deque() for _ in range(workers)]
     done = [False] * workers
     while not all(done):

@@ -144,17 +144,27 @@ class PretrainTask(TrainTask):
         from maskahand.shards import clip_dataset, maskahand_dataset
 
         make = maskahand_dataset if self.shards else clip_dataset
-        return make(self.shards or self.clips or [], shuffle=0, rank=rank, world_size=world_size, seed=seed)
+        return make(
+            self.shards or self.clips or [],
+            shuffle=0,  # the sample buffer is EpochBatches' (resumable); shard order and interleaving here
+            shuffle_shards=True,
+            open_shards=self.recipe.train.open_shards,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+        )
 
     def train_batches(self, epoch: int, skip: int) -> Any:
         train = self.recipe.train
-        raw_skips, first_worker = self.positions.resume(epoch, skip, max(1, train.workers))
+        raw_skips, first_worker = self.positions.resume(
+            epoch, skip, max(1, train.workers), self.ctx.micro_batch
+        )
         clips_mode = bool(self.clips)
         ds = EpochBatches(
             self._make_dataset,
             epoch,
             skip,
-            train.batch_size,
+            self.ctx.micro_batch,
             train.shuffle,
             train.seed,
             self._prepare_clip if clips_mode else self._prepare_maskahand,
@@ -192,6 +202,10 @@ class PretrainTask(TrainTask):
         targets, heatmaps = rc.render_grouped(chosen, params, cfg.batch_size)
         return torch.stack(targets), torch.stack(heatmaps)[:, None]
 
+    def batch_sources(self, batch: dict[str, Any]) -> list[str]:
+        """The source video of each sample (the engine logs how many distinct ones a global batch holds)."""
+        return [str(meta.get("video_id", key)) for key, meta in zip(batch["key"], batch["meta"])]
+
     def state_dict(self) -> dict[str, Any]:
         return {"data_position": self.positions.state_dict()}
 
@@ -200,8 +214,8 @@ class PretrainTask(TrainTask):
             self.positions.load_state_dict(state["data_position"])
 
     def training_step(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict]:
-        if "position" in batch:  # every batch training takes passes here exactly once
-            self.positions.note(batch.pop("position"))
+        if "positions" in batch:  # every batch training takes passes here exactly once
+            self.positions.note(batch.pop("positions"))
         targets, heatmaps = self.targets_for_step(batch, step)
         out = model(batch["frames"], targets, batch["num_frames"])
         loss = cast(GroundingModel, unwrap(model)).loss(out, heatmaps).heatmap

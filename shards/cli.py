@@ -1,4 +1,4 @@
-"""``maskahand shards check|show``."""
+"""``maskahand shards check|show|repack``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_option(s)
     s.set_defaults(func=_show)
 
+    r = inner.add_parser(
+        "repack",
+        help="regroup clip or MaskAHand shards into ~--target-size shards in a seeded global shuffle",
+        description="Every sample of IN's shards, shuffled across the whole collection (seed --seed) and "
+        "cut into shards of about --target-size bytes under --out, copied byte for byte. Resumable: rerun "
+        "the same command after an interruption; finished shards are kept. Writes repack.json (inputs, "
+        "settings, every shard's count/bytes/sha256). Keys: target_size, seed, prefix.",
+    )
+    r.add_argument("input", help="directory of *.tar shards (e.g. a mine or synth output folder)")
+    r.add_argument("--out", required=True, help="output folder for the repacked shards")
+    r.add_argument("--target-size", help="bytes per output shard: 1GB (default), 512MB, 200M, ...")
+    r.add_argument("--seed", type=int, help="seed of the global shuffle (default 0)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_option(r)
+    r.set_defaults(func=_repack)
+
 
 def _check(args: argparse.Namespace) -> int:
     from maskahand.cli_util import load_recipe
@@ -57,4 +73,34 @@ def _show(args: argparse.Namespace) -> int:
     out = save_image(sheet, args.out)
     save_config(cfg, Path(out).parent, name=Path(out).stem + ".config.yaml")
     print(f"wrote {out} ({sheet.size[0]}x{sheet.size[1]})")
+    return 0
+
+
+def _repack(args: argparse.Namespace) -> int:
+    from maskahand.cli_util import UsageError, load_recipe
+    from maskahand.config import RepackConfig
+    from maskahand.configbase import check_resume, save_config
+    from maskahand.shards.reader import list_shards
+    from maskahand.shards.repack import repack
+
+    fields: dict = {}
+    if args.target_size is not None:
+        from maskahand.shards.repack import parse_size
+
+        try:
+            fields["target_size"] = parse_size(args.target_size)
+        except ValueError as e:
+            raise UsageError(f"--target-size: {e}") from e
+    if args.seed is not None:
+        fields["seed"] = args.seed
+    cfg = load_recipe(RepackConfig, args, **fields)
+    list_shards(args.input)  # a missing or empty input fails before anything is written
+    check_resume(cfg, args.out)
+    save_config(cfg, args.out)
+    summary = repack(args.input, args.out, cfg, progress=not args.quiet)
+    sizes = [s["bytes"] for s in summary["shards"]]
+    print(
+        f"repacked {summary['samples']} samples into {len(sizes)} shards under {args.out} "
+        f"({min(sizes)}..{max(sizes)} bytes each; {len(summary['skipped'])} unreadable input shards skipped)"
+    )
     return 0

@@ -10,6 +10,12 @@ seed and epoch give the same order. ``resampled=True`` draws shards with replace
 iterations); each rank and worker draws from its own deterministic stream. Call
 ``dataset.set_epoch(e)`` before each epoch so that shard order and resampling streams change between
 epochs (also inside DataLoader workers, which get a fresh copy of the dataset every epoch).
+
+``open_shards > 1`` keeps that many of a consumer's shards open at once and interleaves their samples
+(each next sample from an open shard drawn with a generator seeded from (seed, epoch, rank, worker), or
+from (seed, epoch) alone where consumers split by sample, as they must all read the same stream): with
+one shard per video, a consumer's stream then mixes that many videos instead of walking one video at a
+time. ``shuffle_shards`` reshuffles the shard order per epoch without a sample buffer (default: with one).
 """
 
 from __future__ import annotations
@@ -97,7 +103,9 @@ class _ShardList(IterableDataset):
         rank: int | None,
         world_size: int | None,
         seed: int,
+        open_shards: int = 1,
     ):
+        self.open_shards = open_shards
         self.urls, self.shuffle, self.resampled = urls, shuffle, resampled
         self.split_by_node, self.split_by_worker = split_by_node, split_by_worker
         self.rank, self.world_size, self.seed = rank, world_size, seed
@@ -146,6 +154,41 @@ class _ShardList(IterableDataset):
             worker, _ = worker_and_count()
             rng = random.Random(f"{self.seed}/{self.epoch}/{rank}/{worker}/samples")
             yield from buffer_shuffle(itertools.chain([first], it), bufsize, rng)
+
+        return stage
+
+    def interleave(self, read: Callable[[Iterable[dict[str, str]]], Iterable[dict[str, Any]]]) -> Any:
+        """Stage on the shard URLs: ``read`` (URLs -> raw samples) applied to ``open_shards`` shards at a time,
+        their samples interleaved in a seeded random order; a finished shard's place goes to the next one."""
+        if self.open_shards <= 1:
+            return read
+
+        def stage(urls: Iterable[dict[str, str]]) -> Iterator[dict[str, Any]]:
+            pending = iter(urls)
+            first = next(pending, None)  # pulling one URL runs __iter__, which fixes epoch and split
+            if first is None:
+                return
+            pending = itertools.chain([first], pending)
+            rank, _ = rank_and_world(self.rank, self.world_size)
+            worker, _ = worker_and_count()
+            # consumers that split by sample must all see the same stream: no rank/worker in the seed then
+            me = "" if self.sample_split is not None else f"/{rank}/{worker}"
+            rng = random.Random(f"{self.seed}/{self.epoch}{me}/interleave")
+            open_: list[Iterator[dict[str, Any]]] = []
+            while True:
+                while len(open_) < self.open_shards:
+                    url = next(pending, None)
+                    if url is None:
+                        break
+                    open_.append(iter(read(iter([url]))))
+                if not open_:
+                    return
+                j = rng.randrange(len(open_))
+                sample = next(open_[j], None)
+                if sample is None:
+                    del open_[j]
+                else:
+                    yield sample
 
         return stage
 
@@ -216,26 +259,33 @@ def shard_dataset(
     seed: int = 0,
     on_error: OnError = "skip",
     validate: bool = True,
+    open_shards: int = 1,
+    shuffle_shards: bool | None = None,
 ) -> wds.DataPipeline:
     """Pipeline of typed samples of ``kind``; ``shuffle`` is the sample shuffle buffer (0: in order).
+
+    ``open_shards``: shards read at once per consumer, samples interleaved; ``shuffle_shards``: a new
+    shard order every epoch (default: when ``shuffle`` > 0).
 
     ``validate`` checks every decoded sample against its schema (a bad one is an error for
     ``on_error``); the check costs far less than the JPEG decoding.
     """
-    if shuffle < 0:
-        raise ValueError("shuffle must be >= 0")
+    if shuffle < 0 or open_shards < 1:
+        raise ValueError("shuffle must be >= 0 and open_shards >= 1")
     handler = make_handler(on_error)
     shard_list = _ShardList(
         list_shards(urls_or_dir),
-        shuffle > 0,
+        shuffle > 0 if shuffle_shards is None else shuffle_shards,
         resampled,
         split_by_node,
         split_by_worker,
         rank,
         world_size,
         seed,
+        open_shards,
     )
-    stages: list[Any] = [shard_list, wds.tarfile_to_samples(handler=handler), shard_list.keep_mine]
+    read_tars = wds.tarfile_to_samples(handler=handler)
+    stages: list[Any] = [shard_list, shard_list.interleave(read_tars), shard_list.keep_mine]
     if shuffle > 0:
         stages.append(shard_list.shuffle_stage(shuffle))
     stages.append(wds.map(_typed(kind, validate), handler=handler))

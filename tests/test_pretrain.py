@@ -247,32 +247,38 @@ def test_resume_mid_epoch_is_exact_when_a_worker_ran_dry_and_samples_were_left_o
 
     full = epoch()
     keys = [tuple(x["key"]) for x in full]
-    assert [x["position"].worker for x in full] == [0, 1, 0, 0]  # round-robin until worker 1 ran dry
+    # samples in turn until worker 1 ran dry; a batch mixes the workers; the 9th sample (a partial batch) is dropped
+    assert [[p.worker for p in x["positions"]] for x in full] == [[0, 1], [0, 1], [0, 0], [0, 0]]
     assert len({k for ks in keys for k in ks}) == 8 and "clip00_002" not in {k for ks in keys for k in ks}
     estimate_wrong = False
     for cut in range(1, len(full)):
         record = PositionRecord()
         for x in full[:cut]:
-            record.note(x["position"])
+            record.note(x["positions"])
         saved = PositionRecord()
         saved.load_state_dict(record.state_dict())
-        raw_skips, first = saved.resume(3, cut, 2)
+        raw_skips, first = saved.resume(3, cut, 2, 2)
         rest = epoch(raw_skips, cut, first)
         assert [tuple(x["key"]) for x in rest] == keys[cut:], f"resumed after {cut} batches"
-        estimate = [tuple(x["key"]) for x in epoch(None, cut, cut % 2)]
+        estimate = [tuple(x["key"]) for x in epoch(None, cut, (cut * 2) % 2)]  # 2 samples a batch, in turn
         estimate_wrong = estimate_wrong or estimate != keys[cut:]
     assert estimate_wrong
     # a record of another epoch, batch count or worker count is not used
-    assert saved.resume(3, cut, 2)[0] is not None
-    assert saved.resume(4, cut, 2)[0] is None and saved.resume(3, cut + 1, 2)[0] is None
-    assert saved.resume(3, cut, 3)[0] is None and saved.resume(3, 0, 2) == (None, 0)
+    assert saved.resume(3, cut, 2, 2)[0] is not None
+    assert saved.resume(4, cut, 2, 2)[0] is None and saved.resume(3, cut + 1, 2, 2)[0] is None
+    assert saved.resume(3, cut, 3, 2)[0] is None and saved.resume(3, 0, 2, 2) == (None, 0)
+    assert PositionRecord().resume(3, 5, 2, 3) == (
+        None,
+        1,
+    )  # the estimate: 5 x 3 samples in turn: worker 1 next
 
 
 @pytest.mark.slow
 def test_resume_with_two_loader_workers_mid_turn_equals_a_straight_run(shards, tmp_path):
-    """The real CLI with two DataLoader workers, each with batches left; after step 1 worker 1's turn is next."""
+    """The real CLI with two DataLoader workers, each with samples left; after step 1 (3 samples: workers 0, 1,
+    0) worker 1's turn is next."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = ("train.workers=2", "train.ckpt_every=1")
+    args = ("train.workers=2", "train.ckpt_every=1", "train.batch_size=3")  # odd: a step ends mid-turn
     for run in ("straight", "split"):
         done = subprocess.run(_cli(shards, tmp_path / run, *args), env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -213,11 +213,11 @@ def test_load_torch_file_names_the_file_and_what_it_is(tmp_path):
 
 
 class GlobalBatchToyTask(ToyTask):
-    """ToyTask whose epoch is a fixed list of 8-sample global batches, handed out in ``batch_size`` pieces: with
-    ``accum_steps = 8 / batch_size`` every optimiser step sees one whole global batch, whatever the split."""
+    """ToyTask whose epoch is a fixed list of 8-sample global batches, handed out in micro-batch pieces: every
+    optimiser step sees one whole global batch, whatever the split."""
 
     def train_batches(self, epoch: int, skip: int):
-        n = self.ctx.train.batch_size
+        n = self.ctx.micro_batch
         g = torch.Generator().manual_seed(2000 + epoch)
         x = torch.randn(self.batches_per_epoch * 8, 6, generator=g)
         y = x.sum(-1).sin()
@@ -227,37 +227,92 @@ class GlobalBatchToyTask(ToyTask):
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, torch_one_thread):
-    """batch 8 = batch 4 x 2 accumulation = batch 2 x 4: same weights, losses and gradient norms every step
-    (Adam hides a gradient's scale, so the logged norm is what catches a missing 1/accum_steps)."""
+    """Global batch 8 as 8 x 1, 4 x 2 accumulation, 2 x 4, and 2 x 4 chosen by train.device_batch=3: same
+    weights, losses and gradient norms every step (Adam hides a gradient's scale, so the logged norm is what
+    catches a missing 1/accum_steps)."""
     optim = OptimConfig(lr=1e-2, precision="fp32")
     runs = {}
-    for batch, accum in ((8, 1), (4, 2), (2, 4)):
-        run = tmp_path / f"b{batch}x{accum}"
-        fit(GlobalBatchToyTask(), optim, train_cfg(max_iters=7, batch_size=batch, accum_steps=accum), run)
+    for name, kw in (
+        ("a1", {}),
+        ("a2", {"accum_steps": 2}),
+        ("a4", {"accum_steps": 4}),
+        ("cap3", {"device_batch": 3}),
+    ):
+        run = tmp_path / name
+        fit(GlobalBatchToyTask(), optim, train_cfg(max_iters=7, batch_size=8, **kw), run)
         recs = {r["step"]: r for r in log_records(run) if "train/loss" in r}
-        runs[batch] = (final_model(run), recs)
-    ref_model, ref_recs = runs[8]
+        runs[name] = (final_model(run), recs)
+    ref_model, ref_recs = runs["a1"]
     assert ref_recs.keys() == set(range(7))  # crosses an epoch boundary (5 global batches per epoch)
-    for batch in (4, 2):
-        model, recs = runs[batch]
+    for name in ("a2", "a4", "cap3"):
+        model, recs = runs[name]
         for k in ref_model:
             torch.testing.assert_close(model[k], ref_model[k], rtol=1e-5, atol=1e-6)
         for step, ref in ref_recs.items():
             assert recs[step]["train/loss"] == pytest.approx(ref["train/loss"], rel=1e-5)
             assert recs[step]["train/grad_norm"] == pytest.approx(ref["train/grad_norm"], rel=1e-5)
             assert recs[step]["train/global_batch"] == 8
+    split = {
+        k: v
+        for k, v in runs["cap3"][1][0].items()
+        if k in ("train/micro_batch", "train/processes", "train/accum_steps")
+    }
+    assert split == {"train/micro_batch": 2, "train/processes": 1, "train/accum_steps": 4}
+    # data/videos_per_batch counts the whole step (4 micro-batches: rows 0..7 of 6 videos), not one micro-batch
+    assert {r["data/videos_per_batch"] for r in runs["cap3"][1].values()} == {6}
     # not trivially equal: half the global batch per step trains other weights
     fit(GlobalBatchToyTask(), optim, train_cfg(max_iters=7, batch_size=4), tmp_path / "half")
     half = final_model(tmp_path / "half")
     assert not all(torch.allclose(half[k], ref_model[k], atol=1e-6) for k in ref_model)
 
 
+@pytest.mark.parametrize(
+    ("kw", "world", "named"),
+    [
+        ({"batch_size": 8, "accum_steps": 3}, 1, ["train.batch_size=8", "train.accum_steps=3"]),
+        ({"batch_size": 9}, 2, ["train.batch_size=9", "2 processes"]),
+        ({"batch_size": 9, "device_batch": 4}, 2, ["train.batch_size=9", "2 processes"]),
+        (
+            {"batch_size": 8, "accum_steps": 2, "device_batch": 2},
+            1,
+            ["train.accum_steps=2", "train.device_batch=2"],
+        ),
+    ],
+)
+def test_a_global_batch_that_does_not_split_fails_naming_the_keys(kw, world, named):
+    from maskahand.trainer.batching import batch_split
+
+    with pytest.raises(ConfigError) as e:
+        batch_split(train_cfg(**kw), world)
+    for text in named:
+        assert text in str(e.value)
+
+
+def test_device_batch_picks_the_smallest_accumulation_under_the_cap():
+    from maskahand.trainer.batching import BatchSplit, batch_split
+
+    assert batch_split(train_cfg(batch_size=32, device_batch=8), 2) == BatchSplit(32, 2, 2, 8)
+    assert batch_split(train_cfg(batch_size=32, device_batch=5), 2) == BatchSplit(32, 2, 4, 4)
+    assert batch_split(train_cfg(batch_size=32, device_batch=64), 8) == BatchSplit(32, 8, 1, 4)
+    assert batch_split(train_cfg(batch_size=16, accum_steps=2), 8) == BatchSplit(16, 8, 2, 1)
+
+
+def test_fit_refuses_a_split_that_does_not_divide_before_writing_anything(tmp_path, torch_one_thread):
+    with pytest.raises(ConfigError, match="train.accum_steps=3"):
+        fit(
+            ToyTask(), OptimConfig(precision="fp32"), train_cfg(batch_size=8, accum_steps=3), tmp_path / "run"
+        )
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_under_torchrun_equal_one_process_with_the_same_global_batch(
     tmp_path, torch_one_thread
 ):
+    """The same recipe (global batch 8, train.device_batch=2) on 1 process (2 x 4 accumulation) and on 2 gloo
+    processes (2 x 2 x 2 accumulation): the same global batches reach the same weights."""
     optim = OptimConfig(lr=1e-2, precision="fp32")
-    fit(ToyTask(), optim, train_cfg(max_iters=7, batch_size=4), tmp_path / "one")
+    fit(ToyTask(), optim, train_cfg(max_iters=7, batch_size=8, device_batch=2), tmp_path / "one")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "tests"))
     cmd = [
         str(Path(sys.executable).parent / "torchrun"),
@@ -267,9 +322,10 @@ def test_two_gloo_processes_under_torchrun_equal_one_process_with_the_same_globa
         str(REPO / "tests" / "test_trainer_support.py"),
         str(tmp_path / "two"),
         "7",
-        "4",
+        "8",
         "optim.lr=0.01",
         "train.keep_last=50",
+        "train.device_batch=2",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -280,7 +336,17 @@ def test_two_gloo_processes_under_torchrun_equal_one_process_with_the_same_globa
     assert la.keys() == lb.keys()
     for step in la:
         assert la[step] == pytest.approx(lb[step], rel=1e-5)
+
+    def splits(run: Path) -> set[tuple]:
+        keys = ("train/global_batch", "train/micro_batch", "train/processes", "train/accum_steps")
+        return {tuple(r[k] for k in keys) for r in log_records(run) if "train/loss" in r}
+
+    assert splits(tmp_path / "one") == {(8, 2, 1, 4)}
+    assert splits(tmp_path / "two") == {(8, 2, 2, 2)}
+    # rows 0..7 of each global batch come from 6 videos; one rank's rows (0, 1, 4, 5 or 2, 3, 6, 7) from 4
+    for run in ("one", "two"):
+        assert {r["data/videos_per_batch"] for r in log_records(tmp_path / run) if "train/loss" in r} == {6}
     # and it is not trivially equal: a different global batch gives other weights
-    fit(ToyTask(), optim, train_cfg(max_iters=7, batch_size=2), tmp_path / "half")
+    fit(ToyTask(), optim, train_cfg(max_iters=7, batch_size=4), tmp_path / "half")
     c = final_model(tmp_path / "half")
     assert not all(torch.allclose(a[k], c[k], atol=1e-6) for k in a)

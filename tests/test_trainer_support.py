@@ -27,14 +27,16 @@ class ToyNet(nn.Module):
 
 
 class ToyTask(TrainTask):
-    """Regression on fixed random data; batch b of an epoch is the same global batch on any world size.
+    """Regression on fixed random data; global batch b of an epoch is the same on any split.
 
-    Rank r of w takes rows [r * n, (r + 1) * n) of the global batch (n = train.batch_size), so w
-    processes with batch n see exactly what one process with batch w * n sees.
+    train.batch_size is the global batch G; with w processes and a accumulation steps each process takes
+    n = G / (w a) rows at a time: micro-batch m of rank r is rows [(m w + r) n, (m w + r + 1) n) of global
+    batch b, so every optimiser step sees exactly global batch b, whatever w and a.
     ``nan_at``: steps whose loss is made NaN (the non-finite guard tests).
     """
 
     batches_per_epoch = 5
+    videos = 6  # row j of a global batch comes from "video" j % 6 (batch_sources)
 
     def __init__(self, nan_at: set[int] | None = None):
         self.nan_at = nan_at or set()
@@ -45,13 +47,19 @@ class ToyTask(TrainTask):
 
     def train_batches(self, epoch: int, skip: int):
         self.skips.append((epoch, skip))
-        n, r, w = self.ctx.train.batch_size, self.ctx.rank, self.ctx.world_size
+        split, r = self.ctx.batch, self.ctx.rank
+        n, w, a = split.micro, split.world, split.accum_steps
         g = torch.Generator().manual_seed(1000 + epoch)
-        x = torch.randn(self.batches_per_epoch, n * w, 6, generator=g)
+        x = torch.randn(self.batches_per_epoch, split.global_batch, 6, generator=g)
         y = x.sum(-1).sin()
-        for b in range(skip, self.batches_per_epoch):
-            rows = slice(r * n, (r + 1) * n)
-            yield {"key": [f"e{epoch}b{b}i{i}" for i in range(n)], "x": x[b, rows], "y": y[b, rows]}
+        for i in range(skip, self.batches_per_epoch * a):  # i counts this rank's micro-batches
+            b, m = divmod(i, a)
+            rows = slice((m * w + r) * n, (m * w + r + 1) * n)
+            keys = [f"e{epoch}b{b}i{j}" for j in range(rows.start, rows.stop)]
+            yield {"key": keys, "x": x[b, rows], "y": y[b, rows]}
+
+    def batch_sources(self, batch):
+        return [k.split("i")[0] + "v" + str(int(k.split("i")[1]) % self.videos) for k in batch["key"]]
 
     def training_step(self, model, batch, step):
         pred = model(batch["x"])
@@ -72,7 +80,7 @@ def main(argv: list[str]) -> None:
     train = apply_overrides(
         TrainConfig(
             max_iters=int(max_iters),
-            batch_size=int(global_batch) // info.world_size,
+            batch_size=int(global_batch),
             ckpt_every=1000,
             log_every=1,
             device="cpu",

@@ -6,7 +6,8 @@
 See :mod:`maskahand.trainer.task` for the contract a recipe implements. Modules, one job each:
 ``distributed`` (rank/world/device), ``precision`` (autocast, GradScaler), ``optim`` (AdamW groups),
 ``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention, ``load_torch_file``),
-``logging`` (progress, TensorBoard, log.jsonl), ``engine`` (``fit``). Names load on first use.
+``logging`` (progress, TensorBoard, log.jsonl), ``batching`` (the global batch's split over processes
+and accumulation), ``engine`` (``fit``). Names load on first use.
 """
 
 from __future__ import annotations

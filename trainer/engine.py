@@ -1,7 +1,8 @@
 """``fit``: the training loop every recipe shares (see :mod:`maskahand.trainer.task` for the contract).
 
-One optimiser step = ``train.accum_steps`` batches on each of the world's processes; the global
-batch (``batch_size x world x accum_steps``) is logged at the start. Checkpoints hold the full state,
+``train.batch_size`` is the global batch of one optimiser step, whatever the number of processes: each
+process takes ``ctx.micro_batch`` samples per batch and accumulates ``accum_steps`` of them (see
+:mod:`maskahand.trainer.batching`); the split is checked before anything is built and logged at the start. Checkpoints hold the full state,
 so ``resume`` continues exactly where the checkpoint was written: same weights, same data, same
 random draws (bit for bit on the CPU).
 """
@@ -24,6 +25,7 @@ from torch import nn
 from maskahand import configbase
 from maskahand.configbase import ConfigError, save_config, to_dict
 from maskahand.trainer import distributed as D
+from maskahand.trainer.batching import batch_split
 from maskahand.trainer.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -138,7 +140,7 @@ class _Batches:
                 if empty_epochs >= 2:
                     raise RuntimeError(
                         f"epoch {self.epoch}: the task yielded no batch on some rank (too little data for "
-                        "train.batch_size x ranks x workers?)"
+                        "train.batch_size's share per process x workers?)"
                     )
             self.epoch, self.consumed = self.epoch + 1, 0
             self._it = iter(self.task.train_batches(self.epoch, 0))
@@ -162,6 +164,8 @@ def fit(
     info = dist_info or D.init_distributed(train.device, key="train.device")
     device, rank, world = info.device, info.rank, info.world_size
     prec = Precision(optim.precision, device)
+    split = batch_split(train, world)  # a global batch that does not divide fails before anything starts
+    accum = split.accum_steps
     cfg_dict = to_dict(config) if config is not None and not isinstance(config, dict) else (config or {})
 
     ckpt_path = resolve_resume(resume, out_dir) if info.is_main else None
@@ -179,7 +183,9 @@ def fit(
             save_config(config, out_dir)
     D.barrier()
 
-    ctx = TrainContext(dist=info, out_dir=out_dir, optim=optim, train=train, autocast_dtype=prec.dtype)
+    ctx = TrainContext(
+        dist=info, out_dir=out_dir, optim=optim, train=train, autocast_dtype=prec.dtype, split=split
+    )
     if hasattr(task, "setup"):
         task.setup(ctx)
     seed_everything(train.seed)  # same initial weights on every rank
@@ -240,15 +246,13 @@ def fit(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    global_batch = train.batch_size * world * train.accum_steps
+    global_batch = split.global_batch
     logger = RunLogger(out_dir, train.max_iters, start_step, enabled=info.is_main)
     logger.text(
-        "training %d steps: global batch %d = %d per process x %d processes x %d accumulation; precision %s on %s",
+        "training %d steps: %s%s; precision %s on %s",
         train.max_iters,
-        global_batch,
-        train.batch_size,
-        world,
-        train.accum_steps,
+        split.describe(),
+        f" (train.device_batch={train.device_batch} chose the accumulation)" if train.device_batch else "",
         prec.name,
         device,
     )
@@ -298,20 +302,23 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss_sum, finite, samples = 0.0, True, 0
             scalars_sum: dict[str, float] = {}
-            for micro in range(train.accum_steps):
+            sources: set[str] = set()  # source videos of this step's batches on this rank
+            for micro in range(accum):
                 t0 = time.perf_counter()
                 batch = batches.next()
                 window["wait"] += time.perf_counter() - t0
-                samples += task.batch_size(batch) if hasattr(task, "batch_size") else train.batch_size
+                samples += task.batch_size(batch) if hasattr(task, "batch_size") else split.micro
+                if hasattr(task, "batch_sources"):
+                    sources.update(task.batch_sources(batch))
                 batch = to_device(batch, device)
-                last_micro = micro == train.accum_steps - 1
+                last_micro = micro == accum - 1
                 sync = net.no_sync() if world > 1 and not last_micro else contextlib.nullcontext()  # type: ignore[operator]
                 with sync:
                     with prec.autocast():
                         loss, scalars = task.training_step(net, batch, step)
                     value = float(loss.detach().float())
                     finite = finite and math.isfinite(value)
-                    prec.scaler.scale(loss / train.accum_steps).backward()
+                    prec.scaler.scale(loss / accum).backward()
                 loss_sum += value
                 for k, v in scalars.items():
                     scalars_sum[k] = scalars_sum.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
@@ -341,7 +348,7 @@ def fit(
 
             done = step + 1
             if done % train.log_every == 0 or done == train.max_iters or done == start_step + 1:
-                loss_mean = D.all_reduce_mean(loss_sum / train.accum_steps, None)
+                loss_mean = D.all_reduce_mean(loss_sum / accum, None)
                 elapsed = max(1e-9, time.perf_counter() - window["t"])
                 values = {
                     "train/loss": loss_mean,
@@ -352,11 +359,16 @@ def fit(
                     "train/lr_factor": lr_f,
                     "train/nonfinite_total": float(nonfinite_total),
                     "train/global_batch": float(global_batch),
+                    "train/micro_batch": float(split.micro),  # the split: per process per forward pass,
+                    "train/processes": float(world),  # ... processes
+                    "train/accum_steps": float(accum),  # ... and accumulation
                 }
+                if hasattr(task, "batch_sources"):  # distinct videos in the whole global batch
+                    values["data/videos_per_batch"] = float(len(set().union(*D.all_gather_object(sources))))
                 for name, g in zip(group_names, opt.param_groups):
                     values[f"lr/{name}"] = g["lr"]
                 for k, v in scalars_sum.items():
-                    values[f"train/{k}"] = v / train.accum_steps
+                    values[f"train/{k}"] = v / accum
                 if device.type == "cuda":
                     values["train/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 logger.scalars(step, values)

@@ -34,8 +34,12 @@ Rules the engine relies on (read these before writing a task):
   pass and :func:`unwrap` for anything else (``unwrap(model).loss(...)``). Randomness inside the step
   (target drawing, augmentation) must come from a generator seeded from (seed, step, rank), e.g.
   :func:`step_generator`, so a resumed run draws the same.
+- ``train.batch_size`` is the GLOBAL batch. Each batch ``train_batches`` yields holds
+  ``ctx.micro_batch`` samples (global / (world x accumulation), see :mod:`maskahand.trainer.batching`).
 - ``step`` counts optimiser steps from 0; with gradient accumulation one step sees
-  ``train.accum_steps`` batches (``training_step`` gets the same ``step`` for each of them).
+  ``ctx.batch.accum_steps`` batches per process (``training_step`` gets the same ``step`` for each of them).
+- Optional ``batch_sources(batch) -> list[str]``: the source (video) of each sample; the engine logs
+  ``data/videos_per_batch``, the distinct sources in each logged step's global batch.
 - ``param_groups`` returns AdamW groups: dicts with ``params``, ``lr``, ``weight_decay`` and a
   ``name`` (used for the per-group lr in the logs). The engine's schedule scales every group's
   ``lr`` by the same factor, so relative factors (encoder x 0.1) stay.
@@ -59,6 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskahand.trainer.batching import BatchSplit, batch_split
 from maskahand.trainer.distributed import DistInfo
 
 if TYPE_CHECKING:
@@ -74,6 +79,16 @@ class TrainContext:
     optim: OptimConfig
     train: TrainConfig
     autocast_dtype: torch.dtype | None  # None: fp32
+    split: BatchSplit | None = None  # the global batch's split (None: derived from train and world)
+
+    @property
+    def batch(self) -> BatchSplit:
+        return self.split or batch_split(self.train, self.dist.world_size)
+
+    @property
+    def micro_batch(self) -> int:
+        """Samples per batch that ``train_batches`` yields on this process (``train.batch_size`` is global)."""
+        return self.batch.micro
 
     @property
     def device(self) -> torch.device:
