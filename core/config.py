@@ -178,6 +178,14 @@ class MineConfig:
     # The last partial window: "align_end" adds one full clip ending at the last frame (an interaction in
     # the tail is not lost); "drop" ignores frames after the last regular window.
     tail: Literal["align_end", "drop"] = "align_end"
+    # Which 32-frame windows are candidates (mine/rule.py). "authors": the authors' released miner
+    # (affominer/miner.py + affodist/dataset.py): an interaction event opens clip_length - 1 sampled frames
+    # before its first contact frame and closes after clip_length - 1 frames without one; clip_length /
+    # clip_stride windows inside each event, the last one aligned to its end; a contact counts when
+    # score > contact_score (strictly). "grid": fixed windows 0, S, 2S, ... over the whole video, a window
+    # kept when one of its frames has score >= contact_score (the paper's text, read literally); `tail`
+    # applies to it. Default: the authors' code (the paper's text fits both; measured in the README).
+    windows: Literal["authors", "grid"] = "authors"
     frame_max_side: int = 480  # stored frames (enough for 256x256 synthesis) and their boxes' pixels
     # Detection sees each frame at the detector's own input size (the authors detect on full frames):
     # hircnn at torchvision's min_size/max_size rule, mediapipe at full size, precomputed at the storage

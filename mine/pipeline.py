@@ -124,7 +124,7 @@ def mine(
     summary["steady_frames_per_second_this_run"] = timing["steady_frames_per_second"]
     summary["nothing_to_do"] = False
     summary["manifest_rows"] = n
-    summary["rule"] = rule_record(recipe.mine)
+    summary["rule"] = rule_record(recipe.mine, recipe.detector)
     write_summary(out, summary)
     return summary
 
