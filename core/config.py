@@ -10,6 +10,8 @@ Field comments say where a default comes from when it is the paper's.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -98,9 +100,16 @@ class PrecomputedConfig:
     on_missing: Literal["error", "empty"] = "error"  # a frame absent from the file: fail, or no hands
 
 
+# Where a machine's hircnn weights file is named once for every command (detector.hircnn.weights wins).
+HIRCNN_WEIGHTS_ENV = "MASKAHAND_HIRCNN_WEIGHTS"
+
+
 @dataclass
 class DetectorConfig:
-    backend: Literal["hircnn", "mediapipe", "precomputed"] = "mediapipe"
+    # "auto": hircnn (the paper's detector) whenever its weights are configured (detector.hircnn.weights
+    # or $MASKAHAND_HIRCNN_WEIGHTS), else mediapipe with a warning that contact is not judged.
+    # validate() resolves it, so a saved config.yaml names the backend that ran.
+    backend: Literal["auto", "hircnn", "mediapipe", "precomputed"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=RUNTIME)
     batch_size: int = field(default=8, metadata=RUNTIME)
     amp: bool = field(default=True, metadata=RUNTIME)  # autocast on CUDA
@@ -111,6 +120,23 @@ class DetectorConfig:
     def validate(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        self.resolve_backend()
+
+    def resolve_backend(self) -> None:
+        """Replace ``auto`` by the backend that runs; take hircnn weights from the environment if unset."""
+        from_env = os.environ.get(HIRCNN_WEIGHTS_ENV) or None
+        if self.backend in ("auto", "hircnn") and self.hircnn.weights is None and from_env:
+            self.hircnn.weights = from_env
+        if self.backend != "auto":
+            return
+        self.backend = "hircnn" if self.hircnn.weights else "mediapipe"
+        if self.backend == "mediapipe":
+            logging.getLogger(__name__).warning(
+                "detector: no hircnn weights configured (detector.hircnn.weights or $%s), so mediapipe "
+                "finds hands and contact is NOT judged (every hand is 'unknown'; mine.unknown_rule decides); "
+                "every clip's rule and the summary record this",
+                HIRCNN_WEIGHTS_ENV,
+            )
 
 
 @dataclass
