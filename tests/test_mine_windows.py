@@ -163,3 +163,63 @@ def test_rule_record_names_the_windows_and_whether_contact_is_judged(backend, ju
 
 def test_the_default_windows_are_the_authors():
     assert MineConfig().windows == "authors"
+
+
+def write_video(path, frames: int, fps: int = 5) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            image = np.full((48, 64, 3), (i * 5) % 256, dtype=np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+@pytest.mark.ray
+def test_mining_a_video_uses_the_authors_windows_by_default_and_records_them(ray_session, tmp_path):
+    """A 100-frame 5 fps video, precomputed detections: a contact (0.995) at sampled frame 40 and one
+    scored exactly 0.99 at frame 80, which only the grid's >= counts."""
+    import json
+
+    from maskahand.config import MineRecipe
+    from maskahand.configbase import apply_overrides
+    from maskahand.mine.pipeline import mine
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "long.mp4", 100)
+    lines = []
+    for pos in range(100):
+        score = {40: 0.995, 80: 0.99}.get(pos)
+        hands = [] if score is None else [{"box": [0.2, 0.2, 0.5, 0.6], "state": "contact", "score": score}]
+        lines.append(
+            json.dumps({"video": "long.mp4", "frame": pos + 1, "width": 64, "height": 48, "hands": hands})
+        )
+    (tmp_path / "detections.jsonl").write_text("\n".join(lines) + "\n")
+    base = ["detector.backend=precomputed", f"detector.precomputed.path={tmp_path / 'detections.jsonl'}"]
+
+    def spans_and_rules(out, extra: list[str]):
+        mine(apply_overrides(MineRecipe(), [*base, *extra]), str(videos), out, progress=False)
+        rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+        summary = json.loads((out / "summary.json").read_text())
+        return [(r["start"], r["stop"]) for r in rows], summary["rule"]
+
+    spans, rule = spans_and_rules(tmp_path / "authors", [])
+    assert spans == [(9, 41), (25, 57), (40, 72)]
+    assert rule["windows"] == "authors" and rule["contact_judged"] is True
+    from maskahand.shards.reader import clip_dataset
+
+    clips = list(
+        clip_dataset(str(tmp_path / "authors" / "shards"), split_by_node=False, split_by_worker=False)
+    )
+    assert sorted(c.meta["interacting"] for c in clips) == [[0], [15], [31]]
+    assert all(c.meta["rule"] == rule for c in clips)
+
+    spans, rule = spans_and_rules(tmp_path / "grid", ["mine.windows=grid"])
+    assert spans == [(16, 48), (32, 64), (64, 96), (68, 100)]
+    assert rule["windows"] == "grid"
