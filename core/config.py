@@ -102,13 +102,15 @@ class PrecomputedConfig:
 
 # Where a machine's hircnn weights file is named once for every command (detector.hircnn.weights wins).
 HIRCNN_WEIGHTS_ENV = "MASKAHAND_HIRCNN_WEIGHTS"
+_warned_contact_not_judged = False  # the mediapipe fallback warns once per process
 
 
 @dataclass
 class DetectorConfig:
     # "auto": hircnn (the paper's detector) whenever its weights are configured (detector.hircnn.weights
     # or $MASKAHAND_HIRCNN_WEIGHTS), else mediapipe with a warning that contact is not judged.
-    # validate() resolves it, so a saved config.yaml names the backend that ran.
+    # validate() resolves it (load_config validates every recipe), so a saved config.yaml names the
+    # backend that ran.
     backend: Literal["auto", "hircnn", "mediapipe", "precomputed"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=RUNTIME)
     batch_size: int = field(default=8, metadata=RUNTIME)
@@ -129,8 +131,10 @@ class DetectorConfig:
             self.hircnn.weights = from_env
         if self.backend != "auto":
             return
+        global _warned_contact_not_judged
         self.backend = "hircnn" if self.hircnn.weights else "mediapipe"
-        if self.backend == "mediapipe":
+        if self.backend == "mediapipe" and not _warned_contact_not_judged:
+            _warned_contact_not_judged = True
             logging.getLogger(__name__).warning(
                 "detector: no hircnn weights configured (detector.hircnn.weights or $%s), so mediapipe "
                 "finds hands and contact is NOT judged (every hand is 'unknown'; mine.unknown_rule decides); "
@@ -389,6 +393,9 @@ class TrainConfig:
     # recompute encoder/decoder blocks in backward: less memory, same results, more time
     activation_checkpointing: bool = field(default=False, metadata=RUNTIME)
     shuffle: int = 200  # sample shuffle buffer per reader (0: in order)
+    # Fine-tuning only: train the heatmaps at this size (28: the Interaction Hotspots protocol's ground truth
+    # and resized predictions, as table 2's 28 x 28 rows were trained); None: the model's output size.
+    heatmap_size: Optional[int] = None
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_iters < 1 or self.num_frames < 1 or self.accum_steps < 1:
@@ -399,6 +406,8 @@ class TrainConfig:
             raise ValueError("keep_every, image_every, eval_every, workers and shuffle must be >= 0")
         if self.max_nonfinite < 1:
             raise ValueError("max_nonfinite must be >= 1")
+        if self.heatmap_size is not None and self.heatmap_size < 1:
+            raise ValueError("heatmap_size must be >= 1 or null")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -556,6 +565,11 @@ class FinetuneRecipe:
 
     def validate(self) -> None:
         check_clip_fits(self.model, self.train.num_frames, "train.num_frames")
+        size = self.train.heatmap_size
+        if size is not None and size > self.model.image_size:
+            raise ValueError(
+                f"train.heatmap_size={size} is larger than model.image_size={self.model.image_size}"
+            )
 
 
 # --------------------------------------------------------------------------------------------------

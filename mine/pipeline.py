@@ -103,6 +103,7 @@ def mine(
     """
     from maskahand.rayutil import init_ray
 
+    recipe.detector.validate()  # detector.backend=auto -> the backend that runs, before anything reads it
     out = Path(out_dir)
     t0 = time.perf_counter()
     found, todo, ledger = plan(recipe, videos, out, retry_failed)

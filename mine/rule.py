@@ -200,7 +200,7 @@ def rule_record(cfg: MineConfig, detector: DetectorConfig | None = None) -> dict
             f"keep a clip of {cfg.clip_length} frames at {cfg.fps:g} fps (stride {cfg.clip_stride}) if a frame "
             f"has a contact hand with score >= {cfg.contact_score}; {unknown}"
         )
-    record = {
+    record: dict[str, Any] = {
         "name": RULE_NAME,
         "windows": cfg.windows,
         "fps": cfg.fps,

@@ -34,15 +34,19 @@ def warnings_of(caplog) -> list[str]:
 
 
 def test_without_weights_mediapipe_runs_with_one_warning_that_contact_is_not_judged(monkeypatch, caplog):
+    import maskahand.config as C
+
     monkeypatch.delenv(HIRCNN_WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(C, "_warned_contact_not_judged", False)  # once per process: as in a fresh one
     caplog.set_level(logging.WARNING)
     assert DetectorConfig().backend == "auto"
     recipe = load_config(MineRecipe, None, ["mine.fps=5"])
     assert recipe.detector.backend == "mediapipe" and recipe.detector.hircnn.weights is None
     (warning,) = [w for w in warnings_of(caplog) if "detector" in w]
     assert "contact is NOT judged" in warning and HIRCNN_WEIGHTS_ENV in warning
-    # once resolved, re-validating (copies, Ray actors) neither changes it nor warns again
+    # one line for the process: more configs (copies, Ray actors) neither change it nor warn again
     caplog.clear()
+    assert load_config(MineRecipe).detector.backend == "mediapipe"
     detector = build_detector(recipe.detector)
     assert detector.name == "mediapipe" and recipe.detector.backend == "mediapipe"
     assert not [w for w in warnings_of(caplog) if "hircnn" in w]
