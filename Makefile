@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval clean
+.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn bench-windows hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -103,6 +103,10 @@ bench-train: venv  ## pretraining s/step + peak memory (fp32/bf16, +/- activatio
 
 bench-learn: venv  ## small CPU pretraining on mined shared videos: held-out KL at step 0 / end / Center Bias
 	$(PY) -m benchmarks.learn --data $(SHARED) --out $(OUT)/bench-learn
+
+bench-windows: venv  ## mine.windows authors vs grid on a mined folder's detections: MINED=OUT
+	@test -n "$(MINED)" || { echo "usage: make bench-windows MINED=<maskahand mine output>"; exit 2; }
+	$(PY) -m benchmarks.windows --mined $(MINED)
 
 DATASET ?= opra
 HOTSPOTS_RUN = $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/hotspots)
