@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         ("authors_interacting_covered", "inter.A"),
         ("grid_interacting_covered", "inter.G"),
     ]
-    print(f"rule settings from {mined / 'config.yaml'}: fps {cfg.fps:g}, clip {cfg.clip_length}/{cfg.clip_stride}")
+    print(
+        f"rule settings from {mined / 'config.yaml'}: fps {cfg.fps:g}, clip {cfg.clip_length}/{cfg.clip_stride}"
+    )
     print("| video | " + " | ".join(h for _, h in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for name, r in [*rows.items(), ("total", total)]:
