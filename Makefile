@@ -90,12 +90,13 @@ bench-gpu: venv  ## every GPU figure on one CUDA device: one JSON + one Markdown
 # Run folders live under runs/ (not $(OUT)): `make clean` never deletes a pretraining run.
 RUN ?= runs/pretrain
 NGPU ?= 1
-pretrain: venv  ## MaskAHand pretraining: SHARDS=dir RUN=runs/NAME NGPU=N (torchrun when N > 1), ARGS="key=value --resume"
-	@test -n "$(SHARDS)" || { echo "usage: make pretrain SHARDS=<maskahand shards> [RUN=runs/pretrain] [NGPU=1] [ARGS=...]"; exit 2; }
+PRETRAIN_DATA = $(if $(CLIPS),--clips $(CLIPS),--shards $(SHARDS))
+pretrain: venv  ## MaskAHand pretraining: CLIPS=mine_out (fresh targets, default) or SHARDS=dir, RUN=runs/NAME NGPU=N, ARGS=...
+	@test -n "$(CLIPS)$(SHARDS)" || { echo "usage: make pretrain CLIPS=<mine output> | SHARDS=<maskahand shards> [RUN=runs/pretrain] [NGPU=1] [ARGS=...]"; exit 2; }
 	@if [ "$(NGPU)" -gt 1 ]; then \
-	  set -x; $(BIN)/torchrun --standalone --nproc-per-node $(NGPU) -m maskahand.cli pretrain --shards $(SHARDS) --out $(RUN) $(ARGS); \
+	  set -x; $(BIN)/torchrun --standalone --nproc-per-node $(NGPU) -m maskahand.cli pretrain $(PRETRAIN_DATA) --out $(RUN) $(ARGS); \
 	else \
-	  set -x; $(BIN)/maskahand pretrain --shards $(SHARDS) --out $(RUN) $(ARGS); \
+	  set -x; $(BIN)/maskahand pretrain $(PRETRAIN_DATA) --out $(RUN) $(ARGS); \
 	fi
 
 bench-train: venv  ## pretraining s/step + peak memory (fp32/bf16, +/- activation checkpointing), reader samples/s
