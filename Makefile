@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
+.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn bench-windows hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -92,12 +92,13 @@ bench-gpu: venv  ## every GPU figure on one CUDA device: one JSON + one Markdown
 # Run folders live under runs/ (not $(OUT)): `make clean` never deletes a pretraining run.
 RUN ?= runs/pretrain
 NGPU ?= 1
-pretrain: venv  ## MaskAHand pretraining: SHARDS=dir RUN=runs/NAME NGPU=N (torchrun when N > 1), ARGS="key=value --resume"
-	@test -n "$(SHARDS)" || { echo "usage: make pretrain SHARDS=<maskahand shards> [RUN=runs/pretrain] [NGPU=1] [ARGS=...]"; exit 2; }
+PRETRAIN_DATA = $(if $(CLIPS),--clips $(CLIPS),--shards $(SHARDS))
+pretrain: venv  ## MaskAHand pretraining: CLIPS=mine_out (fresh targets, default) or SHARDS=dir, RUN=runs/NAME NGPU=N, ARGS=...
+	@test -n "$(CLIPS)$(SHARDS)" || { echo "usage: make pretrain CLIPS=<mine output> | SHARDS=<maskahand shards> [RUN=runs/pretrain] [NGPU=1] [ARGS=...]"; exit 2; }
 	@if [ "$(NGPU)" -gt 1 ]; then \
-	  set -x; $(BIN)/torchrun --standalone --nproc-per-node $(NGPU) -m maskahand.cli pretrain --shards $(SHARDS) --out $(RUN) $(ARGS); \
+	  set -x; $(BIN)/torchrun --standalone --nproc-per-node $(NGPU) -m maskahand.cli pretrain $(PRETRAIN_DATA) --out $(RUN) $(ARGS); \
 	else \
-	  set -x; $(BIN)/maskahand pretrain --shards $(SHARDS) --out $(RUN) $(ARGS); \
+	  set -x; $(BIN)/maskahand pretrain $(PRETRAIN_DATA) --out $(RUN) $(ARGS); \
 	fi
 
 bench-train: venv  ## pretraining s/step + peak memory (fp32/bf16, +/- activation checkpointing), reader samples/s
@@ -109,6 +110,10 @@ bench-learn: venv  ## small CPU pretraining on mined shared videos: held-out KL 
 .PHONY: bench-mixing
 bench-mixing: venv  ## distinct videos per pretraining batch on per-video shards (4 x 300 clips, 200 x 50), now vs before
 	$(PY) -m benchmarks.mixing --out $(OUT)/bench-mixing/results.json
+
+bench-windows: venv  ## mine.windows authors vs grid on a mined folder's detections: MINED=OUT
+	@test -n "$(MINED)" || { echo "usage: make bench-windows MINED=<maskahand mine output>"; exit 2; }
+	$(PY) -m benchmarks.windows --mined $(MINED)
 
 DATASET ?= opra
 HOTSPOTS_RUN = $(if $(filter command line environment,$(origin RUN)),$(RUN),runs/hotspots)

@@ -5,7 +5,8 @@
 2. hold out every clip of one video (``--holdout``, default: the video with the most clips);
 3. pretrain a small configuration on the other clips with the real trainer (``fit``), by default with a
    fresh target per clip and step (``pretrain --clips``; ``--targets stored``: the K stored ones, which
-   9 clips let the model memorise). Without COCO weights the encoder is random and frozen; its frozen
+   9 clips let the model memorise; ``--train-variants K`` keeps the first K of them, as a
+   ``synth.variants=K`` run would have stored). Without COCO weights the encoder is random and frozen; its frozen
    BatchNorms get training-frame statistics first (``calibrate_frozen_bn``), without which the heatmap
    ignores the target image and the held-out KL gets worse than at step 0;
 4. report the pretext KL on the held-out targets at step 0, at the end, and for the Center Bias
@@ -70,8 +71,11 @@ def prepare(data: Path, out: Path, size: int, variants: int) -> Path:
     return shards
 
 
-def split_by_video(src: Path, out: Path, holdout: str | None) -> tuple[Path, Path, str, dict[str, int]]:
-    """Rewrite the samples into train/ and heldout/ shard folders, one video held out."""
+def split_by_video(
+    src: Path, out: Path, holdout: str | None, train_variants: int | None = None
+) -> tuple[Path, Path, str, dict[str, int]]:
+    """Rewrite the samples into train/ and heldout/ shard folders, one video held out; training samples
+    keep their first ``train_variants`` targets (None: all), the held-out ones all of theirs."""
     from maskahand.shards import maskahand_dataset
 
     by_video: dict[str, list] = defaultdict(list)
@@ -84,7 +88,16 @@ def split_by_video(src: Path, out: Path, holdout: str | None) -> tuple[Path, Pat
     if held not in by_video:
         raise SystemExit(f"--holdout {held!r}: no clips of that video (videos: {sorted(counts)})")
     train_dir, held_dir = out / "split" / "train", out / "split" / "heldout"
-    _write(train_dir, "maskahand", [s for v, ss in sorted(by_video.items()) if v != held for s in ss])
+    train = [s for v, ss in sorted(by_video.items()) if v != held for s in ss]
+    if train_variants is not None:
+        from dataclasses import replace
+
+        def first(s, k: int = train_variants):
+            meta = {**s.meta, "targets": s.meta.get("targets", [])[:k]}
+            return replace(s, targets=s.targets[:k], heatmaps=s.heatmaps[:k], meta=meta)
+
+        train = [first(s) for s in train]
+    _write(train_dir, "maskahand", train)
     _write(held_dir, "maskahand", by_video[held])
     return train_dir, held_dir, held, counts
 
@@ -182,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--variants", type=int, default=16, help="stored targets per clip (held-out evaluation)")
     p.add_argument(
+        "--train-variants",
+        type=int,
+        help="--targets stored: train on the first K stored targets of each clip (default: all --variants)",
+    )
+    p.add_argument(
         "--no-calibrate-bn",
         dest="calibrate_bn",
         action="store_false",
@@ -212,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{data}/videos not found (python -m benchmarks.learn --data DIR)")
     t0 = time.time()
     shards = prepare(data, out, recipe.model.image_size, args.variants)
-    train_dir, held_dir, held, counts = split_by_video(shards, out, args.holdout)
+    train_dir, held_dir, held, counts = split_by_video(shards, out, args.holdout, args.train_variants)
     prep_s = time.time() - t0
     print(f"clips per video: {counts}; held out: {held}", flush=True)
 
@@ -250,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         "clips_per_video": counts,
         "steps": recipe.train.max_iters,
         "targets": args.targets,
+        "train_variants": args.train_variants if args.targets == "stored" else None,
+        "seed": recipe.train.seed,
         "global_batch": recipe.train.batch_size,
         "held_out_kld_step0": task.kld_start,
         "held_out_kld_end": kld_end,

@@ -10,6 +10,8 @@ Field comments say where a default comes from when it is the paper's.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -121,9 +123,18 @@ class PrecomputedConfig:
     on_missing: Literal["error", "empty"] = "error"  # a frame absent from the file: fail, or no hands
 
 
+# Where a machine's hircnn weights file is named once for every command (detector.hircnn.weights wins).
+HIRCNN_WEIGHTS_ENV = "MASKAHAND_HIRCNN_WEIGHTS"
+_warned_contact_not_judged = False  # the mediapipe fallback warns once per process
+
+
 @dataclass
 class DetectorConfig:
-    backend: Literal["hircnn", "mediapipe", "precomputed"] = "mediapipe"
+    # "auto": hircnn (the paper's detector) whenever its weights are configured (detector.hircnn.weights
+    # or $MASKAHAND_HIRCNN_WEIGHTS), else mediapipe with a warning that contact is not judged.
+    # validate() resolves it (load_config validates every recipe), so a saved config.yaml names the
+    # backend that ran.
+    backend: Literal["auto", "hircnn", "mediapipe", "precomputed"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=RUNTIME)
     batch_size: int = field(default=8, metadata=RUNTIME)
     amp: bool = field(default=True, metadata=RUNTIME)  # autocast on CUDA
@@ -134,6 +145,25 @@ class DetectorConfig:
     def validate(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        self.resolve_backend()
+
+    def resolve_backend(self) -> None:
+        """Replace ``auto`` by the backend that runs; take hircnn weights from the environment if unset."""
+        from_env = os.environ.get(HIRCNN_WEIGHTS_ENV) or None
+        if self.backend in ("auto", "hircnn") and self.hircnn.weights is None and from_env:
+            self.hircnn.weights = from_env
+        if self.backend != "auto":
+            return
+        global _warned_contact_not_judged
+        self.backend = "hircnn" if self.hircnn.weights else "mediapipe"
+        if self.backend == "mediapipe" and not _warned_contact_not_judged:
+            _warned_contact_not_judged = True
+            logging.getLogger(__name__).warning(
+                "detector: no hircnn weights configured (detector.hircnn.weights or $%s), so mediapipe "
+                "finds hands and contact is NOT judged (every hand is 'unknown'; mine.unknown_rule decides); "
+                "every clip's rule and the summary record this",
+                HIRCNN_WEIGHTS_ENV,
+            )
 
 
 @dataclass
@@ -201,6 +231,14 @@ class MineConfig:
     # The last partial window: "align_end" adds one full clip ending at the last frame (an interaction in
     # the tail is not lost); "drop" ignores frames after the last regular window.
     tail: Literal["align_end", "drop"] = "align_end"
+    # Which 32-frame windows are candidates (mine/rule.py). "authors": the authors' released miner
+    # (affominer/miner.py + affodist/dataset.py): an interaction event opens clip_length - 1 sampled frames
+    # before its first contact frame and closes after clip_length - 1 frames without one; clip_length /
+    # clip_stride windows inside each event, the last one aligned to its end; a contact counts when
+    # score > contact_score (strictly). "grid": fixed windows 0, S, 2S, ... over the whole video, a window
+    # kept when one of its frames has score >= contact_score (the paper's text, read literally); `tail`
+    # applies to it. Default: the authors' code (the paper's text fits both; measured in the README).
+    windows: Literal["authors", "grid"] = "authors"
     frame_max_side: int = 480  # stored frames (enough for 256x256 synthesis) and their boxes' pixels
     # Detection sees each frame at the detector's own input size (the authors detect on full frames):
     # hircnn at torchvision's min_size/max_size rule, mediapipe at full size, precomputed at the storage
@@ -385,6 +423,9 @@ class TrainConfig:
     # pretraining reader: shards each DataLoader worker reads at once, interleaved (one shard per video:
     # the videos a worker mixes); the shard order is reshuffled every epoch
     open_shards: int = 16
+    # Fine-tuning only: train the heatmaps at this size (28: the Interaction Hotspots protocol's ground truth
+    # and resized predictions, as table 2's 28 x 28 rows were trained); None: the model's output size.
+    heatmap_size: Optional[int] = None
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_iters < 1 or self.num_frames < 1 or self.accum_steps < 1:
@@ -399,6 +440,8 @@ class TrainConfig:
             raise ValueError("open_shards must be >= 1")
         if self.device_batch is not None and self.device_batch < 1:
             raise ValueError("device_batch must be >= 1 or null")
+        if self.heatmap_size is not None and self.heatmap_size < 1:
+            raise ValueError("heatmap_size must be >= 1 or null")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -560,6 +603,11 @@ class FinetuneRecipe:
 
     def validate(self) -> None:
         check_clip_fits(self.model, self.train.num_frames, "train.num_frames")
+        size = self.train.heatmap_size
+        if size is not None and size > self.model.image_size:
+            raise ValueError(
+                f"train.heatmap_size={size} is larger than model.image_size={self.model.image_size}"
+            )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,10 +3,16 @@
 The authors' OPRA recipe (``configs/opra/r50fpn.yaml`` + seed 002), the same for every dataset: one
 heatmap per action + the action head, 256 x 256 inputs, horizontal flip of image, video and heatmaps with
 p = 0.5, AdamW 3e-4 / 0.05 with the encoder at x0.1, cosine, 16-bit mixed precision, batch 16, 4k steps,
-evaluation every 1000 steps. A sample is one entry with one of its video's clips (clips cut as the
-evaluation cuts them: 32 frames at 2 fps, stride 16; the clip is drawn from (seed, epoch, entry));
-its target is the authors' training ground truth: per distinct action the points set to 1, +1e-10,
-blurred (kernel sqrt(h*w)/3), zero channels for the other actions, and the multi-hot action vector.
+evaluation every 1000 steps. A sample is one clip of an entry's video (clips cut as the evaluation cuts
+them: 32 frames at 2 fps, stride 16), and an epoch holds every clip of every entry once, as the authors'
+``OPRA.__len__`` counts clips (:mod:`maskahand.finetune.clipindex`); its target is the authors' training
+ground truth: per distinct action the points set to 1 (a pixel with several points is 1: the mask > 0),
++1e-10, blurred (kernel sqrt(h*w)/3), zero channels for the other actions, and the multi-hot action vector.
+
+``train.heatmap_size=28`` trains for the Interaction Hotspots protocol (table 2's 28 x 28 rows): the
+target is that protocol's ground truth (``gt_map_28``: points added, blurred, resized to 224 then 28) and
+the predicted heatmap (a softmax over the model's output pixels) is resized to 28 x 28 bilinearly, as the
+28 protocol resizes predictions, before the KL; evaluation during training then uses the 28 protocol.
 
 ``init``: a checkpoint (a pretrained 1-heatmap model loads everything but the heads, which are
 re-initialised and listed in the log), ``coco`` (``model.backbone_weights``: torchvision's COCO
@@ -71,6 +77,28 @@ def training_target(entry: Entry, num_actions: int, size: int) -> tuple[torch.Te
     return heat, hot
 
 
+def training_target_28(entry: Entry, num_actions: int, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Hotspots-protocol target: per distinct action ``gt_map_28`` of the entry's points (at ``size``)."""
+    from maskahand.evaluation.metrics import gt_map_28, resize_bilinear
+
+    heat = torch.zeros(num_actions, size, size)
+    hot = torch.zeros(num_actions)
+    for a in entry.distinct_actions:
+        g = gt_map_28(entry.points_of(a), entry.height, entry.width)
+        heat[a] = resize_bilinear(g, size).float()
+        hot[a] = 1.0
+    return heat, hot
+
+
+def resize_heatmap_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, K, H, W) logits -> (B, K, size, size) log-probabilities of the predicted heatmaps resized to
+    ``size`` (softmax over pixels, bilinear resize, renormalised); their softmax is that heatmap."""
+    p = logits.float().flatten(2).softmax(-1).view(logits.shape)
+    p = F.interpolate(p, size=(size, size), mode="bilinear", align_corners=False)
+    p = p / p.flatten(2).sum(-1)[..., None, None]
+    return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+
+
 def box_target(bench: Benchmark, entry: Entry, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """AssistQ: the filled button boxes at ``size`` (one channel) and a single "press" action."""
     from PIL import Image
@@ -89,6 +117,30 @@ class FinetuneTask(TrainTask):
         self.val = val
         self.init = init
         self.size = recipe.model.image_size
+        self.heatmap_size = recipe.train.heatmap_size or self.size
+        if self.heatmap_size != self.size and train.gt_rule == "boxes":
+            raise ValueError(
+                f"train.heatmap_size={self.heatmap_size}: {train.name} has box ground truth at "
+                f"{self.size} only (the 256 rule); leave train.heatmap_size unset"
+            )
+        self._clips: list[tuple[int, int]] | None = None
+
+    def clip_index(self) -> list[tuple[int, int]]:
+        """``(entry position, clip number)`` for every clip: one epoch's samples (computed once)."""
+        if self._clips is None:
+            from maskahand.finetune.clipindex import clip_index
+
+            self._clips = clip_index(self.bench, self.recipe.eval, self.recipe.video)
+            log.info(
+                "fine-tuning epoch: %d clips of %d entries (one sample per clip, as the authors)",
+                len(self._clips),
+                len(self.bench.entries),
+            )
+        return self._clips
+
+    def __len__(self) -> int:
+        """Samples per epoch: the number of clips (the authors' ``OPRA.__len__``)."""
+        return len(self.clip_index())
 
     def build_model(self) -> nn.Module:
         from maskahand.afformer import build_model
@@ -109,7 +161,9 @@ class FinetuneTask(TrainTask):
         return model
 
     # -- data -------------------------------------------------------------------------------------
-    def sample(self, entry: Entry, gen: torch.Generator) -> dict[str, Any]:
+    def sample(self, entry: Entry, clip_no: int) -> dict[str, Any]:
+        """Clip ``clip_no`` of ``entry`` (the last one when the video decodes to fewer clips than its
+        container's frame times promised) with the entry's training target."""
         from maskahand.evaluation.clips import clip_span, load_clips, load_image
         from maskahand.pretrain.data import uniform_indices
 
@@ -125,14 +179,16 @@ class FinetuneTask(TrainTask):
                 clips = load_clips(self.bench.resolve(entry.video), cfg, self.recipe.video, frame_range=span)
         except Exception as e:  # noqa: BLE001 - video, image and OS errors alike
             raise MediaError(f"{self.bench.annotations}: {entry.describe()}: {e}") from e
-        clip = clips[int(torch.randint(len(clips), (1,), generator=gen))]
+        clip = clips[min(clip_no, len(clips) - 1)]
         keep = uniform_indices(len(clip), self.recipe.train.num_frames)
         if self.bench.gt_rule == "boxes":
             heat, hot = box_target(self.bench, entry, self.size)
+        elif self.heatmap_size != self.size:
+            heat, hot = training_target_28(entry, self.bench.num_actions, self.heatmap_size)
         else:
             heat, hot = training_target(entry, self.bench.num_actions, self.size)
         return {
-            "key": str(entry.index),
+            "key": f"{entry.index}#{clip_no}",
             "frames": clip[keep],
             "image": image,
             "heatmaps": heat,
@@ -141,14 +197,15 @@ class FinetuneTask(TrainTask):
 
     def train_batches(self, epoch: int, skip: int):
         ctx, train = self.ctx, self.recipe.train
-        mine = [e for e in self.bench.entries if e.index % ctx.world_size == ctx.rank]
-        order = torch.randperm(len(mine), generator=step_generator(train.seed, epoch, ctx.rank, stream=1))
+        clips = self.clip_index()
+        # one shuffle of every clip per epoch, the same on every rank; each rank takes every world_size-th
+        order = torch.randperm(len(clips), generator=step_generator(train.seed, epoch, 0, stream=1))
+        mine = [clips[int(i)] for i in order[ctx.rank :: ctx.world_size]][: len(clips) // ctx.world_size]
         size = ctx.micro_batch  # train.batch_size is the global batch
         batches = len(mine) // size  # drop_last, as the authors
         for b in range(skip, batches):
-            picked = [mine[int(i)] for i in order[b * size : (b + 1) * size]]
-            gen = step_generator(train.seed, epoch * 1_000_003 + b, ctx.rank, stream=2)
-            yield collate([self.sample(e, gen) for e in picked])
+            picked = mine[b * size : (b + 1) * size]
+            yield collate([self.sample(self.bench.entries[pos], k) for pos, k in picked])
 
     # -- step -------------------------------------------------------------------------------------
     def training_step(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict]:
@@ -160,6 +217,8 @@ class FinetuneTask(TrainTask):
             hflip(batch["heatmaps"], flip),
         )
         out = model(frames, image, batch["num_frames"])
+        if self.heatmap_size != out.heatmap_logits.shape[-1]:
+            out = replace(out, heatmap_logits=resize_heatmap_logits(out.heatmap_logits, self.heatmap_size))
         terms = cast(GroundingModel, unwrap(model)).loss(out, heat, batch["actions"])
         scalars = {"kld": terms.heatmap.detach()}
         if terms.action is not None:
@@ -176,13 +235,23 @@ class FinetuneTask(TrainTask):
         was = net.training
         net.eval()
         pred = AfformerPredictor(net, net.cfg, self.ctx.device, self.recipe.eval.clip_batch)
+        protocol = "28" if self.heatmap_size != self.size else "256"
         result = run_eval(
-            self.val, pred, ["256"], replace(self.recipe.eval, image_size=self.size), progress=False
+            self.val, pred, [protocol], replace(self.recipe.eval, image_size=self.size), progress=False
         )
         net.train(was)
-        if result is None or result.scores256 is None:
+        if result is None:
             return {}
+        if protocol == "28":
+            s28 = result.scores28
+            return (
+                {}
+                if s28 is None
+                else {"val28_kld": s28.kld[0], "val28_sim": s28.sim[0], "val28_auc_j": s28.auc_j[0]}
+            )
         s = result.scores256
+        if s is None:
+            return {}
         out = {"val_kld": s.kld, "val_sim": s.sim}
         if s.auc_j is not None:
             out["val_auc_j"] = s.auc_j

@@ -103,6 +103,7 @@ def mine(
     """
     from maskahand.rayutil import init_ray
 
+    recipe.detector.validate()  # detector.backend=auto -> the backend that runs, before anything reads it
     out = Path(out_dir)
     t0 = time.perf_counter()
     found, todo, ledger = plan(recipe, videos, out, retry_failed)
@@ -124,7 +125,7 @@ def mine(
     summary["steady_frames_per_second_this_run"] = timing["steady_frames_per_second"]
     summary["nothing_to_do"] = False
     summary["manifest_rows"] = n
-    summary["rule"] = rule_record(recipe.mine)
+    summary["rule"] = rule_record(recipe.mine, recipe.detector)
     write_summary(out, summary)
     return summary
 

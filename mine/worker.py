@@ -41,7 +41,7 @@ class VideoMiner:
         self.recipe = recipe
         self.out_dir = Path(out_dir)
         self.video_cfg = mining_video_config(recipe)
-        self.rule = rule_record(recipe.mine)
+        self.rule = rule_record(recipe.mine, recipe.detector)
         self._reset()
 
     def _reset(self) -> None:

@@ -100,6 +100,7 @@ def test_an_unreadable_saved_config_names_the_file(tmp_path):
     ],
 )
 def test_the_stage_recipes_mark_what_may_change_on_resume(tmp_path, recipe, runtime, result):
+    recipe = apply_overrides(recipe, [])  # validated as loaded recipes are (detector.backend=auto resolved)
     save_config(recipe, tmp_path)
     check_resume(apply_overrides(recipe, runtime), tmp_path)
     for override in result:

@@ -42,23 +42,34 @@ def shard_digests(out: Path) -> dict[str, str]:
 
 
 def expected_windows(frames: list[dict], length=32, stride=16, min_frames=4) -> list[tuple[int, int]]:
-    """The paper's rule written out independently: kept (start, stop) windows over the recorded frames."""
+    """The authors' rule (the default, mine.windows=authors) written out independently: kept (start, stop)
+    windows over the recorded frames."""
 
     def hit(frame: dict) -> bool:
         return any(
-            (h["state"] == "contact" and h["score"] >= 0.99)
-            or (h["state"] == "unknown" and h["score"] >= 0.9)
+            (h["state"] == "contact" and h["score"] > 0.99) or (h["state"] == "unknown" and h["score"] > 0.9)
             for h in frame["hands"]
         )
 
     n = len(frames)
-    if n < length:
-        windows = [(0, n)] if n >= min_frames else []
-    else:
-        windows = [(s, s + length) for s in range(0, n - length + 1, stride)]
-        if windows[-1][1] != n:
-            windows.append((n - length, n))
-    return [(a, b) for a, b in windows if any(hit(f) for f in frames[a:b])]
+    events, start, quiet = [], None, 0  # from 31 frames before a hit to 31 frames without one
+    for pos, f in enumerate(frames):
+        if start is None and hit(f):
+            start, quiet = max(0, pos - (length - 1)), 0
+        elif start is not None:
+            quiet = 0 if hit(f) else quiet + 1
+            if quiet == length - 1:
+                events, start = [*events, (start, pos + 1)], None
+    if start is not None:
+        events.append((start, n))
+    windows = []
+    for a, b in events:
+        if b - a < length:
+            windows += [(a, b)] if b - a >= min_frames else []
+            continue
+        starts = list(range(a, b - length + 1, stride))
+        windows += [(s, s + length) for s in [*starts, *([b - length] if starts[-1] < b - length else [])]]
+    return windows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,12 +116,14 @@ def test_mediapipe_clips_follow_the_rule_on_recorded_detections(mined_clip_shard
             assert meta["interacting"] == [t for t, f in enumerate(window) if f["interacting"]]
             assert row["interacting_frames"] == [window[t]["index"] for t in meta["interacting"]]
             assert meta["rule"]["unknown_rule"] == "score" and meta["detector"]["name"] == "mediapipe"
+            assert meta["rule"]["windows"] == "authors" and meta["rule"]["contact_judged"] is False
             h, w = sample.frames.shape[2:]
             for hands in meta["detections"]:
                 for hand in hands:
                     x1, y1, x2, y2 = hand["box"]
                     assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
-        # strides: regular clip starts are 16 apart; an end-aligned tail clip ends at the last frame
+        # strides: clip starts are 16 apart; an end-aligned clip ends at the last frame (each of these
+        # short videos is one interaction event)
         for a, b in zip(rows, rows[1:]):
             assert b["start"] - a["start"] == 16 or b["stop"] == len(frames)
 

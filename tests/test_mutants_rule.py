@@ -6,6 +6,7 @@ Each test names the promise; the expected values are written out by hand from th
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,11 @@ from maskahand.mine.rule import (
 )
 
 
+def grid(**settings: Any) -> MineConfig:
+    """The grid windows (these tests pin them; tests/test_mine_windows.py pins the authors' ones)."""
+    return MineConfig(windows="grid", **settings)
+
+
 def streamed(mask: list[bool], cfg: MineConfig) -> list[tuple[int, int, tuple[int, ...]]]:
     selector = StreamingClipSelector(cfg)
     spans = [span for i, hit in enumerate(mask) for span, _ in selector.push(i, hit)]
@@ -30,7 +36,7 @@ def streamed(mask: list[bool], cfg: MineConfig) -> list[tuple[int, int, tuple[in
 
 
 def test_detector_hand_objects_are_judged_like_their_dicts():
-    cfg = MineConfig()
+    cfg = grid()
     hands = [
         Hand((0.0, 0.0, 5.0, 5.0), "contact", 0.995),
         Hand((0.0, 0.0, 5.0, 5.0), "contact", 0.98),
@@ -42,14 +48,14 @@ def test_detector_hand_objects_are_judged_like_their_dicts():
 
 
 def test_scores_equal_to_the_thresholds_count():
-    cfg = MineConfig(contact_score=0.99, unknown_score=0.9)
+    cfg = grid(contact_score=0.99, unknown_score=0.9)
     assert hand_interacts({"state": "contact", "score": 0.99}, cfg)
     assert hand_interacts({"state": "unknown", "score": 0.9}, cfg)
     assert not hand_interacts({"state": "unknown", "score": 0.9}, replace(cfg, unknown_rule="never"))
 
 
 def test_a_video_of_exactly_one_clip_is_a_regular_clip_even_when_short_videos_are_dropped():
-    cfg = MineConfig(clip_length=8, clip_stride=4, short_video="drop")
+    cfg = grid(clip_length=8, clip_stride=4, short_video="drop")
     assert clip_windows(8, cfg) == [(0, 8)]
     mask = [False] * 8
     mask[5] = True
@@ -59,7 +65,7 @@ def test_a_video_of_exactly_one_clip_is_a_regular_clip_even_when_short_videos_ar
 
 
 def test_min_frames_one_keeps_a_one_frame_video():
-    cfg = MineConfig(clip_length=8, min_frames=1)
+    cfg = grid(clip_length=8, min_frames=1)
     assert clip_windows(1, cfg) == [(0, 1)]
     assert [(s.start, s.stop, s.interacting) for s in select_clips([True], cfg)] == [(0, 1, (0,))]
     assert streamed([True], cfg) == [(0, 1, (0,))]
@@ -67,7 +73,7 @@ def test_min_frames_one_keeps_a_one_frame_video():
 
 
 def test_rule_record_holds_every_setting_and_a_readable_text():
-    cfg = MineConfig(
+    cfg = grid(
         fps=10.0,
         clip_length=16,
         clip_stride=8,
@@ -80,6 +86,7 @@ def test_rule_record_holds_every_setting_and_a_readable_text():
     )
     assert rule_record(cfg) == {
         "name": RULE_NAME,
+        "windows": "grid",
         "fps": 10.0,
         "clip_length": 16,
         "clip_stride": 8,
@@ -98,8 +105,10 @@ def test_rule_record_holds_every_setting_and_a_readable_text():
 
 
 def test_hand_rule_reads_a_clip_record_and_defaults_missing_keys_to_the_paper():
-    rec = rule_record(MineConfig(contact_score=0.95, unknown_rule="never", unknown_score=0.7))
-    assert HandRule.from_record(rec) == HandRule(contact_score=0.95, unknown_rule="never", unknown_score=0.7)
+    rec = rule_record(grid(contact_score=0.95, unknown_rule="never", unknown_score=0.7))
+    assert HandRule.from_record(rec) == HandRule(
+        contact_score=0.95, unknown_rule="never", unknown_score=0.7, windows="grid"
+    )
     paper = HandRule(contact_score=0.99, unknown_rule="score", unknown_score=0.9)
     assert HandRule.from_record({}) == paper
     assert HandRule.from_record(None) == paper
