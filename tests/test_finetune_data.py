@@ -71,7 +71,13 @@ def test_an_epoch_holds_every_clip_of_every_entry_once(tree):
     assert [k for b in task.train_batches(1, 0) for k in b["key"]] != keys  # reshuffled per epoch
     # two ranks: disjoint halves of the same shuffle, equal in size (the odd clip left out)
     halves = [
-        [k for b in make_task(tree, rank=r, world=2).train_batches(0, 0) for k in b["key"]] for r in (0, 1)
+        # global batch 2: one sample per rank and step
+        [
+            k
+            for b in make_task(tree, "train.batch_size=2", rank=r, world=2).train_batches(0, 0)
+            for k in b["key"]
+        ]
+        for r in (0, 1)
     ]
     assert len(halves[0]) == len(halves[1]) == 5 and not set(halves[0]) & set(halves[1])
     assert set(halves[0]) | set(halves[1]) < set(want)
