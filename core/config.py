@@ -264,6 +264,11 @@ class SynthConfig:
 @dataclass
 class AfformerConfig:
     arch: Literal["afformer", "r50_deconv"] = "afformer"
+    # r50_fpn: ResNet-50-FPN + fine-grained decoder (the paper). vitdet_b: the authors' second configuration
+    # (showlab/afformer configs/opra/vitdet_b.yaml): ViTDet-B, its last block copied into a trainable image
+    # path, + their SimpleDecoder (one cross-attention block, hidden 768); a finetune/pretrain recipe given
+    # model.encoder=vitdet_b starts from VITDET_B_FINETUNE / VITDET_B_PRETRAIN below
+    encoder: Literal["r50_fpn", "vitdet_b"] = "r50_fpn"
     hidden: int = 256  # paper
     heads: int = 4  # paper (head dim 64)
     mlp_ratio: float = 4.0  # paper
@@ -284,8 +289,45 @@ class AfformerConfig:
     trainable_backbone_layers: int = 5
     backbone_lr_factor: float = 0.1  # paper
     image_size: int = 256  # paper
+    # --- the ViT of encoder=vitdet_b (defaults: ViTDet-B, detectron2 configs/common/models/mask_rcnn_vitdet.py);
+    # tests and smoke runs shrink vit_dim / vit_depth / vit_heads. backbone_weights then names detectron2's
+    # ViTDet COCO model_final_*.pkl or MAE's mae_pretrain_vit_base.pth
+    vit_dim: int = 768  # embed_dim
+    vit_depth: int = 12  # depth
+    vit_heads: int = 12  # num_heads
+    vit_patch: int = 16  # patch_size
+    vit_window: int = 14  # window_size
+    vit_global_blocks: list[int] = field(default_factory=lambda: [2, 5, 8, 11])  # not in window_block_indexes
+    vit_img_size: int = 1024  # img_size: the global blocks' relative-position tables cover img_size / patch
+    vit_pretrain_size: int = 224  # pretrain_img_size (absolute table 14 x 14 + a class-token row)
+    vit_drop_path: float = 0.1  # drop_path_rate (linear over the blocks; only the trainable image copy uses it)
+    vit_trainable_blocks: int = 1  # vitdet_b.yaml encoder.init_args.trainable: 1
+    vit_chunk: int = 8  # images per ViT pass (the authors run one at a time; the result is the same)
+    # layer-wise lr decay (detectron2 get_vit_lr_decay_rate): a ViT parameter of layer l (0: patch/position
+    # embeddings, i+1: block i) trains at lr * decay ** (vit_depth + 1 - l); 1.0: off (the R50 encoder)
+    lr_layer_decay: float = 1.0
+
+    @property
+    def heatmap_size(self) -> int:
+        """Side of the predicted heatmaps: the predictor upsamples the decoder's stride 4x (R50: stride 4
+        -> the image size; ViTDet: stride 16 -> image_size / 4, 256 at the authors' 1024)."""
+        return self.image_size if self.encoder == "r50_fpn" else self.image_size // (self.vit_patch // 4)
 
     def validate(self) -> None:
+        if self.encoder == "vitdet_b":
+            if self.arch != "afformer":
+                raise ValueError("encoder=vitdet_b needs arch=afformer")
+            if self.vit_dim != self.hidden:
+                raise ValueError(f"encoder=vitdet_b feeds the ViT width to the decoder: hidden ({self.hidden}) "
+                                 f"must equal vit_dim ({self.vit_dim})")
+            if self.vit_dim % self.vit_heads or self.vit_patch % 4 or self.image_size % (2 * self.vit_patch):
+                raise ValueError("vit_dim must divide by vit_heads, vit_patch by 4, image_size by 2 * vit_patch")
+            if not 0 <= self.vit_trainable_blocks <= self.vit_depth:
+                raise ValueError("vit_trainable_blocks must lie in 0..vit_depth")
+            if any(not 0 <= i < self.vit_depth for i in self.vit_global_blocks):
+                raise ValueError("vit_global_blocks must index blocks 0..vit_depth-1")
+        if not 0.0 < self.lr_layer_decay <= 1.0:
+            raise ValueError("lr_layer_decay must lie in (0, 1]")
         if self.hidden % self.heads != 0:
             raise ValueError("hidden must be divisible by heads")
         if not 1 <= len(self.image_levels) <= 3:
