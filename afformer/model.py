@@ -220,6 +220,20 @@ class AfformerViTDet(GroundingModel):
         layer = self.encoder.layer_id(name[len("encoder.") :])  # type: ignore[operator]
         return float(self.cfg.lr_layer_decay ** (self.cfg.vit_depth + 1 - layer))
 
+    def loss(
+        self, out: AfformerOutput, heatmaps: torch.Tensor, actions: torch.Tensor | None = None
+    ) -> LossTerms:
+        """As :meth:`GroundingModel.loss`; targets made at the input size (a multiple of the heatmap size,
+        which is image_size / 4 here) are area-averaged down to the predicted heatmap size first."""
+        size = out.heatmap_logits.shape[-2:]
+        if heatmaps.shape[-2:] != size:
+            if heatmaps.shape[-2] % size[0] or heatmaps.shape[-1] % size[1]:
+                raise ValueError(
+                    f"target heatmaps {tuple(heatmaps.shape[-2:])} are not a multiple of the predicted {tuple(size)}"
+                )
+            heatmaps = torch.nn.functional.adaptive_avg_pool2d(heatmaps, size)
+        return super().loss(out, heatmaps, actions)
+
     no_weight_decay_names = ("encoder.pos_embed",)  # the authors' solver override pos_embed: weight_decay 0
 
     def encode(

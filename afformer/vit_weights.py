@@ -17,6 +17,7 @@ use; otherwise :class:`~maskahand.afformer.encoder.WeightsFileError` names the f
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import pickle
@@ -36,8 +37,10 @@ log = logging.getLogger(__name__)
 DETECTRON2_PREFIX = "backbone.net."
 MAE_UNUSED = ("cls_token", "norm.weight", "norm.bias", "mask_token", "fc_norm.", "head.", "decoder_")
 
-# the only globals a pickled numpy array needs (numpy 1.x and 2.x module names)
+# the only globals a pickled numpy array needs (numpy 1.x and 2.x module names; protocol 2 writes an
+# array's bytes through codecs.encode(str, "latin1"))
 _NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): codecs.encode,
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
     ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
     ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,  # type: ignore[attr-defined]
