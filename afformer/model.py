@@ -198,7 +198,9 @@ class AfformerViTDet(GroundingModel):
 
         self.cfg = cfg
         self.encoder = ViTDetEncoder(vit_spec(cfg), cfg.attention, cfg.vit_chunk)  # type: ignore[assignment]
-        self.decoder = SimpleDecoder(cfg.hidden, cfg.heads, cfg.mlp_ratio, cfg.max_q_thw, cfg.max_kv_thw, cfg.attention)
+        self.decoder = SimpleDecoder(
+            cfg.hidden, cfg.heads, cfg.mlp_ratio, cfg.max_q_thw, cfg.max_kv_thw, cfg.attention
+        )
         self.predictor = Predictor(cfg.hidden, cfg.num_heatmaps, cfg.num_actions)
         self.init_encoder(cfg)
 
@@ -231,7 +233,7 @@ class AfformerViTDet(GroundingModel):
                 raise ValueError(
                     f"target heatmaps {tuple(heatmaps.shape[-2:])} are not a multiple of the predicted {tuple(size)}"
                 )
-            heatmaps = torch.nn.functional.adaptive_avg_pool2d(heatmaps, size)
+            heatmaps = torch.nn.functional.adaptive_avg_pool2d(heatmaps, (int(size[0]), int(size[1])))
         return super().loss(out, heatmaps, actions)
 
     no_weight_decay_names = ("encoder.pos_embed",)  # the authors' solver override pos_embed: weight_decay 0
@@ -259,7 +261,7 @@ class AfformerViTDet(GroundingModel):
         check_inputs(video, image)
         counts = frame_counts(num_frames, video.shape[0], video.shape[1], video.device)
         longest = video.shape[1] if counts is None else int(counts.max())
-        check_time_table(self.decoder.cross_block.cross_attn.rel_pos_t.shape[0], longest)  # type: ignore[union-attr]
+        check_time_table(self.decoder.cross_block.cross_attn.rel_pos_t.shape[0], longest)
         image_feats, video_feats = self.encode(video, image, counts)
         heatmap, action = self.predictor(self.decoder(image_feats, video_feats, counts))
         return AfformerOutput(heatmap_logits=heatmap, action_logits=action)

@@ -218,7 +218,11 @@ class ViTDetEncoder(nn.Module):
         0 for the patch and position embeddings, i + 1 for ViT block i, depth + 1 for anything else."""
         if name.startswith(("patch_embed.", "pos_embed")):
             return 0
-        for prefix, offset in (("shared_blocks.", 0), ("video_blocks.", self.start), ("image_blocks.", self.start)):
+        for prefix, offset in (
+            ("shared_blocks.", 0),
+            ("video_blocks.", self.start),
+            ("image_blocks.", self.start),
+        ):
             if name.startswith(prefix):
                 return int(name[len(prefix) :].split(".", 1)[0]) + offset + 1
         return self.spec.depth + 1

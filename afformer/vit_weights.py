@@ -69,7 +69,15 @@ def read_detectron2_pickle(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsFileError(f"{path}: cannot read ViTDet weights: {e}") from e
     try:
         obj = _NumpyArraysUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+    ) as e:
         raise WeightsFileError(f"{path}: not a detectron2 checkpoint pickle of numpy arrays: {e}") from e
     model = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(model, dict):
@@ -106,14 +114,17 @@ def load_vit_weights(encoder: ViTDetEncoder, path: str | Path) -> str:
             raise WeightsFileError(f"{path}: no {DETECTRON2_PREFIX}* tensors: not a ViTDet checkpoint")
         placed = _place_plain_vit(encoder, vit, path, unused=())
     else:
-        from maskahand.afformer.checkpoint import read_state_dict
+        from maskahand.afformer.checkpoint import CheckpointMismatchError, read_state_dict
 
         raw = _read_torch(path)
         if isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
             raw = raw["model"]
-        state = read_state_dict(raw) if isinstance(raw, Mapping) else None
-        if state is None:
+        if not isinstance(raw, Mapping):
             raise WeightsFileError(f"{path}: does not hold a state dict of tensors")
+        try:
+            state = read_state_dict(raw)
+        except CheckpointMismatchError as e:
+            raise WeightsFileError(f"{path}: {e}") from e
         if any(k.startswith("encoder.") for k in state):
             layout = "Afformer (authors' layout)"
             enc = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
@@ -128,7 +139,9 @@ def load_vit_weights(encoder: ViTDetEncoder, path: str | Path) -> str:
                 f"{path}: neither MAE ViT names (blocks.*) nor an Afformer checkpoint (encoder.*); "
                 f"first keys: {sorted(state)[:5]}"
             )
-    log.info("ViT weights from %s (%s): %d tensors placed, %d skipped (not encoder)", path, layout, placed, skipped)
+    log.info(
+        "ViT weights from %s (%s): %d tensors placed, %d skipped (not encoder)", path, layout, placed, skipped
+    )
     return layout
 
 
@@ -174,7 +187,9 @@ def _place(
     if missing:
         problems.append(f"{len(missing)} encoder tensors missing (e.g. {', '.join(missing[:4])})")
     if unexpected:
-        problems.append(f"{len(unexpected)} tensors with no place in the encoder ({', '.join(sorted(set(unexpected))[:4])})")
+        problems.append(
+            f"{len(unexpected)} tensors with no place in the encoder ({', '.join(sorted(set(unexpected))[:4])})"
+        )
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatches ({'; '.join(mismatched[:3])})")
     if problems:

@@ -176,7 +176,9 @@ def run_cpu_worker(args: argparse.Namespace, extra: list[str]) -> list[dict]:
     from tqdm import tqdm
 
     # modes interleaved and repeated: on a shared CPU the load drifts, the minimum time is the signal
-    jobs = [(e, t, m) for _ in range(args.repeats) for e in args.encoders for t in args.frames for m in args.modes]
+    jobs = [
+        (e, t, m) for _ in range(args.repeats) for e in args.encoders for t in args.frames for m in args.modes
+    ]
     runs = []
     for encoder, frames, mode in tqdm(jobs, desc="cpu forward+backward", unit="run"):
         cmd = [sys.executable, "-m", "benchmarks.model", "--worker", mode, "--frames", str(frames)]
@@ -188,7 +190,9 @@ def run_cpu_worker(args: argparse.Namespace, extra: list[str]) -> list[dict]:
             cmd += ["--config", args.config]
         proc = subprocess.run(cmd + extra, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"benchmark worker failed ({encoder}, {mode}, T={frames}):\n{proc.stderr[-2000:]}")
+            raise RuntimeError(
+                f"benchmark worker failed ({encoder}, {mode}, T={frames}):\n{proc.stderr[-2000:]}"
+            )
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     rows = []
     for encoder in args.encoders:
@@ -252,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="input side of the R50 rows (paper: 256)")
     p.add_argument("--encoders", nargs="+", choices=ENCODERS, default=list(ENCODERS))
     p.add_argument(
-        "--vit-size", type=int, default=256, help="input side of the ViTDet rows (authors: 1024; a multiple of 32)"
+        "--vit-size",
+        type=int,
+        default=256,
+        help="input side of the ViTDet rows (authors: 1024; a multiple of 32)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=1, help="CPU runs per setting (fastest reported)")
@@ -284,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         for encoder in args.encoders:
             size = args.vit_size if encoder == "vitdet_b" else args.size
             rows += gpu_runs(
-                recipe.model, args.gpu_batches, args.gpu_frames, size, args.gpu_iters, warmup=2, encoder=encoder
+                recipe.model,
+                args.gpu_batches,
+                args.gpu_frames,
+                size,
+                args.gpu_iters,
+                warmup=2,
+                encoder=encoder,
             )
     else:
         print("CUDA not available: GPU runs skipped", file=sys.stderr)

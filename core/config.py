@@ -300,7 +300,9 @@ class AfformerConfig:
     vit_global_blocks: list[int] = field(default_factory=lambda: [2, 5, 8, 11])  # not in window_block_indexes
     vit_img_size: int = 1024  # img_size: the global blocks' relative-position tables cover img_size / patch
     vit_pretrain_size: int = 224  # pretrain_img_size (absolute table 14 x 14 + a class-token row)
-    vit_drop_path: float = 0.1  # drop_path_rate (linear over the blocks; only the trainable image copy uses it)
+    vit_drop_path: float = (
+        0.1  # drop_path_rate (linear over the blocks; only the trainable image copy uses it)
+    )
     vit_trainable_blocks: int = 1  # vitdet_b.yaml encoder.init_args.trainable: 1
     vit_chunk: int = 8  # images per ViT pass (the authors run one at a time; the result is the same)
     # layer-wise lr decay (detectron2 get_vit_lr_decay_rate): a ViT parameter of layer l (0: patch/position
@@ -318,10 +320,14 @@ class AfformerConfig:
             if self.arch != "afformer":
                 raise ValueError("encoder=vitdet_b needs arch=afformer")
             if self.vit_dim != self.hidden:
-                raise ValueError(f"encoder=vitdet_b feeds the ViT width to the decoder: hidden ({self.hidden}) "
-                                 f"must equal vit_dim ({self.vit_dim})")
+                raise ValueError(
+                    f"encoder=vitdet_b feeds the ViT width to the decoder: hidden ({self.hidden}) "
+                    f"must equal vit_dim ({self.vit_dim})"
+                )
             if self.vit_dim % self.vit_heads or self.vit_patch % 4 or self.image_size % (2 * self.vit_patch):
-                raise ValueError("vit_dim must divide by vit_heads, vit_patch by 4, image_size by 2 * vit_patch")
+                raise ValueError(
+                    "vit_dim must divide by vit_heads, vit_patch by 4, image_size by 2 * vit_patch"
+                )
             if not 0 <= self.vit_trainable_blocks <= self.vit_depth:
                 raise ValueError("vit_trainable_blocks must lie in 0..vit_depth")
             if any(not 0 <= i < self.vit_depth for i in self.vit_global_blocks):

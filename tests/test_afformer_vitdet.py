@@ -49,19 +49,29 @@ SMALL = AfformerConfig(
 def plain_vit_state(seed: int = 0, dim: int = 128, depth: int = 4) -> dict[str, np.ndarray]:
     """A plain ViT (detectron2 / MAE names below the prefix) with distinct values per tensor."""
     rs = np.random.RandomState(seed)
-    state = {"pos_embed": rs.randn(1, 5, dim), "patch_embed.proj.weight": rs.randn(dim, 3, 16, 16),
-             "patch_embed.proj.bias": rs.randn(dim)}
+    state = {
+        "pos_embed": rs.randn(1, 5, dim),
+        "patch_embed.proj.weight": rs.randn(dim, 3, 16, 16),
+        "patch_embed.proj.bias": rs.randn(dim),
+    }
     for i in range(depth):
         grid = 4 if i in (1, 3) else 4  # window 4, global img_size 64 / 16 = 4: both 7-row tables
         p = f"blocks.{i}."
         state |= {
-            p + "norm1.weight": rs.randn(dim), p + "norm1.bias": rs.randn(dim),
-            p + "attn.qkv.weight": rs.randn(3 * dim, dim), p + "attn.qkv.bias": rs.randn(3 * dim),
-            p + "attn.proj.weight": rs.randn(dim, dim), p + "attn.proj.bias": rs.randn(dim),
-            p + "attn.rel_pos_h": rs.randn(2 * grid - 1, dim // 2), p + "attn.rel_pos_w": rs.randn(2 * grid - 1, dim // 2),
-            p + "norm2.weight": rs.randn(dim), p + "norm2.bias": rs.randn(dim),
-            p + "mlp.fc1.weight": rs.randn(4 * dim, dim), p + "mlp.fc1.bias": rs.randn(4 * dim),
-            p + "mlp.fc2.weight": rs.randn(dim, 4 * dim), p + "mlp.fc2.bias": rs.randn(dim),
+            p + "norm1.weight": rs.randn(dim),
+            p + "norm1.bias": rs.randn(dim),
+            p + "attn.qkv.weight": rs.randn(3 * dim, dim),
+            p + "attn.qkv.bias": rs.randn(3 * dim),
+            p + "attn.proj.weight": rs.randn(dim, dim),
+            p + "attn.proj.bias": rs.randn(dim),
+            p + "attn.rel_pos_h": rs.randn(2 * grid - 1, dim // 2),
+            p + "attn.rel_pos_w": rs.randn(2 * grid - 1, dim // 2),
+            p + "norm2.weight": rs.randn(dim),
+            p + "norm2.bias": rs.randn(dim),
+            p + "mlp.fc1.weight": rs.randn(4 * dim, dim),
+            p + "mlp.fc1.bias": rs.randn(4 * dim),
+            p + "mlp.fc2.weight": rs.randn(dim, 4 * dim),
+            p + "mlp.fc2.bias": rs.randn(dim),
         }
     return {k: v.astype(np.float32) for k, v in state.items()}
 
@@ -80,7 +90,9 @@ def write_detectron2_pkl(path: Path, vit: dict[str, np.ndarray]) -> Path:
 def assert_vit_placed(model, vit: dict[str, np.ndarray], start: int = 2) -> None:
     enc = model.encoder.state_dict()
     torch.testing.assert_close(enc["pos_embed"], torch.from_numpy(vit["pos_embed"]))
-    torch.testing.assert_close(enc["patch_embed.proj.weight"], torch.from_numpy(vit["patch_embed.proj.weight"]))
+    torch.testing.assert_close(
+        enc["patch_embed.proj.weight"], torch.from_numpy(vit["patch_embed.proj.weight"])
+    )
     for i in range(4):
         src = torch.from_numpy(vit[f"blocks.{i}.attn.qkv.weight"])
         if i < start:
@@ -89,7 +101,9 @@ def assert_vit_placed(model, vit: dict[str, np.ndarray], start: int = 2) -> None
             torch.testing.assert_close(enc[f"video_blocks.{i - start}.attn.qkv.weight"], src)
             torch.testing.assert_close(enc[f"image_blocks.{i - start}.attn.qkv.weight"], src)
         torch.testing.assert_close(
-            enc[f"{'shared_blocks' if i < start else 'image_blocks'}.{i if i < start else i - start}.mlp.fc2.bias"],
+            enc[
+                f"{'shared_blocks' if i < start else 'image_blocks'}.{i if i < start else i - start}.mlp.fc2.bias"
+            ],
             torch.from_numpy(vit[f"blocks.{i}.mlp.fc2.bias"]),
         )
 
@@ -133,7 +147,11 @@ def test_detectron2_pickle_never_runs_code(tmp_path, monkeypatch):
 def test_mae_weights_load_with_zero_relative_tables(tmp_path):
     vit = plain_vit_state(seed=1)
     mae = {k: torch.from_numpy(v) for k, v in vit.items() if ".rel_pos_" not in k}  # MAE has none
-    mae |= {"cls_token": torch.zeros(1, 1, 128), "norm.weight": torch.ones(128), "norm.bias": torch.zeros(128)}
+    mae |= {
+        "cls_token": torch.zeros(1, 1, 128),
+        "norm.weight": torch.ones(128),
+        "norm.bias": torch.zeros(128),
+    }
     path = tmp_path / "mae_pretrain_vit_base.pth"
     torch.save({"model": mae}, path)
     model = build_model(SMALL)
@@ -147,7 +165,9 @@ def test_mae_weights_load_with_zero_relative_tables(tmp_path):
 
     mae["blocks.0.attn.q_bias"] = torch.zeros(128)  # a tensor with no place: named in the error
     torch.save({"model": mae}, path)
-    with pytest.raises(WeightsFileError, match=r"mae_pretrain_vit_base\.pth.*no place.*blocks\.0\.attn\.q_bias"):
+    with pytest.raises(
+        WeightsFileError, match=r"mae_pretrain_vit_base\.pth.*no place.*blocks\.0\.attn\.q_bias"
+    ):
         load_vit_weights(model.encoder, path)
 
 
@@ -187,7 +207,9 @@ def test_layer_decay_reaches_the_optimizer():
     assert lr_of["encoder.image_blocks.1.norm1.weight"] == (pytest.approx(1e-3 * 0.5), 0.0)
     assert lr_of["decoder.cross_block.cross_attn.q_proj.weight"] == (pytest.approx(1e-3), 0.1)
     assert lr_of["decoder.cross_block.norm_q.weight"] == (pytest.approx(1e-3), 0.0)
-    assert not any(n.startswith(("encoder.shared_blocks", "encoder.video_blocks", "encoder.pos_embed")) for n in lr_of)
+    assert not any(
+        n.startswith(("encoder.shared_blocks", "encoder.video_blocks", "encoder.pos_embed")) for n in lr_of
+    )
     # the position table, when trained, takes no weight decay (the authors' pos_embed override)
     model.encoder.pos_embed.requires_grad_(True)
     groups = afformer_param_groups(model, optim)
@@ -197,9 +219,19 @@ def test_layer_decay_reaches_the_optimizer():
 
 def test_vitdet_preset_takes_the_authors_recipe(tmp_path):
     r = load_config(FinetuneRecipe, None, ["model.encoder=vitdet_b"])
-    assert (r.optim.lr, r.optim.weight_decay, r.model.lr_layer_decay, r.model.backbone_lr_factor) == (2e-4, 0.1, 0.7, 1.0)
+    assert (r.optim.lr, r.optim.weight_decay, r.model.lr_layer_decay, r.model.backbone_lr_factor) == (
+        2e-4,
+        0.1,
+        0.7,
+        1.0,
+    )
     assert (r.model.image_size, r.model.hidden, r.model.heads, r.model.heatmap_size) == (1024, 768, 12, 256)
-    assert (r.train.num_frames, r.train.max_iters, r.eval.clip_length, r.eval.clip_stride) == (24, 6000, 24, 12)
+    assert (r.train.num_frames, r.train.max_iters, r.eval.clip_length, r.eval.clip_stride) == (
+        24,
+        6000,
+        24,
+        12,
+    )
     assert r.model.max_kv_thw == [24, 32, 32] and r.model.vit_trainable_blocks == 1
     # explicit settings still win, from the command line or a YAML file
     assert load_config(FinetuneRecipe, None, ["model.encoder=vitdet_b", "optim.lr=0.001"]).optim.lr == 1e-3
@@ -209,7 +241,12 @@ def test_vitdet_preset_takes_the_authors_recipe(tmp_path):
     assert (r.train.max_iters, r.optim.lr, r.model.hidden) == (10, 2e-4, 768)
     # the R50 recipe is untouched; pretraining keeps its 32 mined frames
     r = load_config(FinetuneRecipe, None, [])
-    assert (r.model.encoder, r.optim.lr, r.model.lr_layer_decay, r.model.backbone_lr_factor) == ("r50_fpn", 3e-4, 1.0, 0.1)
+    assert (r.model.encoder, r.optim.lr, r.model.lr_layer_decay, r.model.backbone_lr_factor) == (
+        "r50_fpn",
+        3e-4,
+        1.0,
+        0.1,
+    )
     p = load_config(PretrainRecipe, None, ["model.encoder=vitdet_b"])
     assert (p.optim.lr, p.model.image_size, p.train.num_frames, p.model.max_kv_thw[0]) == (2e-4, 1024, 32, 32)
 

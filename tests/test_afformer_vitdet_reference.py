@@ -24,7 +24,9 @@ TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, fp32 on the CPU
 
 
 def generator_module():
-    spec = importlib.util.spec_from_file_location("make_vitdet_reference", ROOT / "tools" / "make_vitdet_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_vitdet_reference", ROOT / "tools" / "make_vitdet_reference.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -70,9 +72,9 @@ def model(reference):
     state = {}
     for name, shape in reference["shapes"].items():
         state[name] = gen.seed_tensor(name, shape)
-        assert float(state[name].double().sum()) == pytest.approx(reference["sums"][name], rel=1e-9, abs=1e-6), (
-            f"{name}: the seed rule no longer gives the values the reference was made with"
-        )
+        assert float(state[name].double().sum()) == pytest.approx(
+            reference["sums"][name], rel=1e-9, abs=1e-6
+        ), f"{name}: the seed rule no longer gives the values the reference was made with"
     model = build_model(our_config(reference["config"])).eval()
     report = load_reference_checkpoint(model, state)  # the authors' names, through our loader
     assert report.ok and len(report.loaded) == len(reference["shapes"])
@@ -119,7 +121,10 @@ def test_decoder_and_heads_equal_the_authors(ours, reference):
     assert relative_error(ours["out"].action_logits, want["action_logits"]) < TOLERANCE
     heat = ours["out"].heatmap_logits.flatten(2).softmax(-1)  # as predict() and the authors' eval forward
     assert relative_error(heat, want["heatmap_probabilities"]) < TOLERANCE
-    assert relative_error(action_probabilities(ours["out"].action_logits), want["action_probabilities"]) < TOLERANCE
+    assert (
+        relative_error(action_probabilities(ours["out"].action_logits), want["action_probabilities"])
+        < TOLERANCE
+    )
 
 
 def test_loss_equals_the_authors_loss(model, ours, reference):

@@ -73,15 +73,21 @@ def make_inputs(cfg: dict = SMALL) -> dict:
     out = size // 4  # heatmaps: 4x the stride-16 grid
     actions = [[1, 4], [2]][: len(frames)]
     heatmaps = [torch.randint(0, 256, (len(a), out, out), generator=g, dtype=torch.uint8) for a in actions]
-    return {"images": images, "frames": video, "num_frames": list(frames), "actions": actions, "heatmaps_u8": heatmaps}
+    return {
+        "images": images,
+        "frames": video,
+        "num_frames": list(frames),
+        "actions": actions,
+        "heatmaps_u8": heatmaps,
+    }
 
 
 def build_theirs(theirs: Path, cfg: dict = SMALL, t_max: int | None = None):
     """The authors' Afformer(ViTDetSimplePyramid, SimpleDecoder, Predictor) at ``cfg``'s size."""
     sys.path.insert(0, str(theirs))
+    import detectron2.model_zoo as zoo  # their (or stand-in) detectron2
     from torch import nn
 
-    import detectron2.model_zoo as zoo  # their (or stand-in) detectron2
     from afformer import Afformer, Predictor, SimpleDecoder, ViTDetSimplePyramid
 
     zoo.VIT_KWARGS = dict(  # type: ignore[attr-defined]
@@ -104,7 +110,9 @@ def build_theirs(theirs: Path, cfg: dict = SMALL, t_max: int | None = None):
     side = cfg["image_size"] // 16
     t_max = t_max or max(cfg["frames"])
     encoder = ViTDetSimplePyramid(weights=None, trainable=cfg["trainable"])
-    decoder = SimpleDecoder(cfg["dim"], drop_path=0.0, q_thw=[1, side, side], kv_thw=[t_max, -(-side // 2), -(-side // 2)])
+    decoder = SimpleDecoder(
+        cfg["dim"], drop_path=0.0, q_thw=[1, side, side], kv_thw=[t_max, -(-side // 2), -(-side // 2)]
+    )
     predictor = Predictor(cfg["dim"], cfg["num_classes"], classify_action=True)
     return Afformer(encoder, decoder, predictor)
 
@@ -158,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(ref, args.out / "reference.pt")
-    print(f"wrote {args.out / 'reference.pt'}: {len(shapes)} tensors by the seed rule, outputs {sorted(outputs)}")
+    print(
+        f"wrote {args.out / 'reference.pt'}: {len(shapes)} tensors by the seed rule, outputs {sorted(outputs)}"
+    )
 
 
 if __name__ == "__main__":

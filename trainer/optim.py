@@ -87,7 +87,9 @@ def afformer_param_groups(
             g["params"].append(p)
             g["param_names"].append(full)
     order = ["encoder", "encoder_no_decay", "head", "head_no_decay"]
-    return [g for _, g in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0].split("_x")[0]), -kv[0][1]))]
+    return [
+        g for _, g in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0].split("_x")[0]), -kv[0][1]))
+    ]
 
 
 def build_optimizer(groups: list[dict], optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
