@@ -264,3 +264,23 @@ def test_loss_pools_input_size_targets_to_the_heatmap_size():
     assert a.total.item() == pytest.approx(b.total.item(), rel=1e-6)
     with pytest.raises(ValueError, match="not a multiple"):
         model.loss(out, torch.rand(1, 3, 30, 30))
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    from maskahand.trainer.actckpt import enable_activation_checkpointing
+
+    video = torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)
+    image = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    target = torch.rand(2, 3, 16, 16)
+    grads = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = build_model(replace(SMALL, vit_drop_path=0.5)).train()  # stochastic depth draws in the blocks
+        if checkpointed:
+            assert enable_activation_checkpointing(model) == 3  # 2 image blocks + the decoder's cross block
+        torch.manual_seed(1)
+        model.loss(model(video, image, num_frames=[3, 2]), target).total.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any(k.startswith("encoder.image_blocks") for k in grads[0])
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, msg=name)
