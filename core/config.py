@@ -300,9 +300,8 @@ class AfformerConfig:
     vit_global_blocks: list[int] = field(default_factory=lambda: [2, 5, 8, 11])  # not in window_block_indexes
     vit_img_size: int = 1024  # img_size: the global blocks' relative-position tables cover img_size / patch
     vit_pretrain_size: int = 224  # pretrain_img_size (absolute table 14 x 14 + a class-token row)
-    vit_drop_path: float = (
-        0.1  # drop_path_rate (linear over the blocks; only the trainable image copy uses it)
-    )
+    # drop_path_rate, rising linearly over the blocks; only the trainable image copy uses it
+    vit_drop_path: float = 0.1
     vit_trainable_blocks: int = 1  # vitdet_b.yaml encoder.init_args.trainable: 1
     vit_chunk: int = 8  # images per ViT pass (the authors run one at a time; the result is the same)
     # layer-wise lr decay (detectron2 get_vit_lr_decay_rate): a ViT parameter of layer l (0: patch/position
