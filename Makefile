@@ -83,8 +83,8 @@ bench-mine: venv  ## mining frames/s vs the authors' sequential OpenCV miner
 bench-synth: venv  ## synthesis targets/s vs a per-sample CPU implementation
 	$(PY) -m benchmarks.synth --data $(SHARED)
 
-bench-model: venv  ## Afformer forward+backward time/memory: efficient vs reference attention
-	$(PY) -m benchmarks.model
+bench-model: venv  ## Afformer forward+backward time/memory: efficient vs reference attention, R50-FPN and ViTDet-B
+	$(PY) -m benchmarks.model $(ARGS)
 
 bench-gpu: venv  ## every GPU figure on one CUDA device: one JSON + one Markdown table (says so without CUDA)
 	$(PY) -m benchmarks.gpu --data $(SHARED) --out $(OUT)/bench-gpu

@@ -11,6 +11,9 @@ that never materialises the relative-position bias.
 Inputs are float in [0, 1] or uint8 RGB; 256 x 256 gives 256 x 256 heatmaps (any multiple of 32
 works). Videos of different lengths: pad to the longest clip and pass ``num_frames`` (B,).
 
+``model.encoder=vitdet_b`` builds :class:`AfformerViTDet` (the authors' ViTDet-B configuration); its
+``model.backbone_weights`` is a detectron2 ViTDet ``.pkl`` or MAE ``.pth`` (:func:`load_vit_weights`).
+
 COCO initialisation (``model.backbone_weights``): torchvision's ``fasterrcnn_resnet50_fpn_v2`` COCO
 checkpoint (``FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1.url`` names the file), downloaded by the user;
 nothing is ever downloaded by this package. The authors' Afformer checkpoints load with
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 __all__ = [
     "Afformer",
     "AfformerOutput",
+    "AfformerViTDet",
     "AfformerPrediction",
     "CheckpointMismatchError",
     "GroundingModel",
@@ -36,6 +40,7 @@ __all__ = [
     "heatmap_kl",
     "load_backbone_weights",
     "load_reference_checkpoint",
+    "load_vit_weights",
     "to_reference_name",
     "to_reference_state_dict",
 ]
@@ -55,9 +60,11 @@ if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use
         Afformer,
         AfformerOutput,
         AfformerPrediction,
+        AfformerViTDet,
         GroundingModel,
         build_model,
     )
+    from maskahand.afformer.vit_weights import load_vit_weights
 else:
     from maskahand.lazy import lazy_exports
 

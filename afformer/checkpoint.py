@@ -29,6 +29,12 @@ RENAMES: tuple[tuple[str, str], ...] = (
     ("decoder.block.norm_self.", "decoder.self2d_cross3d_block.norm_self_q."),
     ("decoder.block.norm_cross_kv.", "decoder.self2d_cross3d_block.norm_cross_k."),
     ("decoder.block.", "decoder.self2d_cross3d_block."),
+    # encoder=vitdet_b: the ViT keeps the authors' (detectron2's) names; their SimpleDecoder
+    ("decoder.down.", "decoder.v3d."),
+    ("decoder.cross_block.norm_kv.", "decoder.cross_block_3d.norm_k."),
+    ("decoder.cross_block.norm_mlp.", "decoder.cross_block_3d.norm2."),
+    ("decoder.cross_block.cross_attn.", "decoder.cross_block_3d.attn."),
+    ("decoder.cross_block.", "decoder.cross_block_3d."),
     ("predictor.heatmap.up1.", "predictor.upsampler.0."),
     ("predictor.heatmap.norm.", "predictor.upsampler.1."),
     ("predictor.heatmap.up2.", "predictor.upsampler.3."),

@@ -168,8 +168,109 @@ class Afformer(GroundingModel):
         return AfformerOutput(heatmap_logits=heatmap, action_logits=action)
 
 
+def vit_spec(cfg: AfformerConfig):
+    from maskahand.afformer.vit import ViTSpec
+
+    return ViTSpec(
+        dim=cfg.vit_dim,
+        depth=cfg.vit_depth,
+        heads=cfg.vit_heads,
+        patch=cfg.vit_patch,
+        mlp_ratio=4.0,
+        window=cfg.vit_window,
+        global_blocks=tuple(cfg.vit_global_blocks),
+        img_size=cfg.vit_img_size,
+        pretrain_size=cfg.vit_pretrain_size,
+        drop_path=cfg.vit_drop_path,
+        trainable=cfg.vit_trainable_blocks,
+    )
+
+
+class AfformerViTDet(GroundingModel):
+    """Afformer with the ViTDet-B encoder, as the authors' ``configs/opra/vitdet_b.yaml`` builds it:
+    :class:`~maskahand.afformer.vit.ViTDetEncoder` -> :class:`~maskahand.afformer.simple_decoder.SimpleDecoder`
+    -> the same predictor as the R50 model (heatmaps at 4x the stride-16 grid: image_size / 4)."""
+
+    def __init__(self, cfg: AfformerConfig):
+        super().__init__()
+        from maskahand.afformer.simple_decoder import SimpleDecoder
+        from maskahand.afformer.vit import ViTDetEncoder
+
+        self.cfg = cfg
+        self.encoder = ViTDetEncoder(vit_spec(cfg), cfg.attention, cfg.vit_chunk)  # type: ignore[assignment]
+        self.decoder = SimpleDecoder(
+            cfg.hidden, cfg.heads, cfg.mlp_ratio, cfg.max_q_thw, cfg.max_kv_thw, cfg.attention
+        )
+        self.predictor = Predictor(cfg.hidden, cfg.num_heatmaps, cfg.num_actions)
+        self.init_encoder(cfg)
+
+    def init_encoder(self, cfg: AfformerConfig) -> None:
+        from maskahand.afformer.vit_weights import load_vit_weights
+
+        if cfg.backbone_weights:
+            load_vit_weights(self.encoder, cfg.backbone_weights)  # type: ignore[arg-type]
+        self.encoder.set_trainable(freeze_all=cfg.freeze_backbone)  # type: ignore[call-arg]
+
+    def set_attention_mode(self, mode: str) -> None:
+        self.encoder.set_attention_mode(mode)  # type: ignore[operator]
+        self.decoder.set_attention_mode(mode)  # type: ignore[arg-type]
+
+    def lr_layer_factor(self, name: str) -> float:
+        """The layer-wise lr factor of parameter ``name`` (``cfg.lr_layer_decay``; 1 for non-ViT parameters)."""
+        if not name.startswith("encoder."):
+            return 1.0
+        layer = self.encoder.layer_id(name[len("encoder.") :])  # type: ignore[operator]
+        return float(self.cfg.lr_layer_decay ** (self.cfg.vit_depth + 1 - layer))
+
+    def loss(
+        self, out: AfformerOutput, heatmaps: torch.Tensor, actions: torch.Tensor | None = None
+    ) -> LossTerms:
+        """As :meth:`GroundingModel.loss`; targets made at the input size (a multiple of the heatmap size,
+        which is image_size / 4 here) are area-averaged down to the predicted heatmap size first."""
+        size = out.heatmap_logits.shape[-2:]
+        if heatmaps.shape[-2:] != size:
+            if heatmaps.shape[-2] % size[0] or heatmaps.shape[-1] % size[1]:
+                raise ValueError(
+                    f"target heatmaps {tuple(heatmaps.shape[-2:])} are not a multiple of the predicted {tuple(size)}"
+                )
+            heatmaps = torch.nn.functional.adaptive_avg_pool2d(heatmaps, (int(size[0]), int(size[1])))
+        return super().loss(out, heatmaps, actions)
+
+    no_weight_decay_names = ("encoder.pos_embed",)  # the authors' solver override pos_embed: weight_decay 0
+
+    def encode(
+        self, video: torch.Tensor, image: torch.Tensor, counts: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image features (B, C, H/16, W/16) and the padded video features (B, C, T, h, w)."""
+        b, t = video.shape[:2]
+        if counts is None:
+            frames = video.flatten(0, 1)
+        else:
+            valid = torch.arange(t, device=video.device)[None, :] < counts[:, None]
+            frames = video[valid]
+        encoder = self.encoder
+        image_feats = encoder.image_features(image)  # type: ignore[operator]
+        frame_feats = encoder.frame_features(frames.to(image.dtype))  # type: ignore[operator]
+        if counts is None:
+            padded = frame_feats.unflatten(0, (b, t))
+        else:
+            padded = frame_feats.new_zeros(b, t, *frame_feats.shape[1:]).index_put((valid,), frame_feats)
+        return image_feats, padded.transpose(1, 2)
+
+    def forward(self, video: torch.Tensor, image: torch.Tensor, num_frames=None) -> AfformerOutput:
+        check_inputs(video, image)
+        counts = frame_counts(num_frames, video.shape[0], video.shape[1], video.device)
+        longest = video.shape[1] if counts is None else int(counts.max())
+        check_time_table(self.decoder.cross_block.cross_attn.rel_pos_t.shape[0], longest)
+        image_feats, video_feats = self.encode(video, image, counts)
+        heatmap, action = self.predictor(self.decoder(image_feats, video_feats, counts))
+        return AfformerOutput(heatmap_logits=heatmap, action_logits=action)
+
+
 def build_model(cfg: AfformerConfig) -> GroundingModel:
-    """Afformer (``arch: afformer``) or the naive R50-Deconv baseline (``arch: r50_deconv``)."""
+    """Afformer (``arch: afformer``; ``encoder`` r50_fpn or vitdet_b) or the naive R50-Deconv baseline."""
+    if cfg.arch == "afformer" and cfg.encoder == "vitdet_b":
+        return AfformerViTDet(cfg)
     if cfg.arch == "afformer":
         return Afformer(cfg)
     if cfg.arch == "r50_deconv":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from maskahand.configbase import RUNTIME, SECRET
 
@@ -325,6 +325,11 @@ class SynthConfig:
 @dataclass
 class AfformerConfig:
     arch: Literal["afformer", "r50_deconv"] = "afformer"
+    # r50_fpn: ResNet-50-FPN + fine-grained decoder (the paper). vitdet_b: the authors' second configuration
+    # (showlab/afformer configs/opra/vitdet_b.yaml): ViTDet-B, its last block copied into a trainable image
+    # path, + their SimpleDecoder (one cross-attention block, hidden 768); a finetune/pretrain recipe given
+    # model.encoder=vitdet_b starts from VITDET_B_FINETUNE / VITDET_B_PRETRAIN below
+    encoder: Literal["r50_fpn", "vitdet_b"] = "r50_fpn"
     hidden: int = 256  # paper
     heads: int = 4  # paper (head dim 64)
     mlp_ratio: float = 4.0  # paper
@@ -345,8 +350,50 @@ class AfformerConfig:
     trainable_backbone_layers: int = 5
     backbone_lr_factor: float = 0.1  # paper
     image_size: int = 256  # paper
+    # --- the ViT of encoder=vitdet_b (defaults: ViTDet-B, detectron2 configs/common/models/mask_rcnn_vitdet.py);
+    # tests and smoke runs shrink vit_dim / vit_depth / vit_heads. backbone_weights then names detectron2's
+    # ViTDet COCO model_final_*.pkl or MAE's mae_pretrain_vit_base.pth
+    vit_dim: int = 768  # embed_dim
+    vit_depth: int = 12  # depth
+    vit_heads: int = 12  # num_heads
+    vit_patch: int = 16  # patch_size
+    vit_window: int = 14  # window_size
+    vit_global_blocks: list[int] = field(default_factory=lambda: [2, 5, 8, 11])  # not in window_block_indexes
+    vit_img_size: int = 1024  # img_size: the global blocks' relative-position tables cover img_size / patch
+    vit_pretrain_size: int = 224  # pretrain_img_size (absolute table 14 x 14 + a class-token row)
+    # drop_path_rate, rising linearly over the blocks; only the trainable image copy uses it
+    vit_drop_path: float = 0.1
+    vit_trainable_blocks: int = 1  # vitdet_b.yaml encoder.init_args.trainable: 1
+    vit_chunk: int = 8  # images per ViT pass (the authors run one at a time; the result is the same)
+    # layer-wise lr decay (detectron2 get_vit_lr_decay_rate): a ViT parameter of layer l (0: patch/position
+    # embeddings, i+1: block i) trains at lr * decay ** (vit_depth + 1 - l); 1.0: off (the R50 encoder)
+    lr_layer_decay: float = 1.0
+
+    @property
+    def heatmap_size(self) -> int:
+        """Side of the predicted heatmaps: the predictor upsamples the decoder's stride 4x (R50: stride 4
+        -> the image size; ViTDet: stride 16 -> image_size / 4, 256 at the authors' 1024)."""
+        return self.image_size if self.encoder == "r50_fpn" else self.image_size // (self.vit_patch // 4)
 
     def validate(self) -> None:
+        if self.encoder == "vitdet_b":
+            if self.arch != "afformer":
+                raise ValueError("encoder=vitdet_b needs arch=afformer")
+            if self.vit_dim != self.hidden:
+                raise ValueError(
+                    f"encoder=vitdet_b feeds the ViT width to the decoder: hidden ({self.hidden}) "
+                    f"must equal vit_dim ({self.vit_dim})"
+                )
+            if self.vit_dim % self.vit_heads or self.vit_patch % 4 or self.image_size % (2 * self.vit_patch):
+                raise ValueError(
+                    "vit_dim must divide by vit_heads, vit_patch by 4, image_size by 2 * vit_patch"
+                )
+            if not 0 <= self.vit_trainable_blocks <= self.vit_depth:
+                raise ValueError("vit_trainable_blocks must lie in 0..vit_depth")
+            if any(not 0 <= i < self.vit_depth for i in self.vit_global_blocks):
+                raise ValueError("vit_global_blocks must index blocks 0..vit_depth-1")
+        if not 0.0 < self.lr_layer_decay <= 1.0:
+            raise ValueError("lr_layer_decay must lie in (0, 1]")
         if self.hidden % self.heads != 0:
             raise ValueError("hidden must be divisible by heads")
         if not 1 <= len(self.image_levels) <= 3:
@@ -557,8 +604,47 @@ class SynthRecipe:
     storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUNTIME)
 
 
+# --- model.encoder=vitdet_b: the authors' configs/opra/vitdet_b.yaml (showlab/afformer addd2a66) and the paper
+# ("for the Afformer with a ViTDet encoder, we adjust the learning rate to 2e-4 and the spatial size to 1024
+# ... these hyper-parameters remain consistent across all datasets, including MaskAHand pre-training").
+# Applied to the recipe's defaults when model.encoder=vitdet_b is given (YAML or override); anything set
+# explicitly still wins.
+VITDET_B_MODEL = (
+    "model.encoder=vitdet_b",
+    "model.hidden=768",  # decoder: SimpleDecoder hidden_channels: 768 (= the ViT width)
+    "model.heads=12",  # SimpleDecoder: num_heads = hidden_channels // 64
+    "model.image_size=1024",  # data: Resize size [1024, 1024] (heatmaps: 1024 / 4 = 256)
+    "model.max_q_thw=[1,64,64]",  # decoder: q_thw [1, 64, 64]
+    "model.vit_trainable_blocks=1",  # encoder: ViTDetSimplePyramid trainable: 1
+    # solver lr_factors: vitdet replaces the R50 recipe's {encoder: 0.1} with main.py's
+    # get_vit_lr_decay_rate(num_layers=12, lr_decay_rate=0.7). As their main.py calls it, the rule keys on
+    # names starting with "backbone", so in their run every factor is 1.0; lr_layer_decay=1.0 reproduces that
+    "model.backbone_lr_factor=1.0",
+    "model.lr_layer_decay=0.7",
+    "optim.lr=0.0002",  # optimizer: AdamW lr 0.0002
+    "optim.weight_decay=0.1",  # weight_decay 0.1; overrides pos_embed weight_decay 0.0 (the model's
+    # no_weight_decay_names); get_default_optimizer_params(weight_decay_norm=0): norms as for R50
+    "optim.precision=fp16",  # trainer: precision 16-mixed
+)
+VITDET_B_FINETUNE = VITDET_B_MODEL + (
+    "model.max_kv_thw=[24,32,32]",  # decoder: kv_thw [clip_length_in_frames, 32, 32]
+    "train.num_frames=24",  # data: clip_length_in_frames 24
+    "train.batch_size=16",  # batch_size_per_gpu 2 x trainer.devices 8
+    "train.max_iters=6000",  # trainer: max_steps 6000 (cosine T_max = max_steps)
+    "train.eval_every=1000",  # trainer: val_check_interval 1000
+    "eval.clip_length=24",  # clip_length_in_frames 24 (as for training)
+    "eval.clip_stride=12",  # frames_between_clips 12
+    "eval.clip_fps=2.0",  # frame_rate 2
+    "eval.image_size=1024",  # dataset_val resize = dataset_train resize
+)
+# pretraining keeps its own data settings (batch 32 of the 32 mined frames, the paper): the model and solver
+VITDET_B_PRETRAIN = VITDET_B_MODEL + ("model.max_kv_thw=[32,32,32]",)
+
+
 @dataclass
 class PretrainRecipe:
+    PRESET_KEY: ClassVar[str] = "model.encoder"
+    PRESETS: ClassVar[dict[str, tuple[str, ...]]] = {"vitdet_b": VITDET_B_PRETRAIN}
     model: AfformerConfig = field(default_factory=AfformerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -586,6 +672,8 @@ class HotspotsRecipe:
 
 @dataclass
 class FinetuneRecipe:
+    PRESET_KEY: ClassVar[str] = "model.encoder"
+    PRESETS: ClassVar[dict[str, tuple[str, ...]]] = {"vitdet_b": VITDET_B_FINETUNE}
     # paper: up to 64 frames for supervised training, so a time table for 64-frame clips
     model: AfformerConfig = field(
         default_factory=lambda: AfformerConfig(num_heatmaps=7, num_actions=7, max_kv_thw=[64, 32, 32])

@@ -195,8 +195,10 @@ def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
-    """Defaults of ``cls`` <- YAML file at ``path`` <- dotted ``overrides``."""
-    cfg = cls()
+    """Defaults of ``cls`` <- its preset (see :func:`preset_overrides`) <- YAML file at ``path`` <- dotted
+    ``overrides``."""
+    overrides = list(overrides)
+    data: dict[str, Any] | None = None
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -207,11 +209,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at top level")
+    cfg = cls()
+    preset = preset_overrides(cls, data, overrides)
+    if preset:
+        cfg = apply_overrides(cfg, preset)
+    if data is not None:
         try:
-            cfg = _from_dict(cls, data)
+            cfg = _from_dict(cls, _merged(to_dict(cfg), data) if preset else data)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from e
-    else:
+    elif not preset:
         _validate(cfg, "")
     return apply_overrides(cfg, overrides)
 
@@ -225,6 +232,35 @@ def public_dict(cfg: Any) -> dict[str, Any]:
         return to_dict(v)
 
     return conv(cfg)
+
+
+def preset_overrides(cls: type, data: dict[str, Any] | None, overrides: list[str]) -> list[str]:
+    """A recipe's defaults that depend on one choice: ``cls.PRESET_KEY`` (a dotted key, e.g.
+    ``model.encoder``) selects ``cls.PRESETS[value]``, a list of overrides applied to the defaults before
+    the YAML file and the command line (which still win). The value is the last override of that key,
+    else the YAML file's, else none."""
+    key = getattr(cls, "PRESET_KEY", None)
+    presets = getattr(cls, "PRESETS", None) or {}
+    if not key:
+        return []
+    value: Any = None
+    for text in overrides:
+        k, v = parse_override(text)
+        if k == key:
+            value = v
+    if value is None and data is not None:
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node
+    return list(presets.get(value, ())) if isinstance(value, str) else []
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def dump_config(cfg: Any) -> str:

@@ -31,6 +31,52 @@ SELF_W_KEY = "decoder.block.self_attn.rel_pos_w"
 CROSS_KEYS = tuple(f"decoder.block.cross_attn.rel_pos_{a}" for a in "thw")  # (2 * max_kv - 1, hidden / heads)
 
 
+def vitdet_config_from_state_dict(state: dict[str, torch.Tensor], cfg: AfformerConfig) -> AfformerConfig:
+    """``cfg`` with the ViTDet Afformer sizes a state dict (our names) fixes: the ViT's width, heads, patch,
+    depth, trainable blocks, absolute-table grid, window and global blocks (window blocks have the shortest
+    relative tables, 2 * window - 1 rows; global blocks the longest, 2 * img_size / patch - 1), and the
+    decoder's width, heads and table sizes."""
+    import math
+
+    patch = int(state["encoder.patch_embed.proj.weight"].shape[-1])
+    dim = int(state["encoder.pos_embed"].shape[-1])
+    grid = math.isqrt(int(state["encoder.pos_embed"].shape[1]) - 1)
+    shared = {int(k.split(".")[2]) for k in state if k.startswith("encoder.shared_blocks.")}
+    video = {int(k.split(".")[2]) for k in state if k.startswith("encoder.video_blocks.")}
+    start, depth = len(shared), len(shared) + len(video)
+
+    def rows(i: int) -> int:
+        name = f"encoder.shared_blocks.{i}" if i < start else f"encoder.video_blocks.{i - start}"
+        return int(state[f"{name}.attn.rel_pos_h"].shape[0])
+
+    lengths = [rows(i) for i in range(depth)]
+    head_dim = int(state[f"encoder.{'shared' if start else 'video'}_blocks.0.attn.rel_pos_h"].shape[1])
+    cross_t, cross_h, cross_w = (
+        int(state[f"decoder.cross_block.cross_attn.rel_pos_{a}"].shape[0]) for a in "thw"
+    )
+    hidden = int(state["decoder.down.weight"].shape[0])
+    cross_head_dim = int(state["decoder.cross_block.cross_attn.rel_pos_t"].shape[1])
+    return replace(
+        cfg,
+        encoder="vitdet_b",
+        hidden=hidden,
+        heads=hidden // cross_head_dim,
+        vit_dim=dim,
+        vit_heads=dim // head_dim,
+        vit_patch=patch,
+        vit_depth=depth,
+        vit_trainable_blocks=len(video),
+        vit_pretrain_size=grid * patch,
+        vit_window=(min(lengths) + 1) // 2,
+        vit_img_size=(max(lengths) + 1) // 2 * patch,
+        vit_global_blocks=[
+            i for i, n in enumerate(lengths) if n == max(lengths) and max(lengths) != min(lengths)
+        ],
+        max_q_thw=[1, (cross_h + 1) // 2, (cross_w + 1) // 2],
+        max_kv_thw=[max((cross_t + 1) // 2, cfg.max_kv_thw[0]), (cross_h + 1) // 2, (cross_w + 1) // 2],
+    )
+
+
 def config_from_state_dict(state: dict[str, torch.Tensor], base: AfformerConfig) -> AfformerConfig:
     """``base`` with what a plain state dict (our names) fixes: width, heads (the width over a relative-position
     table's per-head width), the spatial table sizes, heatmaps and actions. A spatial cross-attention table
@@ -42,6 +88,8 @@ def config_from_state_dict(state: dict[str, torch.Tensor], base: AfformerConfig)
         num_actions=int(state[ACTION_KEY].shape[0]) if ACTION_KEY in state else 0,
         backbone_weights=None,
     )
+    if "encoder.pos_embed" in state:  # the ViTDet Afformer (model.encoder=vitdet_b)
+        return vitdet_config_from_state_dict(state, cfg)
     if LEVEL_KEY in state and SELF_H_KEY in state:
         hidden, head_dim = int(state[LEVEL_KEY].shape[0]), int(state[SELF_H_KEY].shape[1])
         if head_dim <= 0 or hidden % head_dim:

@@ -1,4 +1,6 @@
-"""Activation checkpointing for Afformer: recompute encoder and decoder blocks during backward.
+"""Activation checkpointing for Afformer: recompute encoder and decoder blocks during backward
+(ViTDet: the trainable image blocks and the decoder's cross block; torch's checkpoint restores the RNG
+state, so their stochastic depth draws the same masks when recomputed).
 
 The forward of each ResNet bottleneck (encoder body) and of the shared decoder block is replaced, on
 the instance, by one that runs under ``torch.utils.checkpoint``: parameter names, state dicts and
@@ -43,7 +45,10 @@ def enable_activation_checkpointing(model: nn.Module) -> int:
             layer = getattr(body, name, None)
             if layer is not None:
                 targets.extend(layer.children())
-    block = getattr(getattr(net, "decoder", None), "block", None)
+    # the ViTDet encoder: its trainable image blocks (the frozen trunk and video path keep no graph)
+    targets.extend(getattr(getattr(net, "encoder", None), "image_blocks", None) or [])
+    decoder = getattr(net, "decoder", None)
+    block = getattr(decoder, "block", None) or getattr(decoder, "cross_block", None)
     if block is not None:
         targets.append(block)
     if not targets:
