@@ -41,9 +41,18 @@ class UsageError(Exception):
 def usage_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "fix the command or its config", exit status 2."""
     from maskahand.rayutil import RayConnectError
+    from maskahand.storage import BucketNotFoundError, StorageOptionsError
     from maskahand.video.errors import VideoNotFoundError
 
-    return (UsageError, ConfigError, RayConnectError, FileNotFoundError, VideoNotFoundError)
+    return (
+        UsageError,
+        ConfigError,
+        RayConnectError,
+        FileNotFoundError,
+        VideoNotFoundError,
+        BucketNotFoundError,
+        StorageOptionsError,
+    )
 
 
 def run_handler(
