@@ -17,6 +17,7 @@ disk and uploaded under their final name once complete (:func:`upload_file`, :fu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -291,10 +292,8 @@ def read_many(paths: list[str]) -> dict[str, bytes]:
     urls = [p for p in paths if is_url(p)]
     for p in paths:
         if not is_url(p):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 out[p] = local_path(p).read_bytes()
-            except FileNotFoundError:
-                pass
     if not urls:
         return out
     fs, _ = filesystem(urls[0])

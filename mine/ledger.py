@@ -366,9 +366,11 @@ class Ledger:
                     self._set(d)
         except storage.ObjectNotFoundError:
             pass
-        self._entries = [u for u in storage.listdir(storage.join(self.out, LEDGER_ENTRIES)) if u.endswith(".json")]
+        self._entries = [
+            u for u in storage.listdir(storage.join(self.out, LEDGER_ENTRIES)) if u.endswith(".json")
+        ]
         found = storage.read_many(self._entries)
-        records = []
+        records: list[dict[str, Any]] = []
         for url in self._entries:
             if url in found:  # (deleted meanwhile by a compaction: its line is in ledger.jsonl)
                 records.extend(_lines(io.BytesIO(found[url]), url))
@@ -380,7 +382,7 @@ class Ledger:
         if not self.remote or not self._entries:
             return 0
         found = storage.read_many(self._entries)
-        lines = []
+        lines: list[dict[str, Any]] = []
         for url in self._entries:
             if url in found:
                 lines.extend(_lines(io.BytesIO(found[url]), url))
@@ -434,7 +436,11 @@ def video_outputs(out_dir: str | Path, stem: str) -> list[str]:
             break
         found += [str(p) for p in here]
         k += 1
-    found += [str(p) for p in (Path(out, PARTS, f"{stem}.jsonl"), Path(out, PARTS, frames_log_name(stem))) if p.exists()]
+    found += [
+        str(p)
+        for p in (Path(out, PARTS, f"{stem}.jsonl"), Path(out, PARTS, frames_log_name(stem)))
+        if p.exists()
+    ]
     return found
 
 

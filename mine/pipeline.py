@@ -125,9 +125,7 @@ def mine(
         summary = summarize(ledger, ids, 0.0, 0)
         summary["nothing_to_do"] = True
         write_summary(out, summary)
-        log.info(
-            "nothing to do: all %d videos of %s are already in %s", len(ids), videos, ledger.path
-        )
+        log.info("nothing to do: all %d videos of %s are already in %s", len(ids), videos, ledger.path)
         return summary
     init_ray(recipe.ray)
     timing = run_scheduler(recipe, out, todo, ledger, progress, fault)

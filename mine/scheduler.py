@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maskahand.config import MineRecipe
 from maskahand import storage
+from maskahand.config import MineRecipe
 from maskahand.mine.ledger import Ledger, VideoRecord, discard_video, publish_video
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,9 @@ class _Scheduler:
 
     def new_miner(self) -> Any:
         # the driver's storage variables go as an argument: a worker started earlier may lack them
-        return self.miner_cls.options(**self.miner_opts).remote(self.recipe, str(self.out), storage.worker_env())
+        return self.miner_cls.options(**self.miner_opts).remote(
+            self.recipe, str(self.out), storage.worker_env()
+        )
 
     def start(self) -> None:
         import ray
