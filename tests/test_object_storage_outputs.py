@@ -5,7 +5,6 @@ readers over ``s3://`` shards, a missing bucket, no credentials in anything writ
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
