@@ -37,9 +37,8 @@ from maskahand.mine.ledger import (
     video_stem,
     write_summary,
 )
-from maskahand.mine.rule import rule_record
+from maskahand.mine.rule import mining_video_config, rule_record
 from maskahand.mine.scheduler import MineError, VideoTask, run_scheduler
-from maskahand.mine.worker import mining_video_config
 
 __all__ = ["MineError", "format_summary", "mine", "plan"]
 

@@ -15,7 +15,6 @@ and uploads a finished video itself (:func:`~maskahand.mine.ledger.upload_video`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
@@ -29,13 +28,14 @@ from maskahand import storage
 from maskahand.config import DetectorConfig, MineRecipe
 from maskahand.mine.ledger import STAGING, frames_log_name, upload_video
 from maskahand.mine.resolution import FrameSizes, frame_sizes
-from maskahand.mine.rule import StreamingClipSelector, frame_interacts, hand_interacts, rule_record
+from maskahand.mine.rule import (
+    StreamingClipSelector,
+    frame_interacts,
+    hand_interacts,
+    mining_video_config,
+    rule_record,
+)
 from maskahand.rayutil import node_record
-
-
-def mining_video_config(recipe: MineRecipe, max_side: int | None = None):
-    """The reader config a miner uses: ``mine.fps``, and ``max_side`` (the decode size; None: source)."""
-    return dataclasses.replace(recipe.video, fps=recipe.mine.fps, max_side=max_side)
 
 
 class VideoMiner:
