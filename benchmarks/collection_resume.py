@@ -2,7 +2,7 @@
 
     python -m benchmarks.collection_resume --out outputs/bench-collection-resume [--videos 1000000] [--s3-videos 20000]
 
-Generates, under ``OUT/data``: ``N`` input videos (hard links of one small file, 1,000 per folder, so that
+Generates, under ``OUT/data``: ``N`` input videos (hard links of a few small files, 1,000 per folder, so that
 the resume pays the real ``stat`` of every input), their ``.txt`` list, and a mining output whose
 ``ledger.jsonl`` holds one finished (``ok``) line per video with its real fingerprint, as ``mine`` writes
 them, plus ``config.yaml``. Then it runs the real command, ``maskahand mine --videos LIST --out OUT``, in
@@ -41,11 +41,12 @@ def make_inputs(data: Path, n: int) -> Path:
         return listing
     videos = data / f"videos-{n}"
     videos.mkdir(parents=True, exist_ok=True)
-    seed = data / f"seed-{n}.mp4"  # its own: rewriting a shared one would change every link's mtime
-    if not seed.exists():
-        seed.write_bytes(b"\0" * 4096)
     lines = []
     for i in range(n):
+        # a file per 50,000 links (ext4 allows 65,000), never rewritten: that would change every link's mtime
+        seed = data / f"seed-{n}-{i // 50_000}.mp4"
+        if not seed.exists():
+            seed.write_bytes(b"\0" * 4096)
         folder = videos / f"{i // PER_FOLDER:05d}"
         if i % PER_FOLDER == 0:
             folder.mkdir(exist_ok=True)
