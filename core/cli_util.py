@@ -88,9 +88,15 @@ def load_recipe(cls: type[T], args: argparse.Namespace, **set_fields: Any) -> T:
     are skipped, so an option left unset keeps the YAML/default value.
     """
     flag_overrides = [f"{k}={_yaml_scalar(v)}" for k, v in set_fields.items() if v is not None]
-    return load_config(
+    recipe = load_config(
         cls, getattr(args, "config", None), flag_overrides + list(getattr(args, "overrides", []))
     )
+    storage_cfg = getattr(recipe, "storage", None)
+    if storage_cfg is not None:  # URL inputs and outputs of this command (and of its forked data workers)
+        from maskahand import storage
+
+        storage.configure(storage_cfg.options)
+    return recipe
 
 
 def _yaml_scalar(v: Any) -> str:

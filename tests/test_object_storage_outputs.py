@@ -219,3 +219,40 @@ def test_synth_from_and_to_a_bucket_equals_the_local_run_byte_for_byte(s3_bucket
     # resumed from the bucket's ledger and manifests: nothing redone
     again = run_synth(f"{s3_bucket}/clips", f"{s3_bucket}/synth", recipe, progress=False)
     assert again["resumed"] == 2 and again["processed"] == 0
+
+
+def test_readers_and_shards_check_take_bucket_urls(s3_bucket, tmp_path):
+    import torch
+
+    from maskahand.config import ShardWriterConfig
+    from maskahand.shards.check import check_shards
+    from maskahand.shards.reader import clip_dataset, list_shards
+    from maskahand.shards.writer import ShardWriter
+    from maskahand.synth.clipio import read_clip_shard
+    from tests.test_synth_pipeline import clip_sample
+
+    local = tmp_path / "out" / "shards"
+    with ShardWriter(local, "clips", ShardWriterConfig(max_samples=2), kind="clip") as writer:
+        for i in range(3):
+            writer.write(clip_sample(f"c{i}", i, {1: [[10.0, 10.0, 30.0, 35.0]]}))
+    out = f"{s3_bucket}/out"
+    upload_folder(tmp_path / "out", out)
+    tars = [f"{out}/shards/clips-000000.tar", f"{out}/shards/clips-000001.tar"]
+    assert list_shards(out) == tars  # a mine-style output: its shards/ folder
+    assert list_shards(f"{out}/shards/*.tar") == tars
+    assert list_shards(f"{out}/shards/clips-{{000000..000001}}.tar") == tars
+    with pytest.raises(storage.ObjectNotFoundError, match="missing"):
+        list_shards(f"{s3_bucket}/missing")
+
+    def read(where):
+        return list(clip_dataset(where, split_by_node=False, split_by_worker=False, on_error="raise"))
+
+    remote, here = read(out), read(local)
+    assert [s.key for s in remote] == [s.key for s in here] == ["c0", "c1", "c2"]
+    assert all(torch.equal(a.frames, b.frames) and a.meta == b.meta for a, b in zip(remote, here))
+    assert [s.key for s in read_clip_shard(tars[1], torch.device("cpu"))] == ["c2"]
+    assert check_shards(out, progress=False).ok
+    # a damaged object is found: its bytes no longer match the manifest
+    storage.put_bytes(tars[1], storage.read_bytes(tars[1])[:-1024])
+    report = check_shards(out, progress=False)
+    assert not report.ok and all(p.startswith("clips-000001.tar: ") for p in report.problems)
