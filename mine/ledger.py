@@ -42,6 +42,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from array import array
@@ -75,11 +76,10 @@ def video_stem(video_id: str) -> str:
 
 def fingerprint(path: str | Path) -> dict[str, int]:
     """Size and mtime of an input: a changed file is mined again on resume."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file())
+    st = os.stat(path)  # one system call per input: a resume checks every one of them
+    if stat.S_ISDIR(st.st_mode):
+        files = sorted(f for f in Path(path).iterdir() if f.is_file())
         return {"size": sum(f.stat().st_size for f in files), "files": len(files)}
-    st = p.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -158,6 +158,16 @@ def _lines(f: Iterable[bytes], where: str) -> Iterator[dict[str, Any]]:
             bad = i  # fine only if it is the last line (an interrupted append)
 
 
+def _regular_shards(video_id: str, shards: list[str]) -> bool:
+    """Are the names ``<stem>-000000.tar``, ``<stem>-000001.tar``, ... (then a count stands for them)?"""
+    if not shards:
+        return True
+    stem = video_stem(video_id)
+    if len(shards) == 1:
+        return shards[0] == stem + "-000000.tar"
+    return shards == [f"{stem}-{k:06d}.tar" for k in range(len(shards))]
+
+
 class _RecordView(Mapping[str, VideoRecord]):
     """``ledger.records``: the state of every video as :class:`VideoRecord`, made on access."""
 
@@ -233,14 +243,14 @@ class Ledger:
         self._frames[i] = int(d.get("frames", 0))
         self._clips[i] = int(d.get("clips", 0))
         self._duration[i] = float(d.get("duration", 0.0))
-        shards = list(d.get("shards") or [])
-        stem = video_stem(video_id)
-        self._odd.pop(video_id, None)
-        if shards == [f"{stem}-{k:06d}.tar" for k in range(len(shards))]:
+        shards = d.get("shards") or []
+        if self._odd:
+            self._odd.pop(video_id, None)
+        if _regular_shards(video_id, shards):
             self._nshards[i] = len(shards)
         else:
             self._nshards[i] = -1
-            self._odd[video_id] = shards
+            self._odd[video_id] = list(shards)
         node = d.get("node") or {}
         if node:
             key = (str(node.get("host", "")), str(node.get("node_id", "")))
