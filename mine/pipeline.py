@@ -93,7 +93,9 @@ def plan(
     # clips go now, and its new ledger line replaces the old one when it is done.
     removed = clean_unclaimed(out, ledger, redo={t.stem for t in todo}, only_redo=True)
     if removed:
-        log.info("removed %d leftover file(s) of unfinished videos from %s", len(removed), storage.redact(str(out)))
+        log.info(
+            "removed %d leftover file(s) of unfinished videos from %s", len(removed), storage.redact(str(out))
+        )
     return found, todo, ledger
 
 
