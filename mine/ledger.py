@@ -37,6 +37,7 @@ duration, a hash of its input fingerprint, shard count), not a record object.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -52,7 +53,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from maskahand import storage
-from maskahand.fsutil import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from maskahand.fsutil import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
 
 Status = Literal["ok", "failed", "skipped"]
 LEDGER = "ledger.jsonl"
@@ -67,6 +74,12 @@ _STATUSES: tuple[Status, ...] = ("ok", "failed", "skipped")
 _CODE = {s: i for i, s in enumerate(_STATUSES)}
 # Above this many videos to redo, one listing of shards/ and parts/ is cheaper than probing each video's names.
 PROBE_LIMIT = 2000
+# A local ledger's parsed state is cached in OUT/.ledger.index once a start parsed this many lines: the next
+# start reads the arrays back and parses only the lines appended since.
+INDEX = ".ledger.index"
+INDEX_VERSION = 1
+INDEX_AFTER_LINES = 10_000
+_INDEXED = (("fp", "q"), ("frames", "q"), ("clips", "q"), ("duration", "d"), ("nshards", "l"), ("node", "l"))
 
 
 def video_stem(video_id: str) -> str:
@@ -83,11 +96,23 @@ def fingerprint(path: str | Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+_FP_KINDS: dict[tuple[str, ...], int] = {("mtime_ns", "size"): 1, ("files", "size"): 2}
+
+
 def _fp_hash(fp: Mapping[str, Any] | None) -> int:
-    """A 64-bit stand-in for a fingerprint (0: none), compared within one process only."""
+    """A 64-bit stand-in for a fingerprint (0: none), the same in every process (it is saved in the index).
+
+    The usual fingerprints hold ints only: a tuple of ints hashes the same in every process (strings do
+    not: their hash is salted per process), so those stay cheap; any other one is hashed with blake2b.
+    """
     if not fp:
         return 0
-    return hash(tuple(sorted(fp.items()))) or 1
+    items = sorted(fp.items())
+    kind = _FP_KINDS.get(tuple(k for k, _ in items))
+    if kind is not None and all(type(v) is int for _, v in items):
+        return hash((kind, *(v for _, v in items))) or 1
+    digest = hashlib.blake2b(json.dumps(items, sort_keys=True).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
 
 
 @dataclass
@@ -219,12 +244,88 @@ class Ledger:
         if self.remote:
             self._load_remote()
         else:
-            path = Path(self.path)
-            _drop_torn_tail(path)
-            if path.exists():
-                with open(path, "rb") as f:
-                    for d in _lines(f, self.path):
-                        self._set(d)
+            self._load_local()
+
+    # -- local: the append-only file, and an index of it -----------------------------------------------
+
+    def _load_local(self) -> None:
+        """Read ``ledger.jsonl``; the lines that ``.ledger.index`` already holds are not parsed again."""
+        path = Path(self.path)
+        _drop_torn_tail(path)
+        if not path.exists():
+            return
+        offset = self._read_index(path)
+        parsed = 0
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for d in _lines(f, self.path):
+                self._set(d)
+                parsed += 1
+            size = f.tell()
+        if parsed >= INDEX_AFTER_LINES:
+            self._write_index(path, size)
+
+    def _index_path(self) -> Path:
+        return Path(self.out) / INDEX
+
+    def _read_index(self, ledger: Path) -> int:
+        """Load the index when it describes a prefix of ``ledger`` (same bytes at its end); its size, else 0."""
+        try:
+            with open(self._index_path(), "rb") as f:
+                header = json.loads(f.readline())
+                if header.get("version") != INDEX_VERSION:
+                    return 0
+                size, tail = int(header["bytes"]), bytes.fromhex(header["tail"])
+                with open(ledger, "rb") as g:
+                    g.seek(max(0, size - len(tail)))
+                    if ledger.stat().st_size < size or g.read(len(tail)) != tail:
+                        return 0  # the ledger was replaced or cut: the index is of another file
+                sections = {name: f.read(n) for name, n in header["sections"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+        ids = sections["ids"].decode("utf-8").split("\n") if sections["ids"] else []
+        arrays: dict[str, Any] = {name: array(code) for name, code in _INDEXED}
+        for name, a in arrays.items():
+            a.frombytes(sections[name])
+            if len(a) != len(ids):
+                return 0
+        self._row = {v: i for i, v in enumerate(ids)}
+        self._status = bytearray(sections["status"])
+        if len(self._row) != len(ids) or len(self._status) != len(ids):
+            return 0
+        self._fp, self._frames, self._clips = arrays["fp"], arrays["frames"], arrays["clips"]
+        self._duration, self._nshards, self._node = arrays["duration"], arrays["nshards"], arrays["node"]
+        self._nodes = [(str(n[0]), str(n[1])) for n in header["nodes"]]
+        self._node_index = {n: k for k, n in enumerate(self._nodes)}
+        self._reasons = dict(header["reasons"])
+        self._odd = dict(header["odd"])
+        return size
+
+    def _write_index(self, ledger: Path, size: int) -> None:
+        """Save the in-memory state as ``.ledger.index`` for the ledger's first ``size`` bytes."""
+        ids = list(self._row)
+        if any("\n" in v for v in ids):
+            return
+        with open(ledger, "rb") as g:
+            g.seek(max(0, size - 64))
+            tail = g.read(min(size, 64))
+        sections = [
+            ("ids", "\n".join(ids).encode("utf-8")),
+            ("status", bytes(self._status)),
+            *((name, getattr(self, f"_{name}").tobytes()) for name, _ in _INDEXED),
+        ]
+        header = {
+            "version": INDEX_VERSION,
+            "bytes": size,
+            "tail": tail.hex(),
+            "sections": [(name, len(data)) for name, data in sections],
+            "nodes": self._nodes,
+            "reasons": self._reasons,
+            "odd": self._odd,
+        }
+        body = json.dumps(header).encode("utf-8") + b"\n" + b"".join(data for _, data in sections)
+        with contextlib.suppress(OSError):  # only a cache: without it the next start parses the whole ledger
+            atomic_write_bytes(self._index_path(), body)
 
     # -- state ---------------------------------------------------------------------------------------
 
