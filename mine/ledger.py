@@ -5,6 +5,8 @@ Layout of a mining output ``OUT`` (a local folder or an object-store prefix such
     config.yaml             the resolved recipe (a resumed run must match it)
     ledger.jsonl            one line per finished video: ok / failed / skipped (the last line of a video wins)
     ledger.d/<stem>.json    (object stores only) the line of one video finished since the last compaction
+    .ledger.index           (local folders only) a cache of the parsed ledger, so that a resume over a
+                            million videos parses only the lines appended since it was written
     shards/<stem>-NNNNNN.tar (+ .tar.json)   clip shards, named from the video (stem = hash of its id)
     parts/<stem>.jsonl      the manifest rows of one video
     parts/<stem>.frames.jsonl   every sampled frame of it: source index, pts, detected hands (an audit
