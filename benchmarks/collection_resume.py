@@ -1,6 +1,6 @@
 """``mine``'s start-up and resume over a ledger of many finished videos (issue 18's scale figure).
 
-    python -m benchmarks.collection_resume --out outputs/bench-collection-resume [--videos 1000000] [--s3-videos 20000]
+    python -m benchmarks.collection_resume --out outputs/bench-collection-resume [--videos 1000000] [--s3-videos 2000]
 
 Generates, under ``OUT/data``: ``N`` input videos (hard links of a few small files, 1,000 per folder, so that
 the resume pays the real ``stat`` of every input), their ``.txt`` list, and a mining output whose
@@ -17,7 +17,7 @@ seconds of its phases (``phase_*``: discovery, ledger read, input checks) from a
 The per-video parts are not generated (the manifest rebuild stats 1M missing parts instead of reading
 them); shards are not generated either (a resume never lists them).
 
-With ``--s3-videos M`` (default 20,000; 0: skip) the same is done with the output in a bucket of a local
+With ``--s3-videos M`` (default 2,000; 0: skip) the same is done with the output in a bucket of a local
 moto S3 server (the ledger one object, as ``mine`` leaves it after compaction), at that smaller size: a
 moto server in this process is far slower per request than a real store, and the figure is for the
 shape of the cost, not for production.
@@ -158,7 +158,7 @@ def run_phases(listing: Path, out: str, env: dict[str, str]) -> dict[str, float]
 RECIPE = ["detector.backend=mediapipe"]  # nothing is detected: every video is done
 
 
-def bench_resume(out_dir: str | Path, videos: int = 1_000_000, s3_videos: int = 20_000) -> dict[str, Any]:
+def bench_resume(out_dir: str | Path, videos: int = 1_000_000, s3_videos: int = 2_000) -> dict[str, Any]:
     """Generate a ledger of ``videos`` finished videos under ``out_dir`` and time ``mine``'s resume over it."""
     out_dir = Path(out_dir)
     data = out_dir / "data"
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="outputs/bench-collection-resume", help="work folder and results.json")
     ap.add_argument("--videos", type=int, default=1_000_000)
-    ap.add_argument("--s3-videos", type=int, default=20_000, help="0: no S3 run")
+    ap.add_argument("--s3-videos", type=int, default=2_000, help="0: no S3 run")
     ap.add_argument("--phases", nargs=2, metavar=("LIST", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.phases:  # (a child process of bench_resume: the time per phase)
