@@ -625,11 +625,18 @@ def publish_video(out_dir: str | Path, stem: str, rows: list[dict[str, Any]]) ->
             if f.name.endswith(".tar"):
                 names.append(f.name)
         # anything else is a writer's leftover temporary file (.partial, .tmp)
-    if staging.is_dir():
-        shutil.rmtree(staging)
+    # The part is written in the staging folder and moved last: a kill leaves no temporary file in parts/
+    # (a resume cleans only the names of the videos it redoes, never lists parts/).
+    staging.mkdir(parents=True, exist_ok=True)
+    part = staging / f"{stem}.jsonl.part"
+    with open(part, "w", encoding="utf-8") as f:
+        f.write(part_text(rows))
+        f.flush()
+        os.fsync(f.fileno())
     _fsync_dir(dest)
+    os.replace(part, out / PARTS / f"{stem}.jsonl")
     _fsync_dir(out / PARTS)
-    atomic_write_text(out / PARTS / f"{stem}.jsonl", part_text(rows))
+    shutil.rmtree(staging)
     return sorted(names)
 
 
