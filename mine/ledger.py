@@ -629,10 +629,10 @@ def publish_video(out_dir: str | Path, stem: str, rows: list[dict[str, Any]]) ->
     # (a resume cleans only the names of the videos it redoes, never lists parts/).
     staging.mkdir(parents=True, exist_ok=True)
     part = staging / f"{stem}.jsonl.part"
-    with open(part, "w", encoding="utf-8") as f:
-        f.write(part_text(rows))
-        f.flush()
-        os.fsync(f.fileno())
+    with open(part, "w", encoding="utf-8") as handle:
+        handle.write(part_text(rows))
+        handle.flush()
+        os.fsync(handle.fileno())
     _fsync_dir(dest)
     os.replace(part, out / PARTS / f"{stem}.jsonl")
     _fsync_dir(out / PARTS)
