@@ -41,9 +41,18 @@ class UsageError(Exception):
 def usage_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "fix the command or its config", exit status 2."""
     from maskahand.rayutil import RayConnectError
+    from maskahand.storage import BucketNotFoundError, StorageOptionsError
     from maskahand.video.errors import VideoNotFoundError
 
-    return (UsageError, ConfigError, RayConnectError, FileNotFoundError, VideoNotFoundError)
+    return (
+        UsageError,
+        ConfigError,
+        RayConnectError,
+        FileNotFoundError,
+        VideoNotFoundError,
+        BucketNotFoundError,
+        StorageOptionsError,
+    )
 
 
 def run_handler(
@@ -79,9 +88,15 @@ def load_recipe(cls: type[T], args: argparse.Namespace, **set_fields: Any) -> T:
     are skipped, so an option left unset keeps the YAML/default value.
     """
     flag_overrides = [f"{k}={_yaml_scalar(v)}" for k, v in set_fields.items() if v is not None]
-    return load_config(
+    recipe = load_config(
         cls, getattr(args, "config", None), flag_overrides + list(getattr(args, "overrides", []))
     )
+    storage_cfg = getattr(recipe, "storage", None)
+    if storage_cfg is not None:  # URL inputs and outputs of this command (and of its forked data workers)
+        from maskahand import storage
+
+        storage.configure(storage_cfg.options)
+    return recipe
 
 
 def _yaml_scalar(v: Any) -> str:

@@ -268,10 +268,15 @@ def dump_config(cfg: Any) -> str:
     return yaml.safe_dump(public_dict(cfg), sort_keys=False)
 
 
-def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
-    """Write the resolved config next to a stage's outputs (atomically)."""
+def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path | str:
+    """Write the resolved config next to a stage's outputs (atomically); returns its path (or URL)."""
+    from maskahand import storage
     from maskahand.fsutil import atomic_write_text
 
+    if storage.is_url(str(out_dir)):  # an object store: one PUT, whole or not at all
+        url = storage.join(str(out_dir), name)
+        storage.put_bytes(url, dump_config(cfg).encode("utf-8"))
+        return url
     out = Path(out_dir) / name
     atomic_write_text(out, dump_config(cfg))
     return out
@@ -341,11 +346,21 @@ def check_resume(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> No
     below them) may change between runs. Any other difference raises :class:`ConfigChangedError` (a
     ``ConfigError``: the command exits with status 2) naming every changed key, ``synth.variants: 2 -> 3``.
     """
-    path = Path(out_dir) / name
-    if not path.is_file():
-        return
+    from maskahand import storage
+
+    if storage.is_url(str(out_dir)):
+        path: Any = storage.join(str(out_dir), name)
+        try:
+            text = storage.read_bytes(path).decode("utf-8")
+        except FileNotFoundError:
+            return
+    else:
+        path = Path(out_dir) / name
+        if not path.is_file():
+            return
+        text = path.read_text()
     try:
-        saved = yaml.safe_load(path.read_text()) or {}
+        saved = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML ({e}); remove it or use another output folder") from e
     if not isinstance(saved, dict):

@@ -17,6 +17,7 @@ disk and uploaded under their final name once complete (:func:`upload_file`, :fu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -51,6 +52,9 @@ __all__ = [
     "protocol",
     "put_bytes",
     "read_bytes",
+    "read_many",
+    "download_file",
+    "check_bucket",
     "redact",
     "remove",
     "upload_file",
@@ -279,6 +283,56 @@ def open_input(path: str | os.PathLike[str], mode: str = "rb", **kwargs: Any) ->
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     with open_input(path, "rb") as f:
         return f.read()
+
+
+def read_many(paths: list[str]) -> dict[str, bytes]:
+    """``{path: bytes}`` of many small files or objects (fetched concurrently from a store); missing ones
+    are left out."""
+    out: dict[str, bytes] = {}
+    urls = [p for p in paths if is_url(p)]
+    for p in paths:
+        if not is_url(p):
+            with contextlib.suppress(FileNotFoundError):
+                out[p] = local_path(p).read_bytes()
+    if not urls:
+        return out
+    fs, _ = filesystem(urls[0])
+    stripped = {fs._strip_protocol(u): u for u in urls}
+    try:
+        got = fs.cat(list(stripped), on_error="omit")
+    except Exception as e:
+        raise classify_error(e, urls[0]) from e
+    for k, v in got.items():
+        if isinstance(v, bytes):
+            out[stripped[k]] = v
+    return out
+
+
+def download_file(path: str | os.PathLike[str], local: str | os.PathLike[str]) -> None:
+    """Copy a whole file or object to a local path."""
+    if not is_url(str(path)):
+        shutil.copyfile(local_path(path), local)
+        return
+    url = str(path)
+    fs, p = filesystem(url)
+    try:
+        fs.get_file(p, str(local))
+    except Exception as e:
+        raise classify_error(e, url) from e
+
+
+def check_bucket(url: str) -> None:
+    """Fail at once, with :class:`BucketNotFoundError`, when an output URL's bucket does not exist."""
+    if not is_url(url) or protocol(url) in ("http", "https", "memory", "hf"):
+        return
+    fs, p = _fresh(url)
+    bucket = p.split("/", 1)[0]
+    try:
+        ok = bool(fs.exists(bucket))
+    except Exception as e:
+        raise classify_error(e, url) from e
+    if not ok:
+        raise BucketNotFoundError(url, f"the bucket '{bucket}' does not exist (create it first)")
 
 
 def exists(path: str | os.PathLike[str]) -> bool:

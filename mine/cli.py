@@ -17,8 +17,9 @@ into clip shards, with Ray (embedded locally, or a cluster with --address / RAY_
 Re-running the same command resumes: finished videos (see OUT/ledger.jsonl) are skipped, unfinished
 ones are mined again (--retry-failed also retries failed ones). Outputs: OUT/shards/*.tar,
 OUT/manifest.jsonl, OUT/ledger.jsonl, OUT/parts/*.frames.jsonl (every sampled frame's detections),
-OUT/summary.json, OUT/config.yaml. On a multi-node Ray cluster OUT must be on a filesystem that every
-node sees (the miner actors write the shards).
+OUT/summary.json, OUT/config.yaml. OUT may be an object-store URL (s3://bucket/clips, gs://...): each
+miner stages on its node's local disk and uploads finished shards, so a multi-node Ray cluster needs no
+shared filesystem; a local OUT on a multi-node cluster must be on a filesystem that every node sees.
 """
 
 
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--videos", help="input folder (searched recursively), glob, or a .txt list of paths")
-    p.add_argument("--out", help="output folder")
+    p.add_argument("--out", help="output folder or object-store URL (s3://bucket/prefix, gs://...)")
     p.add_argument("--detector", choices=["hircnn", "mediapipe", "precomputed"], help="detector.backend")
     p.add_argument("--detections", help="detector.precomputed.path (precomputed backend)")
     p.add_argument("--weights", help="detector.hircnn.weights")

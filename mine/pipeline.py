@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from maskahand import storage
 from maskahand.config import MineRecipe
 from maskahand.configbase import check_resume, save_config
 from maskahand.mine.ledger import (
@@ -36,13 +37,18 @@ from maskahand.mine.ledger import (
     video_stem,
     write_summary,
 )
-from maskahand.mine.rule import rule_record
+from maskahand.mine.rule import mining_video_config, rule_record
 from maskahand.mine.scheduler import MineError, VideoTask, run_scheduler
-from maskahand.mine.worker import mining_video_config
 
 __all__ = ["MineError", "format_summary", "mine", "plan"]
 
 log = logging.getLogger(__name__)
+
+
+def _out_location(out_dir: str | Path) -> str | Path:
+    """``--out`` as the pipeline uses it: a local folder as a Path, an object-store URL as a string."""
+    text = str(out_dir)
+    return text if storage.is_url(text) else storage.local_path(text)
 
 
 def plan(
@@ -51,7 +57,7 @@ def plan(
     """Discover inputs, check/prepare the output, and list the videos still to mine."""
     from maskahand.video import VideoError, discover_videos
 
-    out = Path(out_dir)
+    out = _out_location(out_dir)
     try:
         found = discover_videos(videos)
     except VideoError as e:
@@ -61,13 +67,17 @@ def plan(
     ids = [v for v, _ in found]
     if len(set(ids)) != len(ids):
         raise MineError(f"{videos}: duplicate video ids in the input")
-    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(out, str):
+        storage.check_bucket(out)  # a missing bucket fails now, in one line, not once per video
+    else:
+        out.mkdir(parents=True, exist_ok=True)
     # Save the reader settings actually used: mine.fps; each video's decode size is chosen per video
     # (mine.resolution), so video.max_side is recorded as null.
     recipe = dataclasses.replace(recipe, video=mining_video_config(recipe))
     check_resume(recipe, out)  # runtime-only settings (devices, workers, Ray) may change
     save_config(recipe, out)
     ledger = Ledger(out)
+    ledger.compact()  # object store: fold the ledger entries of an earlier (killed) run into ledger.jsonl
     todo: list[VideoTask] = []
     for video_id, path in found:
         try:
@@ -76,14 +86,16 @@ def plan(
             fp = {}
         if ledger.is_done(video_id, fp, retry_failed):
             continue
-        if video_id in ledger.records and ledger.records[video_id].status == "ok":
+        if ledger.status(video_id) == "ok":
             log.info("%s changed since it was mined: mining it again", video_id)
         todo.append(VideoTask(video_id, str(path), video_stem(video_id), fp))
     # Files of videos about to be (re)mined are stale whatever the ledger says: a changed input's old
     # clips go now, and its new ledger line replaces the old one when it is done.
-    removed = clean_unclaimed(out, ledger, redo={t.stem for t in todo})
+    removed = clean_unclaimed(out, ledger, redo={t.stem for t in todo}, only_redo=True)
     if removed:
-        log.info("removed %d leftover file(s) of unfinished videos from %s", len(removed), out)
+        log.info(
+            "removed %d leftover file(s) of unfinished videos from %s", len(removed), storage.redact(str(out))
+        )
     return found, todo, ledger
 
 
@@ -104,21 +116,22 @@ def mine(
     from maskahand.rayutil import init_ray
 
     recipe.detector.validate()  # detector.backend=auto -> the backend that runs, before anything reads it
-    out = Path(out_dir)
+    out = _out_location(out_dir)
+    storage.configure(recipe.storage.options)
     t0 = time.perf_counter()
     found, todo, ledger = plan(recipe, videos, out, retry_failed)
     ids = [v for v, _ in found]
     if not todo:
+        ledger.compact()
         rebuild_manifest(out, ledger)
         summary = summarize(ledger, ids, 0.0, 0)
         summary["nothing_to_do"] = True
         write_summary(out, summary)
-        log.info(
-            "nothing to do: all %d videos of %s are already in %s", len(ids), videos, out / "ledger.jsonl"
-        )
+        log.info("nothing to do: all %d videos of %s are already in %s", len(ids), videos, ledger.path)
         return summary
     init_ray(recipe.ray)
     timing = run_scheduler(recipe, out, todo, ledger, progress, fault)
+    ledger.compact()
     n = rebuild_manifest(out, ledger)
     summary = summarize(ledger, ids, time.perf_counter() - t0, int(timing["frames"]))
     summary["startup_seconds_this_run"] = timing["startup_seconds"]

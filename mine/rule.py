@@ -32,11 +32,12 @@ Choices this module makes (all in :class:`~maskahand.config.MineConfig`):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from maskahand.config import DetectorConfig, MineConfig
+from maskahand.config import DetectorConfig, MineConfig, MineRecipe, VideoConfig
 
 RULE_NAME = "maskahand.clip_rule/1"
 
@@ -174,6 +175,14 @@ def select_clips(mask: Sequence[bool], cfg: MineConfig) -> list[ClipSpan]:
         if inside:
             kept.append(ClipSpan(start, stop, inside))
     return kept
+
+
+def mining_video_config(recipe: MineRecipe, max_side: int | None = None) -> VideoConfig:
+    """The reader config a miner uses: ``mine.fps``, and ``max_side`` (the decode size; None: source).
+
+    Here, not beside the miner, so that planning a run (a resume over a million videos) imports no torch.
+    """
+    return dataclasses.replace(recipe.video, fps=recipe.mine.fps, max_side=max_side)
 
 
 def rule_record(cfg: MineConfig, detector: DetectorConfig | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maskahand import storage
 from maskahand.config import MineRecipe
 from maskahand.mine.ledger import Ledger, VideoRecord, discard_video, publish_video
 
@@ -128,7 +129,7 @@ def _resources(recipe: MineRecipe, n_videos: int) -> tuple[int, int, dict[str, A
 
 def run_scheduler(
     recipe: MineRecipe,
-    out: Path,
+    out: str | Path,
     todo: list[VideoTask],
     ledger: Ledger,
     progress: bool,
@@ -156,7 +157,7 @@ class _Scheduler:
     def __init__(
         self,
         recipe: MineRecipe,
-        out: Path,
+        out: str | Path,
         todo: list[VideoTask],
         ledger: Ledger,
         progress: bool,
@@ -180,7 +181,7 @@ class _Scheduler:
         self.t_start = time.perf_counter()
         self.t_ready: float | None = None
         self.detector_info: dict[str, str] = {}
-        done = len(ledger.records.keys() - {t.video_id for t in todo})  # finished by earlier runs
+        done = len(ledger) - sum(t.video_id in ledger.records for t in todo)  # finished by earlier runs
         self.bar = tqdm(
             total=done + len(todo),
             initial=done,
@@ -194,7 +195,10 @@ class _Scheduler:
         return self.det_cls.options(**self.det_opts).remote(self.recipe.detector)
 
     def new_miner(self) -> Any:
-        return self.miner_cls.options(**self.miner_opts).remote(self.recipe, str(self.out))
+        # the driver's storage variables go as an argument: a worker started earlier may lack them
+        return self.miner_cls.options(**self.miner_opts).remote(
+            self.recipe, str(self.out), storage.worker_env()
+        )
 
     def start(self) -> None:
         import ray
@@ -481,14 +485,17 @@ def _node_lost(node_id: str) -> bool:
 
 
 def _record_finished(
-    out: Path,
+    out: str | Path,
     ledger: Ledger,
     task: VideoTask,
     result: dict[str, Any],
     seconds: float,
     fault: Callable[[str, str], None] | None,
 ) -> None:
-    shards = publish_video(out, task.stem, result["rows"])
+    if "published" in result:  # an object-store output: the miner uploaded the video itself
+        shards = list(result["published"])
+    else:
+        shards = publish_video(out, task.stem, result["rows"])
     if fault is not None:
         fault("published", task.video_id)
     too_short = result["too_short"]

@@ -7,39 +7,49 @@
   kept clips to the video's own staging shards.
 - :class:`DetectorWorker` (one per GPU, else CPU): runs the hand detector on batches of frames.
 
-Frames travel miner -> object store -> detector once; only detections (small) come back to the miner. The
-miners write to the output folder, so on a multi-node cluster it must be on a shared filesystem.
+Frames travel miner -> object store -> detector once; only detections (small) come back to the miner. For a
+local output folder the miners stage in ``OUT/.staging`` (so on a multi-node cluster it must be a shared
+filesystem); for an object-store output (``s3://...``) each miner stages in a node-local temporary folder
+and uploads a finished video itself (:func:`~maskahand.mine.ledger.upload_video`): no shared mount needed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from maskahand import storage
 from maskahand.config import DetectorConfig, MineRecipe
-from maskahand.mine.ledger import STAGING, frames_log_name
+from maskahand.mine.ledger import STAGING, frames_log_name, upload_video
 from maskahand.mine.resolution import FrameSizes, frame_sizes
-from maskahand.mine.rule import StreamingClipSelector, frame_interacts, hand_interacts, rule_record
+from maskahand.mine.rule import (
+    StreamingClipSelector,
+    frame_interacts,
+    hand_interacts,
+    mining_video_config,
+    rule_record,
+)
 from maskahand.rayutil import node_record
-
-
-def mining_video_config(recipe: MineRecipe, max_side: int | None = None):
-    """The reader config a miner uses: ``mine.fps``, and ``max_side`` (the decode size; None: source)."""
-    return dataclasses.replace(recipe.video, fps=recipe.mine.fps, max_side=max_side)
 
 
 class VideoMiner:
     """Decode -> (detections from outside) -> rule -> staging shards, for one video at a time."""
 
-    def __init__(self, recipe: MineRecipe, out_dir: str) -> None:
+    def __init__(self, recipe: MineRecipe, out_dir: str, env: dict[str, str] | None = None) -> None:
+        storage.setup_worker(recipe.storage.options, env)
         self.recipe = recipe
-        self.out_dir = Path(out_dir)
+        self.out = str(out_dir)
+        self.remote = storage.is_url(self.out)
+        # where this miner stages its video: node-local for an object store (uploaded when complete)
+        self.staging_root = (
+            Path(tempfile.mkdtemp(prefix="maskahand-mine-")) if self.remote else Path(out_dir) / STAGING
+        )
         self.video_cfg = mining_video_config(recipe)
         self.rule = rule_record(recipe.mine, recipe.detector)
         self._reset()
@@ -81,7 +91,7 @@ class VideoMiner:
         }
         self._batches = iter(self.reader.batches(self.recipe.detector.batch_size))
         self.selector = StreamingClipSelector(self.recipe.mine)
-        staging = self.out_dir / STAGING / stem
+        staging = self.staging_root / stem
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
@@ -143,7 +153,13 @@ class VideoMiner:
         shard_of = {key: info.path.name for info in infos for key in info.keys}
         for row in self.rows:
             row["shard"] = shard_of[row["key"]]
+        published: dict[str, Any] = {}
+        if self.remote:
+            staging = self.staging_root / self.stem
+            published["published"] = upload_video(staging, self.out, self.stem, self.rows)
+            shutil.rmtree(staging, ignore_errors=True)
         result = {
+            **published,
             "frames": self.frames,
             "clips": len(self.rows),
             "rows": self.rows,
@@ -163,7 +179,7 @@ class VideoMiner:
         if self.frames_log is not None:
             self.frames_log.close()
         if self.stem:
-            shutil.rmtree(self.out_dir / STAGING / self.stem, ignore_errors=True)
+            shutil.rmtree(self.staging_root / self.stem, ignore_errors=True)
         self._close_reader()
         self._reset()
 
@@ -196,7 +212,7 @@ class VideoMiner:
         meta = {
             "schema": "maskahand.clip/1",
             "video_id": self.video_id,
-            "video_path": str(self.path),
+            "video_path": storage.redact(str(self.path)),  # no credentials in clip metadata
             "fps": float(self.recipe.mine.fps),
             "frame_indices": indices,
             "timestamps": [t for _, _, t, _ in items],

@@ -8,6 +8,7 @@ reader consumes them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tarfile
@@ -176,7 +177,11 @@ def _check_manifest(path: Path, sha: str, keys: list[str], rep: ShardReport) -> 
 
 
 def check_shards(target: str | Path, progress: bool = True, jobs: int = 1) -> CheckReport:
-    """Check one ``.tar`` or every ``*.tar`` in a directory, with ``jobs`` processes."""
+    """Check one ``.tar`` or every ``*.tar`` in a directory (or object-store URL), with ``jobs`` processes."""
+    from maskahand import storage
+
+    if storage.is_url(str(target)):
+        return _check_url_shards(str(target), progress)
     target = Path(target)
     if not target.exists():
         raise FileNotFoundError(f"{target}: no such file or directory")
@@ -206,5 +211,38 @@ def check_shards(target: str | Path, progress: bool = True, jobs: int = 1) -> Ch
             for rep in pool.map(check_shard, paths):
                 report.shards.append(rep)
                 bar.update()
+    bar.close()
+    return report
+
+
+def _check_url_shards(url: str, progress: bool) -> CheckReport:
+    """Object-store shards: each one (with its manifest) is fetched into a temporary folder and checked
+    like a local one (a check reads every byte anyway); only one shard is on local disk at a time."""
+    import tempfile
+
+    from maskahand import storage
+    from maskahand.shards.reader import list_shards
+
+    report = CheckReport()
+    tars = list_shards(url)
+    folders = sorted({storage.parent(t) for t in tars})
+    for folder in folders:
+        names = set(storage.listdir(folder))
+        report.warnings += [
+            f"{storage.name_of(m)}: manifest without its shard"
+            for m in sorted(names)
+            if m.endswith(".tar" + MANIFEST_SUFFIX) and m[: -len(MANIFEST_SUFFIX)] not in names
+        ]
+    bar = tqdm(total=len(tars), desc="check shards", unit="shard", disable=not progress)
+    for tar in tars:
+        with tempfile.TemporaryDirectory(prefix="maskahand-check-") as tmp:
+            local = Path(tmp) / storage.name_of(tar)
+            storage.download_file(tar, local)
+            with contextlib.suppress(FileNotFoundError):  # a missing manifest is reported by the check
+                storage.download_file(tar + MANIFEST_SUFFIX, manifest_path(local))
+            rep = check_shard(local)
+        rep.path = Path(storage.name_of(tar))
+        report.shards.append(rep)
+        bar.update()
     bar.close()
     return report

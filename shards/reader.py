@@ -30,6 +30,7 @@ from typing import Any, Literal
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
+from maskahand import storage
 from maskahand.shards.codec import decode_raw_sample
 from maskahand.shards.schema import (
     SCHEMAS,
@@ -50,7 +51,10 @@ def list_shards(urls_or_dir: str | Path | Iterable[str | Path]) -> list[str]:
     """A directory -> its finished ``*.tar`` shards, sorted; a file, brace pattern or list -> expanded.
 
     A stage's output folder whose shards live in ``shards/`` (as ``mine`` writes them) is accepted too.
+    An object-store URL (``s3://bucket/clips``, a ``*.tar`` URL, a glob or a brace pattern) works the same.
     """
+    if isinstance(urls_or_dir, str) and storage.is_url(urls_or_dir):
+        return _list_url_shards(urls_or_dir)
     if isinstance(urls_or_dir, (str, Path)):
         p = Path(urls_or_dir)
         if p.is_dir() and not any(p.glob("*.tar")) and (p / "shards").is_dir():
@@ -68,6 +72,58 @@ def list_shards(urls_or_dir: str | Path | Iterable[str | Path]) -> list[str]:
     if not urls:
         raise FileNotFoundError(f"no shards given ({urls_or_dir!r})")
     return urls
+
+
+def _list_url_shards(url: str) -> list[str]:
+    if "{" in url:
+        return list(wds.shardlists.expand_urls(url))
+    if any(c in url for c in "*?["):
+        urls = [u for u in storage.glob(url) if u.endswith(".tar")]
+    elif url.endswith(".tar"):
+        if not storage.exists(url):
+            raise storage.ObjectNotFoundError(url, "no such shard")
+        return [url]
+    else:
+        urls = storage.glob(storage.join(url, "*.tar")) or storage.glob(storage.join(url, "shards", "*.tar"))
+    if not urls:
+        raise storage.ObjectNotFoundError(url, "no *.tar shards under this URL")
+    return sorted(urls)
+
+
+def open_shards(
+    sources: Iterable[dict[str, Any]], handler: Callable[[Exception], bool] = wds.reraise_exception
+) -> Iterator[dict[str, Any]]:
+    """webdataset's url_opener, with object-store URLs streamed through fsspec (webdataset has no ``s3://``
+    handler); local paths and ``pipe:`` URLs go to webdataset's own opener as before."""
+    for source in sources:
+        url = source["url"]
+        try:
+            if storage.is_url(url):
+                stream = storage.open_input(url, "rb", block_size=SHARD_BLOCK)
+            else:
+                stream = wds.gopen(url)
+            source.update(stream=stream)
+            yield source
+        except Exception as exn:
+            exn.args = (*exn.args, url)
+            if handler(exn):
+                continue
+            break
+
+
+# Read-ahead of a shard streamed from an object store: a few requests per shard, a bounded buffer.
+SHARD_BLOCK = 8 << 20
+
+
+def tar_samples(handler: Callable[[Exception], bool] = wds.reraise_exception) -> Callable[..., Any]:
+    """Pipeline stage like ``wds.tarfile_to_samples``, opening shards with :func:`open_shards`."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    def stage(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        files = tar_file_expander(open_shards(sources, handler), handler=handler)
+        return group_by_keys(files, handler=handler)
+
+    return stage
 
 
 def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -284,7 +340,7 @@ def shard_dataset(
         seed,
         open_shards,
     )
-    read_tars = wds.tarfile_to_samples(handler=handler)
+    read_tars = tar_samples(handler)
     stages: list[Any] = [shard_list, shard_list.interleave(read_tars), shard_list.keep_mine]
     if shuffle > 0:
         stages.append(shard_list.shuffle_stage(shuffle))

@@ -9,7 +9,7 @@ import webdataset as wds
 from PIL import Image
 
 from maskahand.shards.codec import decode_raw_sample
-from maskahand.shards.reader import list_shards
+from maskahand.shards.reader import list_shards, tar_samples
 from maskahand.shards.schema import ClipSample, MaskAHandSample, Sample
 from maskahand.shards.sheet import draw_hands, grid, heatmap_overlay, stack, titled
 
@@ -56,7 +56,7 @@ def sample_sheet(sample: Sample, cell_side: int = 160) -> Image.Image:
 
 def first_samples(urls_or_dir: str | Path, n: int) -> list[Sample]:
     pipeline = wds.DataPipeline(
-        wds.SimpleShardList(list_shards(urls_or_dir)), wds.tarfile_to_samples(), wds.map(decode_raw_sample)
+        wds.SimpleShardList(list_shards(urls_or_dir)), tar_samples(), wds.map(decode_raw_sample)
     )
     out: list[Sample] = []
     for sample in pipeline:

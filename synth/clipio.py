@@ -39,15 +39,22 @@ def read_clip_shard(path: str | Path, device: torch.device) -> Iterator[ClipSamp
     """
     import webdataset as wds
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: clip shard does not exist")
-    pipeline = wds.DataPipeline(
-        wds.SimpleShardList([str(path)]), wds.tarfile_to_samples(handler=wds.reraise_exception)
-    )
+    from maskahand import storage
+    from maskahand.shards.reader import tar_samples
+
+    if storage.is_url(str(path)):  # an object-store shard, streamed
+        if not storage.exists(str(path)):
+            raise storage.ObjectNotFoundError(str(path), "clip shard does not exist")
+        shown = storage.redact(str(path))
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: clip shard does not exist")
+        shown = str(path)
+    pipeline = wds.DataPipeline(wds.SimpleShardList([str(path)]), tar_samples(wds.reraise_exception))
     for raw in pipeline:
         key = raw.get("__key__", "?")
-        where = f"{path}: sample {key}"
+        where = f"{shown}: sample {key}"
         meta = decode_meta(raw, where)
         try:
             names = frame_members(raw)
@@ -55,5 +62,5 @@ def read_clip_shard(path: str | Path, device: torch.device) -> Iterator[ClipSamp
             raise DecodeError(f"{where}: {e}") from None
         frames = decode_frames([raw[n] for n in names], device, where)
         t, _, h, w = frames.shape
-        validate_clip_meta(meta, t, h, w, key=key, shard=str(path))
+        validate_clip_meta(meta, t, h, w, key=key, shard=shown)
         yield ClipSample(key=key, frames=frames, meta=meta)

@@ -5,11 +5,19 @@ Each input shard ``NAME.tar`` becomes one output shard ``NAME.tar`` (same name) 
 ``NAME.tar.json`` is there and matches the tar's bytes and sha256; a rerun skips finished shards,
 removes the temporary files of killed runs and redoes the rest, so nothing is duplicated. Input shards
 without any usable clip produce no tar; the ledger ``synth_ledger.jsonl`` records them as done.
-With ``--address`` (a Ray cluster), the input and output folders must be visible to every node.
+With ``--address`` (a Ray cluster), local input and output folders must be visible to every node.
+
+``--clips`` and ``--out`` may be object-store URLs (``s3://...``): input shards are streamed, each output
+shard is written in the task's node-local temporary folder and uploaded under its final name, its
+manifest after it (a reader never sees half a shard; a shard without its manifest is redone), and each
+ledger record is its own object ``synth_ledger.d/NAME.json`` (object stores cannot append). There a
+finished shard is one whose manifest gives the uploaded tar's size (the sha256 is checked locally only:
+an object is whole once visible).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -18,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 
+from maskahand import storage
 from maskahand.config import ShardWriterConfig, SynthConfig, SynthRecipe
 from maskahand.fsutil import append_jsonl, atomic_write_json, read_jsonl
 from maskahand.shards.check import manifest_matches
@@ -28,6 +37,7 @@ from maskahand.synth.clipio import read_clip_shard, resolve_device
 log = logging.getLogger(__name__)
 
 LEDGER = "synth_ledger.jsonl"
+LEDGER_ENTRIES = "synth_ledger.d"
 SUMMARY = "synth_summary.json"
 
 
@@ -93,9 +103,22 @@ def _batches(clips: Iterable[ClipSample], targets_per_batch: int, variants: int)
 
 def process_shard(in_path: str | Path, out_dir: str | Path, recipe: SynthRecipe) -> dict[str, Any]:
     """Synthesize one input shard into ``out_dir/<same name>``; returns its ledger record."""
+    import tempfile
+
+    if storage.is_url(str(out_dir)):  # write in a local temporary folder, then upload the finished shard
+        with tempfile.TemporaryDirectory(prefix="maskahand-synth-") as tmp:
+            made = process_shard(in_path, tmp, recipe)
+            if made["output"] is not None:
+                tar = Path(tmp) / made["output"]
+                storage.upload_file(tar, storage.join(str(out_dir), tar.name))
+                storage.upload_file(
+                    tar.with_name(tar.name + ".json"), storage.join(str(out_dir), tar.name + ".json")
+                )
+            return made
     from maskahand.shards.writer import ShardWriter
 
-    in_path, out_dir = Path(in_path), Path(out_dir)
+    name = storage.name_of(str(in_path))
+    out_dir = Path(out_dir)
     cfg = recipe.synth
     device = resolve_device(cfg.device)
     start = time.perf_counter()
@@ -106,11 +129,11 @@ def process_shard(in_path: str | Path, out_dir: str | Path, recipe: SynthRecipe)
         jpeg_quality=recipe.shards.jpeg_quality,
         target_format=recipe.shards.target_format,
     )
-    record: dict[str, Any] = {"input": in_path.name, "output": None, "clips": 0, "written": 0, "skipped": []}
+    record: dict[str, Any] = {"input": name, "output": None, "clips": 0, "written": 0, "skipped": []}
     with ShardWriter(out_dir, "maskahand", writer_cfg, kind="maskahand") as writer:
-        writer.set_next_name(in_path.name)
+        writer.set_next_name(name)
         for clips in _batches(read_clip_shard(in_path, device), cfg.batch_size, cfg.variants):
-            samples, skipped = synthesize_clips(clips, cfg, in_path.name)
+            samples, skipped = synthesize_clips(clips, cfg, name)
             record["clips"] += len(clips)
             record["skipped"] += skipped
             for sample in samples:
@@ -124,13 +147,41 @@ def process_shard(in_path: str | Path, out_dir: str | Path, recipe: SynthRecipe)
     return record
 
 
-def finished_output(out_dir: Path, name: str) -> bool:
-    """Is ``out_dir/name`` a complete shard (manifest present, matching the tar's size and sha256)?"""
+def finished_output(out_dir: Path | str, name: str, listing: dict[str, int] | None = None) -> bool:
+    """Is ``out_dir/name`` a complete shard (manifest present, matching the tar's size and sha256)?
+
+    An object-store output: the manifest is there and gives the tar's size (``listing``: name -> size).
+    """
+    if isinstance(out_dir, str):
+        sizes = listing if listing is not None else _sizes(out_dir)
+        if name not in sizes or name + ".json" not in sizes:
+            return False
+        try:
+            manifest = json.loads(storage.read_bytes(storage.join(out_dir, name + ".json")))
+        except (FileNotFoundError, ValueError):
+            return False
+        return isinstance(manifest, dict) and manifest.get("bytes") == sizes[name]
     return manifest_matches(out_dir / name)
 
 
-def remove_stale_temporaries(out_dir: Path, names: Iterable[str]) -> list[Path]:
+def _sizes(out_dir: str) -> dict[str, int]:
+    """Object-store output: ``{name: size}`` of the objects directly under it."""
+    fs, p = storage.filesystem(out_dir)
+    fs.invalidate_cache()
+    try:
+        entries = fs.ls(p, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in entries}
+
+
+def remove_stale_temporaries(out_dir: Path | str, names: Iterable[str]) -> list[Any]:
     """Delete what killed runs left for the shards ``names``: partial tars, temp files, unmanifested tars."""
+    if isinstance(out_dir, str):  # object store: only a tar uploaded without its manifest can be left
+        sizes = _sizes(out_dir)
+        gone = [storage.join(out_dir, n) for n in names if n in sizes and n + ".json" not in sizes]
+        storage.remove(gone)
+        return gone
     stale = list(out_dir.glob(".*.tmp"))
     for name in names:
         tar = out_dir / name
@@ -144,30 +195,50 @@ def remove_stale_temporaries(out_dir: Path, names: Iterable[str]) -> list[Path]:
     return stale
 
 
-def _done_inputs(out_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+def _ledger_records(out_dir: Path | str) -> Iterable[dict[str, Any]]:
+    if isinstance(out_dir, str):
+        entries = storage.listdir(storage.join(out_dir, LEDGER_ENTRIES))
+        found = storage.read_many(entries)
+        return [json.loads(found[u]) for u in entries if u in found]
+    return read_jsonl(out_dir / LEDGER)
+
+
+def _record(out_dir: Path | str, rec: dict[str, Any]) -> None:
+    if isinstance(out_dir, str):  # one object per input shard: the last record of a shard wins
+        body = (json.dumps(rec, sort_keys=True) + "\n").encode("utf-8")
+        storage.put_bytes(storage.join(out_dir, LEDGER_ENTRIES, rec["input"] + ".json"), body)
+    else:
+        append_jsonl(out_dir / LEDGER, rec)
+
+
+def _done_inputs(out_dir: Path | str, names: list[str]) -> dict[str, dict[str, Any]]:
     """Input shards a previous run finished: a valid output shard, or a ledger record with no output."""
     records: dict[str, dict[str, Any]] = {}
-    for rec in read_jsonl(out_dir / LEDGER):
+    for rec in _ledger_records(out_dir):
         if "error" not in rec:
             records[rec["input"]] = rec
+    listing = _sizes(out_dir) if isinstance(out_dir, str) else None
     done = {}
     for name in names:
         found = records.get(name)
-        if finished_output(out_dir, name):
+        if finished_output(out_dir, name, listing):
             done[name] = found or {"input": name, "output": name}
         elif found is not None and found.get("output") is None:
             done[name] = found
     return done
 
 
-def _task(in_path: str, out_dir: str, recipe: SynthRecipe, threads: int) -> dict[str, Any]:
+def _task(
+    in_path: str, out_dir: str, recipe: SynthRecipe, threads: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     from maskahand.rayutil import node_record
 
+    storage.setup_worker(recipe.storage.options, env)
     torch.set_num_threads(max(1, threads))
     try:
         rec = process_shard(in_path, out_dir, recipe)
     except Exception as e:  # reported per shard; the driver fails the run at the end
-        rec = {"input": Path(in_path).name, "error": f"{type(e).__name__}: {e}"}
+        rec = {"input": storage.name_of(in_path), "error": f"{type(e).__name__}: {e}"}
     rec["node"] = node_record()  # which cluster node did it (synth_ledger.jsonl)
     return rec
 
@@ -183,24 +254,30 @@ def run_synth(
     from maskahand.rayutil import init_ray
     from maskahand.shards.reader import list_shards
 
-    out_dir = Path(out_dir)
-    inputs = [Path(p) for p in list_shards(clips)]
-    names = [p.name for p in inputs]
+    storage.configure(recipe.storage.options)
+    out_dir = str(out_dir) if storage.is_url(str(out_dir)) else storage.local_path(out_dir)
+    inputs = list_shards(clips)
+    names = [storage.name_of(p) for p in inputs]
     if len(set(names)) != len(names):
         raise SynthError(f"{clips}: input shards with the same file name would map to one output shard")
-    if out_dir.resolve() in {p.parent.resolve() for p in inputs}:
+    if _same_folder(out_dir, inputs):
         raise SynthError(
             f"--out {out_dir} holds the input shards: output shards keep their names, use another dir"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if list(out_dir.glob("*.tar")):  # no shard yet: nothing made with the old settings
+    if isinstance(out_dir, str):
+        storage.check_bucket(out_dir)
+        made = bool(storage.glob(storage.join(out_dir, "*.tar")))
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        made = bool(list(out_dir.glob("*.tar")))
+    if made:  # no shard yet: nothing made with the old settings
         check_resume(recipe, out_dir)  # runtime-only settings (device, batch size, Ray) may change
     save_config(recipe, out_dir)
     stale = remove_stale_temporaries(out_dir, names)
     if stale:
         log.info("removed %d temporary files of an interrupted run", len(stale))
     done = _done_inputs(out_dir, names)
-    todo = [p for p in inputs if p.name not in done]
+    todo = [p for p in inputs if storage.name_of(p) not in done]
     log.info("%d input shards: %d finished before, %d to do", len(inputs), len(done), len(todo))
 
     started = time.perf_counter()
@@ -222,7 +299,8 @@ def run_synth(
             resources=dict(recipe.worker_resources) or None,
         )
         threads = int(recipe.cpus_per_worker)
-        pending = {task.remote(str(p), str(out_dir), worker_recipe, threads): p for p in todo}
+        env = storage.worker_env()  # as an argument: Ray workers started earlier may lack the variables
+        pending = {task.remote(str(p), str(out_dir), worker_recipe, threads, env): p for p in todo}
         targets = 0
         with tqdm(total=len(todo), unit="shard", desc="synth", disable=not progress) as bar:
             while pending:
@@ -230,9 +308,9 @@ def run_synth(
                 try:
                     rec = ray.get(ready[0])
                 except ray.exceptions.RayError as e:  # the worker died (OOM kill, crash): fail that shard
-                    rec = {"input": pending[ready[0]].name, "error": f"{type(e).__name__}: {e}"}
+                    rec = {"input": storage.name_of(pending[ready[0]]), "error": f"{type(e).__name__}: {e}"}
                 pending.pop(ready[0])
-                append_jsonl(out_dir / LEDGER, rec)
+                _record(out_dir, rec)
                 if "error" in rec:
                     failures.append(rec)
                     log.error("shard %s failed: %s", rec["input"], rec["error"])
@@ -256,7 +334,11 @@ def run_synth(
         "targets_per_s_this_run": round(sum(r["targets"] for r in records) / seconds, 3) if records else 0.0,
         "shards_per_node": _shards_per_node(all_records),
     }
-    atomic_write_json(out_dir / SUMMARY, summary)
+    if isinstance(out_dir, str):
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        storage.put_bytes(storage.join(out_dir, SUMMARY), text.encode("utf-8"))
+    else:
+        atomic_write_json(out_dir / SUMMARY, summary)
     if failures:
         raise SynthError(
             "failed shards: "
@@ -264,6 +346,13 @@ def run_synth(
             + " (rerun to resume)"
         )
     return summary
+
+
+def _same_folder(out_dir: Path | str, inputs: list[str]) -> bool:
+    if isinstance(out_dir, str):
+        return out_dir.rstrip("/") in {storage.parent(p).rstrip("/") for p in inputs}
+    local = [p for p in inputs if not storage.is_url(p)]
+    return out_dir.resolve() in {Path(p).parent.resolve() for p in local}
 
 
 def _shards_per_node(records: list[dict[str, Any]]) -> dict[str, int]:

@@ -324,3 +324,42 @@ def test_node_lost_mid_run_finishes_on_the_survivor(cluster, inputs, embedded_cl
     # a rerun has nothing to do
     r = maskahand(mine_args(inputs, out, cluster.address, slow), cluster.client_env())
     assert r.returncode == 0 and "nothing to do" in r.stdout, r.stderr[-3000:]
+
+
+def test_two_nodes_mine_and_synth_into_a_bucket_without_a_shared_mount(
+    cluster, inputs, embedded_clips, s3_bucket, tmp_path
+):
+    """``--out s3://...`` on a two-node cluster whose nodes were started before the S3 variables existed:
+    each miner stages on its own node's disk and uploads (no shared output folder); the shards equal the
+    embedded local run's, and synth from and to the bucket runs on both nodes too."""
+    import os
+
+    from maskahand import storage
+    from tests.test_object_storage_outputs import objects
+
+    ids = cluster_node_ids(cluster)
+    s3_env = {k: os.environ[k] for k in storage.ENV_VARS if k in os.environ}  # the driver's only
+    out = f"{s3_bucket}/clips"
+    args = mine_args(inputs, tmp_path / "unused", cluster.address, [])
+    args[args.index("--out") + 1] = out
+    r = maskahand(args, cluster.client_env(**s3_env))
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert not (tmp_path / "unused").exists()  # nothing written to a local output path
+    got = objects(out)
+    ref = embedded_clips
+    assert {k: v for k, v in got.items() if k.startswith("shards/") and k.endswith(".tar")} == {
+        f"shards/{name}": data for name, data in tar_bytes(ref / "shards").items()
+    }
+    assert got["manifest.jsonl"] == (ref / "manifest.jsonl").read_bytes()
+    rows = [json.loads(line) for line in got["ledger.jsonl"].decode().splitlines()]
+    assert {x["node"]["node_id"] for x in rows} == set(ids.values()), rows  # one video on each node
+
+    synth = f"{s3_bucket}/synth"
+    overrides = ["synth.variants=2", "synth.batch_size=8", "cpus_per_worker=1"]
+    r = maskahand(
+        ["synth", "--clips", out, "--out", synth, "--address", cluster.address, "--no-progress", *overrides],
+        cluster.client_env(**s3_env),
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    entries = [json.loads(b) for k, b in objects(synth).items() if k.startswith("synth_ledger.d/")]
+    assert {x["node"]["node_id"] for x in entries} == set(ids.values())  # synthesized on both nodes

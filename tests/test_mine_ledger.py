@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -102,3 +103,53 @@ def test_an_append_after_a_torn_tail_is_read_back(tmp_path):
     again = Ledger(tmp_path)  # the next restart must still read the ledger, with both videos done
     assert again.records["a.mp4"].clips == 1
     assert again.records["b.mp4"].clips == 3
+
+
+def test_the_ledger_index_gives_the_parsed_state_and_only_new_lines_are_parsed(tmp_path, monkeypatch):
+    """A local ledger's state is cached in .ledger.index; a reload from it equals a full parse, lines appended
+    after it are read, and an index of another (replaced) ledger file is ignored."""
+    import dataclasses
+
+    from maskahand.mine import ledger as lg
+
+    def state(led: Ledger) -> dict:
+        return {v: dataclasses.asdict(led.records[v]) for v in led.records}
+
+    led = Ledger(tmp_path)
+    led.append(VideoRecord("a.mp4", "/v/a.mp4", "failed", "TruncatedVideoError: a", fingerprint={"size": 1}))
+    led.append(
+        VideoRecord(
+            "b.mp4",
+            "/v/b.mp4",
+            "ok",
+            frames=9,
+            clips=2,
+            duration=3.5,
+            fingerprint={"size": 2, "mtime_ns": 5},
+            node={"host": "h", "node_id": "n"},
+        )
+    )
+    led.append(
+        VideoRecord("c.mp4", "/v/c.mp4", "ok", shards=["odd-name.tar"], fingerprint={"etag": "x", "size": 3})
+    )
+    led.append(VideoRecord("a.mp4", "/v/a.mp4", "skipped", "too short", frames=3))
+    monkeypatch.setattr(lg, "INDEX_AFTER_LINES", 1)
+    parsed = state(Ledger(tmp_path))  # parses 4 lines: writes the index
+    assert (tmp_path / lg.INDEX).is_file()
+    indexed = Ledger(tmp_path)
+    assert state(indexed) == parsed and parsed["c.mp4"]["shards"] == ["odd-name.tar"]
+    assert indexed.is_done("b.mp4", {"mtime_ns": 5, "size": 2}, False)
+    assert not indexed.is_done("b.mp4", {"mtime_ns": 6, "size": 2}, False)
+    assert indexed.is_done("c.mp4", {"size": 3, "etag": "x"}, False)
+    indexed.append(
+        VideoRecord("d.mp4", "/v/d.mp4", "ok", clips=7)
+    )  # after the index: parsed on the next load
+    assert Ledger(tmp_path).records["d.mp4"].clips == 7
+    # a different ledger file (the output reused): the index no longer matches its bytes and is ignored
+    (tmp_path / "ledger.jsonl").write_text(
+        "".join(
+            json.dumps(VideoRecord(v, f"/v/{v}", "ok", clips=1, finished_at=1.0).to_dict()) + "\n"
+            for v in ("x.mp4", "y.mp4", "z.mp4", "w.mp4", "u.mp4", "t.mp4")
+        )
+    )
+    assert sorted(Ledger(tmp_path).records) == ["t.mp4", "u.mp4", "w.mp4", "x.mp4", "y.mp4", "z.mp4"]

@@ -204,10 +204,10 @@ def test_a_crashed_worker_is_recorded_as_a_failed_shard(clip_shards, tmp_path, r
 
     real_task = pipeline._task
 
-    def crashing_task(in_path, out_dir, recipe, threads):  # nested: Ray ships it by value
+    def crashing_task(in_path, out_dir, recipe, threads, env=None):  # nested: Ray ships it by value
         if in_path.endswith("clips-000001.tar"):
             os._exit(1)
-        return real_task(in_path, out_dir, recipe, threads)
+        return real_task(in_path, out_dir, recipe, threads, env)
 
     monkeypatch.setattr(pipeline, "_task", crashing_task)
     out = tmp_path / "out"
