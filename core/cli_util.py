@@ -40,10 +40,21 @@ class UsageError(Exception):
 
 def usage_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "fix the command or its config", exit status 2."""
+    from maskahand.mine.sources import ManifestError
     from maskahand.rayutil import RayConnectError
+    from maskahand.storage import BucketNotFoundError, StorageOptionsError
     from maskahand.video.errors import VideoNotFoundError
 
-    return (UsageError, ConfigError, RayConnectError, FileNotFoundError, VideoNotFoundError)
+    return (
+        UsageError,
+        ConfigError,
+        RayConnectError,
+        FileNotFoundError,
+        VideoNotFoundError,
+        ManifestError,  # --videos names a manifest that cannot be read at all
+        BucketNotFoundError,  # nothing under it can be read or written
+        StorageOptionsError,
+    )
 
 
 def run_handler(

@@ -46,6 +46,7 @@ __all__ = [
     "local_path",
     "name_of",
     "open_input",
+    "open_with_info",
     "options_for",
     "parent",
     "protocol",
@@ -55,6 +56,7 @@ __all__ = [
     "remove",
     "upload_file",
     "walk_files",
+    "walk_files_info",
     "worker_env",
     "setup_worker",
 ]
@@ -276,6 +278,40 @@ def open_input(path: str | os.PathLike[str], mode: str = "rb", **kwargs: Any) ->
         raise classify_error(e, url) from e
 
 
+def _version_of(details: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"size", "etag"}`` (when the store has a version tag) from fsspec's description of an object."""
+    out: dict[str, Any] = {"size": int(details.get("size") or 0)}
+    tag = details.get("ETag") or details.get("etag") or details.get("md5Hash") or details.get("generation")
+    if tag:
+        out["etag"] = str(tag).strip('"')
+    return out
+
+
+def open_with_info(
+    path: str | os.PathLike[str], block_size: int | None = None
+) -> tuple[IO[bytes], dict[str, Any]]:
+    """A streaming binary file object and what identifies this version of it, from one open.
+
+    The second item is :func:`info`'s ``{"size", "mtime_ns"}`` or ``{"size", "etag"}``: the object store
+    describes the object when it is opened, so this costs no extra request. ``block_size``: the fsspec
+    read-ahead block (None: the filesystem's default).
+    """
+    if not is_url(str(path)):
+        local = local_path(path)
+        f = open(local, "rb")  # noqa: SIM115 - the caller closes it
+        st = os.fstat(f.fileno())
+        return f, {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    url = str(path)
+    fs, p = filesystem(url)
+    kwargs: dict[str, Any] = {} if block_size is None else {"block_size": block_size}
+    try:
+        f = fs.open(p, "rb", **kwargs)
+        details = getattr(f, "details", None) or {"size": f.size}
+    except Exception as e:
+        raise classify_error(e, url) from e
+    return f, _version_of(details)
+
+
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     with open_input(path, "rb") as f:
         return f.read()
@@ -314,11 +350,7 @@ def info(path: str | os.PathLike[str]) -> dict[str, Any]:
         d = fs.info(p)
     except Exception as e:
         raise classify_error(e, url) from e
-    out: dict[str, Any] = {"size": int(d.get("size") or 0)}
-    tag = d.get("ETag") or d.get("etag") or d.get("md5Hash") or d.get("generation")
-    if tag:
-        out["etag"] = str(tag).strip('"')
-    return out
+    return _version_of(d)
 
 
 def listdir(path: str | os.PathLike[str]) -> list[str]:
@@ -428,6 +460,18 @@ def remove(paths: str | list[str]) -> None:
         pass
     except Exception as e:
         raise classify_error(e, urls[0]) from e
+
+
+def walk_files_info(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(URL, {"size", "etag"})`` of every object under a URL prefix, recursively, sorted: the listing
+    carries each object's version, so nothing is asked per object."""
+    fs, p = _fresh(path)
+    try:
+        found = fs.find(p, detail=True)
+    except Exception as e:
+        raise classify_error(e, path) from e
+    for name in sorted(found):
+        yield _url(fs, name), _version_of(found[name])
 
 
 def walk_files(path: str) -> Iterator[str]:

@@ -30,10 +30,8 @@ from maskahand.configbase import check_resume, save_config
 from maskahand.mine.ledger import (
     Ledger,
     clean_unclaimed,
-    fingerprint,
     rebuild_manifest,
     summarize,
-    video_stem,
     write_summary,
 )
 from maskahand.mine.rule import rule_record
@@ -47,20 +45,25 @@ log = logging.getLogger(__name__)
 
 def plan(
     recipe: MineRecipe, videos: str, out_dir: str | Path, retry_failed: bool = False
-) -> tuple[list[tuple[str, Path]], list[VideoTask], Ledger]:
+) -> tuple[list[tuple[str, str]], list[VideoTask], Ledger]:
     """Discover inputs, check/prepare the output, and list the videos still to mine."""
-    from maskahand.video import VideoError, discover_videos
+    from maskahand import storage
+    from maskahand.mine.sources import discover_inputs
+    from maskahand.video import VideoError
 
     out = Path(out_dir)
+    storage.configure(recipe.storage.options)
     try:
-        found = discover_videos(videos)
+        tasks = discover_inputs(videos, recipe.input)
     except VideoError as e:
         raise MineError(f"--videos {videos}: {e}") from e
-    if not found:
+    if not tasks:
         raise MineError(f"no videos or frame folders found in {videos}")
-    ids = [v for v, _ in found]
-    if len(set(ids)) != len(ids):
-        raise MineError(f"{videos}: duplicate video ids in the input")
+    found = [(t.video_id, t.path) for t in tasks]
+    ids = {t.video_id for t in tasks}
+    if len(ids) != len(tasks):
+        raise MineError(f"{videos}: duplicate video ids in the input ({_duplicates(tasks)})")
+    del ids
     out.mkdir(parents=True, exist_ok=True)
     # Save the reader settings actually used: mine.fps; each video's decode size is chosen per video
     # (mine.resolution), so video.max_side is recorded as null.
@@ -69,22 +72,27 @@ def plan(
     save_config(recipe, out)
     ledger = Ledger(out)
     todo: list[VideoTask] = []
-    for video_id, path in found:
-        try:
-            fp = fingerprint(path)
-        except OSError:
-            fp = {}
-        if ledger.is_done(video_id, fp, retry_failed):
+    for task in tasks:
+        # URLs named one by one (manifest rows, tar members) have no fingerprint yet (None: the ledger's
+        # entry decides; the miner takes it when it opens the video); local files and listings have one
+        if ledger.is_done(task.video_id, task.fingerprint, retry_failed):
             continue
-        if video_id in ledger.records and ledger.records[video_id].status == "ok":
-            log.info("%s changed since it was mined: mining it again", video_id)
-        todo.append(VideoTask(video_id, str(path), video_stem(video_id), fp))
+        if task.video_id in ledger.records and ledger.records[task.video_id].status == "ok":
+            log.info("%s changed since it was mined: mining it again", task.video_id)
+        todo.append(task)
     # Files of videos about to be (re)mined are stale whatever the ledger says: a changed input's old
     # clips go now, and its new ledger line replaces the old one when it is done.
     removed = clean_unclaimed(out, ledger, redo={t.stem for t in todo})
     if removed:
         log.info("removed %d leftover file(s) of unfinished videos from %s", len(removed), out)
     return found, todo, ledger
+
+
+def _duplicates(tasks: list[VideoTask]) -> str:
+    from collections import Counter
+
+    twice = [v for v, n in Counter(t.video_id for t in tasks).items() if n > 1]
+    return f"{len(twice)} id(s) used more than once, e.g. {', '.join(sorted(twice)[:3])}"
 
 
 def mine(
@@ -96,7 +104,8 @@ def mine(
     progress: bool = True,
     fault: Callable[[str, str], None] | None = None,
 ) -> dict[str, Any]:
-    """Mine ``videos`` (folder, glob or list file) into ``out_dir``; returns the run summary.
+    """Mine ``videos`` (folder, glob, list/manifest, URL, video WebDataset tars; see
+    :mod:`maskahand.mine.sources`) into ``out_dir``; returns the run summary.
 
     ``fault(point, video_id)`` is a test hook called at ``"published"`` (shards in place, ledger line not
     yet written) and ``"recorded"`` (ledger line written); raising there simulates a crash.

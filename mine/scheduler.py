@@ -16,20 +16,13 @@ from typing import Any
 
 from maskahand.config import MineRecipe
 from maskahand.mine.ledger import Ledger, VideoRecord, discard_video, publish_video
+from maskahand.mine.sources import VideoTask
 
 log = logging.getLogger(__name__)
 
 
 class MineError(RuntimeError):
     """A mining run cannot start (no videos, an output mined with another config, ...)."""
-
-
-@dataclass
-class VideoTask:
-    video_id: str
-    path: str
-    stem: str
-    fingerprint: dict[str, int]
 
 
 @dataclass
@@ -194,7 +187,11 @@ class _Scheduler:
         return self.det_cls.options(**self.det_opts).remote(self.recipe.detector)
 
     def new_miner(self) -> Any:
-        return self.miner_cls.options(**self.miner_opts).remote(self.recipe, str(self.out))
+        from maskahand import storage
+
+        return self.miner_cls.options(**self.miner_opts).remote(
+            self.recipe, str(self.out), storage.worker_env()
+        )
 
     def start(self) -> None:
         import ray
@@ -225,7 +222,7 @@ class _Scheduler:
         slot.started = time.perf_counter()
         slot.decoding = slot.eof = slot.finishing = False
         slot.batches = slot.applied = slot.frames = slot.clips = 0
-        ref = slot.miner.start.remote(task.video_id, task.path, task.stem, self.detector_info)
+        ref = slot.miner.start.remote(task.video_id, task.path, task.stem, self.detector_info, task)
         self.refs[ref] = ("start", i, slot.gen, None)
 
     def release(self, i: int) -> None:
@@ -295,7 +292,7 @@ class _Scheduler:
             reason,
             frames=slot.frames,
             seconds=seconds,
-            fingerprint=task.fingerprint,
+            fingerprint=task.fingerprint or {},
         )
         self.ledger.append(rec)
         log.warning("%s: failed: %s", task.video_id, reason)
@@ -391,6 +388,8 @@ class _Scheduler:
         task = slot.task
         assert task is not None
         if kind == "start":
+            if value.get("fingerprint") is not None:  # a URL or tar member: taken when the miner opened it
+                task.fingerprint = value["fingerprint"]
             slot.duration = float(value["duration"])
             slot.node_id = str(value.get("node", {}).get("node_id", ""))
             self.pump(i)
@@ -504,7 +503,7 @@ def _record_finished(
             seconds=seconds,
             duration=result["duration"],
             shards=shards,
-            fingerprint=task.fingerprint,
+            fingerprint=task.fingerprint or {},
             node=result.get("node", {}),
         )
     )
