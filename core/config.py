@@ -218,6 +218,9 @@ class MineInputConfig:
     # ... and an optional column of [start, end] spans in seconds: only those parts are mined, and no
     # clip crosses a span's edge. Every other column is carried into the clips' metadata (meta.source).
     clips_col: str = "clips"
+    # the other columns carried into the clips (None: all; [] none). Each carried value is held in memory
+    # until its video is mined: name only the ones you need for a manifest of many millions of rows.
+    carry_columns: Optional[list[str]] = None
     # rows per Parquet/CSV batch read: manifests are streamed, never loaded whole
     batch_rows: int = field(default=65536, metadata=RUNTIME)
 

@@ -144,6 +144,7 @@ def configure(options: Mapping[str, Any] | None) -> None:
     """
     _OPTIONS.clear()
     _GLOBAL.clear()
+    _quiet_client_logs()
     options = dict(options or {})
     if options and all(_ALIASES.get(k, k) in KNOWN_PROTOCOLS for k in options):
         for k, v in options.items():
@@ -152,6 +153,17 @@ def configure(options: Mapping[str, Any] | None) -> None:
             _OPTIONS[_ALIASES.get(k, k)] = dict(v)
     else:
         _GLOBAL.update(options)
+
+
+def _quiet_client_logs() -> None:
+    """The storage clients log routine facts at INFO ("Found credentials in environment variables"):
+    keep them to warnings unless someone set their level."""
+    import logging
+
+    for name in ("aiobotocore", "botocore", "s3fs", "fsspec", "gcsfs"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def options_for(proto: str) -> dict[str, Any]:
@@ -229,6 +241,13 @@ def classify_error(exc: BaseException, url: str) -> StorageError:
     """One typed :class:`StorageError` for whatever fsspec, botocore or aiohttp raised about ``url``."""
     if isinstance(exc, StorageError):
         return exc
+    cause = exc.__cause__
+    if type(exc) is FileNotFoundError and cause is not None and not isinstance(cause, FileNotFoundError):
+        # fsspec's http filesystem reports every failed request as FileNotFoundError(url) raised from the
+        # real error (connection refused, 403, ...): the cause tells what happened
+        inner = classify_error(cause, url)
+        if type(inner) is not StorageError:
+            return inner
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
     if "nosuchbucket" in low or "bucket does not exist" in low or "specified bucket does not exist" in low:

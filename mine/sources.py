@@ -91,7 +91,8 @@ class VideoTask:
     source: str | VideoInput  # a local path or URL, or a byte range of a tar
     fingerprint: dict[str, Any] | None  # None: the miner takes it when it opens the video
     spans: tuple[tuple[float, float], ...] | None = None  # manifest clips column: mine only these (s)
-    metadata: str | None = None  # JSON of what the input says about the video (manifest columns)
+    # a manifest row's key and other columns: (column names, (key, *values)); the names tuple is shared
+    metadata: tuple[tuple[str, ...], tuple[Any, ...]] | None = None
     problem: BaseException | None = None  # why it cannot be mined; the miner raises it (ledger: failed)
 
     @property
@@ -323,6 +324,7 @@ def _member_tasks(
         )
         cut: BaseException | None = None
         if m.offset + m.size > size:
+            problem = None  # the index stopped at this cut: the member's own failure says it
             cut = TruncatedVideoError(
                 source.name,
                 f"the tar ends at byte {size}, inside this member ({m.size} bytes from byte {m.offset})",
@@ -413,61 +415,73 @@ def _jsonl_rows(f: Any, path: str) -> Iterator[dict[str, Any]]:
 
 
 def _from_manifest(path: str, cfg: MineInputConfig) -> Iterator[VideoTask]:
-    """One small task per manifest row; the other columns become the task's metadata JSON."""
-    root = storage.parent(path) if storage.is_url(path) else str(storage.local_path(path).parent)
-    ext = _extension(path)
-    named = {cfg.url_col, cfg.key_col, cfg.clips_col}
-    seen_columns = False
+    """One small task per manifest row; the row's other columns ride along as a tuple of values."""
+    rows = _ManifestRows(path, cfg)
     for n, row in enumerate(read_manifest_rows(path, cfg.batch_rows)):
-        if ext == ".txt":
+        yield rows.task(n, row)
+
+
+class _ManifestRows:
+    """Turns rows into tasks (hot: a million rows per few seconds, so the per-row work is kept lean)."""
+
+    def __init__(self, path: str, cfg: MineInputConfig) -> None:
+        self.path, self.cfg = path, cfg
+        self.remote_root = storage.is_url(path)
+        self.root = storage.parent(path) if self.remote_root else str(storage.local_path(path).parent)
+        self.root_prefix = self.root.rstrip("/") + "/"
+        self.is_txt = _extension(path) == ".txt"
+        self.checked_columns = self.is_txt or _extension(path) == ".jsonl"
+        self.named = {cfg.url_col, cfg.key_col, cfg.clips_col}
+        self.columns: tuple[str, ...] = ()  # the carried columns' names, one tuple shared by every row
+
+    def problem(self, n: int, key: str, source: str, why: str) -> VideoTask:
+        where = f"{storage.redact(self.path)}:row {n}"
+        return VideoTask(key or f"row-{n}", source or where, None, problem=ManifestRowError(where, why))
+
+    def task(self, n: int, row: dict[str, Any]) -> VideoTask:
+        cfg = self.cfg
+        if self.is_txt:
             row = {cfg.url_col: row["url"]}
-        if not seen_columns and ext in (".csv", ".tsv", ".parquet"):
+        elif not self.checked_columns:
             if cfg.url_col not in row:
                 raise ManifestError(
-                    path, f"no column '{cfg.url_col}' (mine.input.url_col); columns: {', '.join(row)}"
+                    self.path, f"no column '{cfg.url_col}' (mine.input.url_col); columns: {', '.join(row)}"
                 )
-            seen_columns = True
-        yield _row_task(path, root, n, row, cfg, named)
-
-
-def _row_task(
-    manifest: str, root: str, n: int, row: dict[str, Any], cfg: MineInputConfig, named: set[str]
-) -> VideoTask:
-    where = f"{storage.redact(manifest)}:row {n}"
-    key = row.get(cfg.key_col)
-    key = str(key).strip() if key is not None and str(key).strip() else ""
-    url = row.get(cfg.url_col)
-    url = str(url).strip() if url is not None else ""
-    if "__error__" in row:
-        return VideoTask(key or f"row-{n}", where, None, problem=ManifestRowError(where, row["__error__"]))
-    if not url:
-        return VideoTask(
-            key or f"row-{n}",
-            where,
-            None,
-            problem=ManifestRowError(where, f"no URL in column '{cfg.url_col}' (mine.input.url_col)"),
-        )
-    if not storage.is_url(url) and not os.path.isabs(storage.local_path(url)) and not storage.is_url(root):
-        url = os.path.join(root, storage.local_path(url))
-    elif not storage.is_url(url) and storage.is_url(root) and not url.startswith("/"):
-        url = storage.join(root, url)
-    video_id = key or _relative_id(url, root)
-    spans: tuple[tuple[float, float], ...] | None = None
-    try:
-        spans = _parse_spans(row.get(cfg.clips_col))
-    except ValueError as e:
-        return VideoTask(
-            video_id, url, None, problem=ManifestRowError(where, f"column '{cfg.clips_col}': {e}")
-        )
-    extra = {k: v for k, v in row.items() if k not in named}
-    metadata: dict[str, Any] = {"key": key} if key else {}
-    if extra:
-        metadata.update(extra)
-    if spans:
-        metadata[cfg.clips_col] = [list(s) for s in spans]
-    fp = None if storage.is_url(url) else _stat(url)
-    text = json.dumps(metadata, sort_keys=True, default=str, separators=(",", ":")) if metadata else None
-    return VideoTask(video_id, url, fp, spans, text)
+            self.checked_columns = True
+        key = row.get(cfg.key_col)
+        key = str(key).strip() if key is not None else ""
+        url = row.get(cfg.url_col)
+        url = str(url).strip() if url is not None else ""
+        if "__error__" in row:
+            return self.problem(n, key, "", row["__error__"])
+        if not url:
+            return self.problem(n, key, "", f"no URL in column '{cfg.url_col}' (mine.input.url_col)")
+        remote = "://" in url and storage.is_url(url)
+        if not remote:  # a path: relative to the manifest's folder
+            if self.remote_root:
+                url = url if url.startswith("/") else self.root_prefix + url
+                remote = not url.startswith("/")
+            elif not os.path.isabs(storage.local_path(url)):
+                url = os.path.join(self.root, storage.local_path(url))
+        if key:
+            video_id = key
+        elif url.startswith(self.root_prefix):
+            video_id = url[len(self.root_prefix) :]
+        else:
+            video_id = _relative_id(url, self.root)
+        spans = None
+        clips = row.get(cfg.clips_col)
+        if clips is not None and clips != "":
+            try:
+                spans = _parse_spans(clips)
+            except ValueError as e:
+                return self.problem(n, video_id, url, f"column '{cfg.clips_col}': {e}")
+        carry = self.cfg.carry_columns
+        columns = tuple(k for k in row if k not in self.named and (carry is None or k in carry))
+        if columns != self.columns:
+            self.columns = columns
+        metadata = (self.columns, (key, *(row[k] for k in columns))) if key or columns else None
+        return VideoTask(video_id, url, None if remote else _stat(url), spans, metadata)
 
 
 def _parse_spans(value: Any) -> tuple[tuple[float, float], ...] | None:

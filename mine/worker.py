@@ -307,7 +307,14 @@ def _source_meta(task: Any, source: Any) -> dict[str, Any] | None:
 
     if task is None:
         return None
-    meta: dict[str, Any] = json.loads(task.metadata) if task.metadata else {}
+    meta: dict[str, Any] = {}
+    if task.metadata:
+        names, (key, *values) = task.metadata
+        meta.update(zip(names, values))
+        if key:
+            meta["key"] = key
+    if task.spans:
+        meta["clips"] = [list(span) for span in task.spans]
     if isinstance(task.source, VideoInput) and task.source.member:
         member = task.source.member
         meta.update(key=member.rsplit("/", 1)[-1].split(".", 1)[0], tar=task.source.name.rsplit("#", 1)[0])
@@ -318,7 +325,8 @@ def _source_meta(task: Any, source: Any) -> dict[str, Any] | None:
                 meta["json"] = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 meta["json_error"] = f"{member.rsplit('.', 1)[0]}.json is not JSON ({e})"
-    return meta or None
+    # values as JSON will hold them (a Parquet timestamp becomes its text)
+    return json.loads(json.dumps(meta, default=str)) if meta else None
 
 
 def _clean_hand(h: dict[str, Any], sizes: FrameSizes) -> dict[str, Any]:
