@@ -129,6 +129,11 @@ def discover_inputs(arg: str, cfg: MineInputConfig | None = None) -> list[VideoT
         return list(_from_manifest(text, cfg))
     if ext == TAR_EXTENSION:
         return _from_names([text], storage.parent(text))
+    if ext in VIDEO_EXTENSIONS:  # one object: one request to say it is there (no listing)
+        if not storage.exists(text):
+            _check_bucket(text)
+            raise VideoNotFoundError(text, "no such object")
+        return [VideoTask(storage.name_of(text), text, None)]
     listed = list(storage.walk_files_info(text.rstrip("/")))
     if listed and not (len(listed) == 1 and listed[0][0].rstrip("/") == text.rstrip("/")):
         return _from_listing(listed, text.rstrip("/"))

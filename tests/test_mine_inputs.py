@@ -159,6 +159,7 @@ def upload_videos(shared_data: Path, prefix: str) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_s3_prefix_gives_the_local_clips(local_reference, shared_data, s3_bucket, tmp_path):
     from maskahand.mine.pipeline import plan
 
@@ -191,6 +192,7 @@ def test_s3_prefix_gives_the_local_clips(local_reference, shared_data, s3_bucket
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_parquet_manifest_spans_columns_and_bad_rows(
     local_reference, shared_data, s3_bucket, http_videos, tmp_path
 ):
@@ -353,6 +355,7 @@ def write_video_tar(path: Path, samples: list[tuple[str, bytes, dict]]) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_video_webdataset_tars_give_the_local_clips(local_reference, shared_data, s3_bucket, tmp_path):
     ref_out, ref = local_reference
     stirring = (shared_data / "videos" / "ego4d_stirring.mp4").read_bytes()
