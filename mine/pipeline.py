@@ -19,6 +19,7 @@ them simple and still streams:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -45,25 +46,25 @@ log = logging.getLogger(__name__)
 
 def plan(
     recipe: MineRecipe, videos: str, out_dir: str | Path, retry_failed: bool = False
-) -> tuple[list[tuple[str, str]], list[VideoTask], Ledger]:
-    """Discover inputs, check/prepare the output, and list the videos still to mine."""
+) -> tuple[list[str], list[VideoTask], Ledger]:
+    """Discover inputs, check/prepare the output, and list the videos still to mine.
+
+    Returns every video id of the input, the tasks still to do, and the ledger. A manifest is streamed:
+    only the ids and the tasks to do are kept (a resumed run over millions of rows holds little).
+    """
     from maskahand import storage
-    from maskahand.mine.sources import discover_inputs
+    from maskahand.mine.sources import iter_inputs
     from maskahand.video import VideoError
 
     out = Path(out_dir)
     storage.configure(recipe.storage.options)
     try:
-        tasks = discover_inputs(videos, recipe.input)
+        tasks = iter_inputs(videos, recipe.input)
+        first = next(tasks, None)  # a missing input or unreadable manifest fails before OUT is touched
     except VideoError as e:
         raise MineError(f"--videos {videos}: {e}") from e
-    if not tasks:
+    if first is None:
         raise MineError(f"no videos or frame folders found in {videos}")
-    found = [(t.video_id, t.path) for t in tasks]
-    ids = {t.video_id for t in tasks}
-    if len(ids) != len(tasks):
-        raise MineError(f"{videos}: duplicate video ids in the input ({_duplicates(tasks)})")
-    del ids
     out.mkdir(parents=True, exist_ok=True)
     # Save the reader settings actually used: mine.fps; each video's decode size is chosen per video
     # (mine.resolution), so video.max_side is recorded as null.
@@ -71,8 +72,14 @@ def plan(
     check_resume(recipe, out)  # runtime-only settings (devices, workers, Ray) may change
     save_config(recipe, out)
     ledger = Ledger(out)
+    ids: list[str] = []
+    seen: set[str] = set()
     todo: list[VideoTask] = []
-    for task in tasks:
+    for task in itertools.chain([first], tasks):
+        if task.video_id in seen:
+            raise MineError(f"{videos}: duplicate video id in the input: {task.video_id}")
+        seen.add(task.video_id)
+        ids.append(task.video_id)
         # URLs named one by one (manifest rows, tar members) have no fingerprint yet (None: the ledger's
         # entry decides; the miner takes it when it opens the video); local files and listings have one
         if ledger.is_done(task.video_id, task.fingerprint, retry_failed):
@@ -80,19 +87,13 @@ def plan(
         if task.video_id in ledger.records and ledger.records[task.video_id].status == "ok":
             log.info("%s changed since it was mined: mining it again", task.video_id)
         todo.append(task)
+    del seen
     # Files of videos about to be (re)mined are stale whatever the ledger says: a changed input's old
     # clips go now, and its new ledger line replaces the old one when it is done.
     removed = clean_unclaimed(out, ledger, redo={t.stem for t in todo})
     if removed:
         log.info("removed %d leftover file(s) of unfinished videos from %s", len(removed), out)
-    return found, todo, ledger
-
-
-def _duplicates(tasks: list[VideoTask]) -> str:
-    from collections import Counter
-
-    twice = [v for v, n in Counter(t.video_id for t in tasks).items() if n > 1]
-    return f"{len(twice)} id(s) used more than once, e.g. {', '.join(sorted(twice)[:3])}"
+    return ids, todo, ledger
 
 
 def mine(
@@ -114,8 +115,7 @@ def mine(
 
     out = Path(out_dir)
     t0 = time.perf_counter()
-    found, todo, ledger = plan(recipe, videos, out, retry_failed)
-    ids = [v for v, _ in found]
+    ids, todo, ledger = plan(recipe, videos, out, retry_failed)
     if not todo:
         rebuild_manifest(out, ledger)
         summary = summarize(ledger, ids, 0.0, 0)

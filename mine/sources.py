@@ -48,6 +48,7 @@ __all__ = [
     "VideoTask",
     "discover_inputs",
     "index_tar",
+    "iter_inputs",
     "read_manifest_rows",
 ]
 
@@ -114,8 +115,24 @@ def discover_inputs(arg: str, cfg: MineInputConfig | None = None) -> list[VideoT
     :class:`ManifestError` (a manifest that cannot be read), and the storage errors of the listing
     (:class:`~maskahand.storage.BucketNotFoundError`, ...): these stop the run before it starts.
     """
+    return list(iter_inputs(arg, cfg))
+
+
+def iter_inputs(arg: str, cfg: MineInputConfig | None = None) -> Iterator[VideoTask]:
+    """:func:`discover_inputs` as an iterator: a manifest's rows become tasks as they are read, so a caller
+    that keeps only some (the ones not yet in the ledger) never holds them all."""
     cfg = cfg or MineInputConfig()
     text = str(arg)
+    ext = _extension(text)
+    one_manifest = (
+        ext in MANIFEST_EXTENSIONS and ext != ".txt" and not (BRACES.search(text) or GLOB_CHARS.search(text))
+    )
+    if one_manifest and (storage.is_url(text) or storage.local_path(text).is_file()):
+        return _from_manifest(text, cfg)
+    return iter(_discover(text, cfg))
+
+
+def _discover(text: str, cfg: MineInputConfig) -> list[VideoTask]:
     if BRACES.search(text):
         from braceexpand import braceexpand
 
