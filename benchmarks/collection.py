@@ -81,6 +81,7 @@ def measure_manifest(rows: int, cache: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     n = sum(1 for _ in read_manifest_rows(str(path)))
     read_s = time.perf_counter() - t0
+    read_peak = peak_rss_mb()  # streamed: batch by batch, the file is never held whole
     before = rss_mb()
     t0 = time.perf_counter()
     tasks = discover_inputs(str(path))
@@ -93,6 +94,7 @@ def measure_manifest(rows: int, cache: Path) -> dict[str, Any]:
         "manifest_bytes": path.stat().st_size,
         "manifest_read_s": round(read_s, 3),
         "manifest_rows_per_s": round(n / read_s),
+        "manifest_read_peak_rss_mb": round(read_peak, 1),
         "manifest_tasks_s": round(tasks_s, 3),
         "manifest_tasks_rss_mb": round(after - before, 1),
         "manifest_tasks_bytes_per_row": round((after - before) * 2**20 / rows, 1),
