@@ -127,7 +127,7 @@ def encode_video(path: Path, frames: int, seed: int) -> None:
     tmp.replace(path)
 
 
-def make_videos(cache: Path, videos: int, frames: int) -> tuple[Path, Path]:
+def make_videos(cache: Path, videos: int, frames: int) -> tuple[list[Path], Path]:
     from tqdm import tqdm
 
     many = cache / f"short-{frames}f"
@@ -139,7 +139,7 @@ def make_videos(cache: Path, videos: int, frames: int) -> tuple[Path, Path]:
     one.mkdir(exist_ok=True)
     if not (one / "long.mp4").exists():
         encode_video(one / "long.mp4", videos * frames, 0)
-    return many, one
+    return [many / f"{i:05d}.mp4" for i in range(videos)], one
 
 
 def mining_seconds(videos: str, detections: Path, out: Path, detector: str) -> tuple[float, dict[str, Any]]:
@@ -176,7 +176,9 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
     )
     init_ray()  # started once, outside every timing
     out: dict[str, Any] = {"videos": args.videos, "frames_per_video": args.frames, "detector": args.detector}
-    many_s, summary = mining_seconds(str(many), detections, work / "local-many", args.detector)
+    listing = work / "many.txt"  # the first --videos of the cache (it may hold more)
+    listing.write_text("".join(f"{p.resolve()}\n" for p in many))
+    many_s, summary = mining_seconds(str(listing), detections, work / "local-many", args.detector)
     one_s, _ = mining_seconds(str(one), detections, work / "local-one", args.detector)
     local = overhead(many_s, one_s, args.videos)
     out.update(
@@ -194,7 +196,7 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
 
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench-collection")
         t0 = time.perf_counter()
-        for p in sorted(many.iterdir()):
+        for p in many:
             storage.upload_file(p, f"s3://bench-collection/many/{p.name}")
         storage.upload_file(one / "long.mp4", "s3://bench-collection/one/long.mp4")
         out["s3_upload_s"] = round(time.perf_counter() - t0, 2)
