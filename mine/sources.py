@@ -56,8 +56,9 @@ MANIFEST_EXTENSIONS = (".txt", ".csv", ".tsv", ".jsonl", ".parquet")
 TAR_EXTENSION = ".tar"
 GLOB_CHARS = re.compile(r"[*?\[]")
 BRACES = re.compile(r"\{[^{}]*(?:\.\.|,)[^{}]*\}")
-#: fsspec block for reading tar headers: one request covers the headers of many small members
-TAR_INDEX_BLOCK = 1024 * 1024
+#: fsspec block for reading tar headers: one request covers the headers of consecutive small members,
+#: and a header after a large member costs one small request (not a block of the video's data)
+TAR_INDEX_BLOCK = 64 * 1024
 TAR_INDEX_THREADS = 8
 
 

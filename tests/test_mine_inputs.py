@@ -306,7 +306,11 @@ def test_manifest_formats_read_the_same_rows(tmp_path):
         assert "no URL in column 'video'" in str(tasks[2].problem) and "empty or negative" in str(
             tasks[3].problem
         )
-    assert results["csv"] == results["tsv"] == results["jsonl"]
+    tasks = discover_inputs(f"file://{tmp_path / 'm.jsonl'}", cfg)  # file:// is a local path
+    results["file-url"] = [
+        (t.video_id, t.path if t.problem is None else "", t.spans, t.metadata) for t in tasks
+    ]
+    assert results["csv"] == results["tsv"] == results["jsonl"] == results["file-url"]
     assert results["csv"][:2] == [
         ("a", "s3://b/v/a.mp4", ((1.5, 4.0),), (("note",), ("a", "first"))),
         ("v/b.mp4", str(tmp_path / "v" / "b.mp4"), None, (("note",), ("", "second"))),
