@@ -307,13 +307,14 @@ def _version_of(details: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def open_with_info(
-    path: str | os.PathLike[str], block_size: int | None = None
+    path: str | os.PathLike[str], block_size: int | None = None, known: Mapping[str, Any] | None = None
 ) -> tuple[IO[bytes], dict[str, Any]]:
     """A streaming binary file object and what identifies this version of it, from one open.
 
     The second item is :func:`info`'s ``{"size", "mtime_ns"}`` or ``{"size", "etag"}``: the object store
     describes the object when it is opened, so this costs no extra request. ``block_size``: the fsspec
-    read-ahead block (None: the filesystem's default).
+    read-ahead block (None: the filesystem's default). ``known``: the version a listing already gave
+    (``{"size", "etag"}``): an S3 object is then opened without asking for it again (no HEAD request).
     """
     if not is_url(str(path)):
         local = local_path(path)
@@ -323,6 +324,11 @@ def open_with_info(
     url = str(path)
     fs, p = filesystem(url)
     kwargs: dict[str, Any] = {} if block_size is None else {"block_size": block_size}
+    if known and "size" in known and protocol(url) == "s3":
+        try:
+            return fs.open(p, "rb", size=int(known["size"]), **kwargs), dict(known)
+        except Exception as e:
+            raise classify_error(e, url) from e
     try:
         f = fs.open(p, "rb", **kwargs)
         details = getattr(f, "details", None) or {"size": f.size}

@@ -86,8 +86,9 @@ class VideoMiner:
         if task is not None and task.problem is not None:
             raise task.problem
         target: Any = task.source if task is not None else path
-        if needs_stream(target):
-            self.source = target = StreamSource(target)
+        if needs_stream(target):  # a listed object's version is known: no request to ask it again
+            known = task.fingerprint if task is not None else None
+            self.source = target = StreamSource(target, known=known)
         self.reader = open_video(target, self.video_cfg)
         info = self.reader.info
         self.sizes = frame_sizes(self.recipe.detector, self.recipe.mine, int(info.width), int(info.height))

@@ -52,9 +52,17 @@ class RangeFile(io.RawIOBase):
     Several views may share one file: each keeps its own position and seeks the file before reading.
     """
 
-    def __init__(self, raw: IO[bytes], offset: int, length: int) -> None:
+    def __init__(self, raw: IO[bytes], offset: int, length: int, name: str = "") -> None:
         super().__init__()
         self._raw, self._offset, self._length, self._pos = raw, offset, length, 0
+        self._name = name
+
+    def _read_raw(self, n: int) -> bytes:
+        self._raw.seek(self._offset + self._pos)
+        try:
+            return self._raw.read(n)
+        except Exception as e:  # a failed range request: typed, naming the object
+            raise storage.classify_error(e, self._name) from e
 
     def readable(self) -> bool:
         return True
@@ -74,8 +82,7 @@ class RangeFile(io.RawIOBase):
         n = min(len(buffer), self._length - self._pos)
         if n <= 0:
             return 0
-        self._raw.seek(self._offset + self._pos)
-        data = self._raw.read(n)
+        data = self._read_raw(n)
         buffer[: len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -84,8 +91,7 @@ class RangeFile(io.RawIOBase):
         n = self._length - self._pos if size is None or size < 0 else min(size, self._length - self._pos)
         if n <= 0:
             return b""
-        self._raw.seek(self._offset + self._pos)
-        data = self._raw.read(n)
+        data = self._read_raw(n)
         self._pos += len(data)
         return data
 
@@ -101,8 +107,9 @@ class StreamSource:
     raised typed (:class:`~maskahand.storage.ObjectNotFoundError`, ...), naming the URL.
     """
 
-    def __init__(self, source: VideoInput | str) -> None:
+    def __init__(self, source: VideoInput | str, known: dict[str, Any] | None = None) -> None:
         self.input = source if isinstance(source, VideoInput) else VideoInput(str(source))
+        self._known = known  # the object's version from a listing: opened without asking again
         self._raw: IO[bytes] | None = None
         self._file_info: dict[str, Any] = {}
 
@@ -111,7 +118,9 @@ class StreamSource:
 
     def _ensure(self) -> IO[bytes]:
         if self._raw is None:
-            self._raw, self._file_info = storage.open_with_info(self.input.url, block_size=VIDEO_BLOCK_SIZE)
+            self._raw, self._file_info = storage.open_with_info(
+                self.input.url, block_size=VIDEO_BLOCK_SIZE, known=None if self.input.member else self._known
+            )
         return self._raw
 
     @property
@@ -128,7 +137,7 @@ class StreamSource:
     def open(self) -> RangeFile:
         """A fresh view of the video's bytes, positioned at its start."""
         raw = self._ensure()
-        return RangeFile(raw, self.input.offset, self.size)
+        return RangeFile(raw, self.input.offset, self.size, self.input.name)
 
     def read_meta(self) -> bytes:
         """The member's ``KEY.json`` bytes (b"" when it has none)."""
