@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn bench-windows hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
+.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-collection bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn bench-windows hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -79,6 +79,9 @@ bench-detector: venv  ## detector frames/s, batch 1 vs 8
 
 bench-mine: venv  ## mining frames/s vs the authors' sequential OpenCV miner
 	$(PY) -m benchmarks.mine --data $(SHARED)
+
+bench-collection: venv  ## 1M-row manifest streaming; per-video overhead of short videos, local and S3
+	$(PY) -m benchmarks.collection --out $(OUT)/bench-collection/results.json --cache $(OUT)/bench-collection/cache $(ARGS)
 
 bench-synth: venv  ## synthesis targets/s vs a per-sample CPU implementation
 	$(PY) -m benchmarks.synth --data $(SHARED)

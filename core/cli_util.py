@@ -40,6 +40,7 @@ class UsageError(Exception):
 
 def usage_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "fix the command or its config", exit status 2."""
+    from maskahand.mine.sources import ManifestError
     from maskahand.rayutil import RayConnectError
     from maskahand.storage import BucketNotFoundError, StorageOptionsError
     from maskahand.video.errors import VideoNotFoundError
@@ -50,7 +51,8 @@ def usage_errors() -> tuple[type[BaseException], ...]:
         RayConnectError,
         FileNotFoundError,
         VideoNotFoundError,
-        BucketNotFoundError,
+        ManifestError,  # --videos names a manifest that cannot be read at all
+        BucketNotFoundError,  # nothing under it can be read or written
         StorageOptionsError,
     )
 

@@ -261,6 +261,24 @@ class MineConfig:
 
 
 @dataclass
+class MineInputConfig:
+    # Manifests (--videos LIST.csv|.tsv|.jsonl|.parquet), video2dataset's url_list convention: the column
+    # holding each video's path or URL ...
+    url_col: str = "url"
+    # ... an optional column whose value is the video's id (ledger, clip keys); absent or empty: the id
+    # is the URL relative to the manifest's folder ...
+    key_col: str = "key"
+    # ... and an optional column of [start, end] spans in seconds: only those parts are mined, and no
+    # clip crosses a span's edge. Every other column is carried into the clips' metadata (meta.source).
+    clips_col: str = "clips"
+    # the other columns carried into the clips (None: all; [] none). Each carried value is held in memory
+    # until its video is mined: name only the ones you need for a manifest of many millions of rows.
+    carry_columns: Optional[list[str]] = None
+    # rows per Parquet/CSV batch read: manifests are streamed, never loaded whole
+    batch_rows: int = field(default=65536, metadata=RUNTIME)
+
+
+@dataclass
 class MineRayConfig:
     # Miner actors (each decodes one video at a time); None: the CPUs left after the detectors, at least 2.
     decoders: Optional[int] = None
@@ -574,6 +592,7 @@ class MineRecipe:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     mine: MineConfig = field(default_factory=MineConfig)
     shards: ShardWriterConfig = field(default_factory=ShardWriterConfig)
+    input: MineInputConfig = field(default_factory=MineInputConfig)  # how --videos manifests are read
     ray: RayConfig = field(default_factory=RayConfig, metadata=RUNTIME)
     workers: MineRayConfig = field(default_factory=MineRayConfig, metadata=RUNTIME)
     storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUNTIME)

@@ -47,6 +47,7 @@ __all__ = [
     "local_path",
     "name_of",
     "open_input",
+    "open_with_info",
     "options_for",
     "parent",
     "protocol",
@@ -59,6 +60,7 @@ __all__ = [
     "remove",
     "upload_file",
     "walk_files",
+    "walk_files_info",
     "worker_env",
     "setup_worker",
 ]
@@ -146,6 +148,7 @@ def configure(options: Mapping[str, Any] | None) -> None:
     """
     _OPTIONS.clear()
     _GLOBAL.clear()
+    _quiet_client_logs()
     options = dict(options or {})
     if options and all(_ALIASES.get(k, k) in KNOWN_PROTOCOLS for k in options):
         for k, v in options.items():
@@ -154,6 +157,17 @@ def configure(options: Mapping[str, Any] | None) -> None:
             _OPTIONS[_ALIASES.get(k, k)] = dict(v)
     else:
         _GLOBAL.update(options)
+
+
+def _quiet_client_logs() -> None:
+    """The storage clients log routine facts at INFO ("Found credentials in environment variables"):
+    keep them to warnings unless someone set their level."""
+    import logging
+
+    for name in ("aiobotocore", "botocore", "s3fs", "fsspec", "gcsfs"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def options_for(proto: str) -> dict[str, Any]:
@@ -231,6 +245,13 @@ def classify_error(exc: BaseException, url: str) -> StorageError:
     """One typed :class:`StorageError` for whatever fsspec, botocore or aiohttp raised about ``url``."""
     if isinstance(exc, StorageError):
         return exc
+    cause = exc.__cause__
+    if type(exc) is FileNotFoundError and cause is not None and not isinstance(cause, FileNotFoundError):
+        # fsspec's http filesystem reports every failed request as FileNotFoundError(url) raised from the
+        # real error (connection refused, 403, ...): the cause tells what happened
+        inner = classify_error(cause, url)
+        if type(inner) is not StorageError:
+            return inner
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
     if "nosuchbucket" in low or "bucket does not exist" in low or "specified bucket does not exist" in low:
@@ -278,6 +299,46 @@ def open_input(path: str | os.PathLike[str], mode: str = "rb", **kwargs: Any) ->
         return fs.open(p, mode, **kwargs)
     except Exception as e:
         raise classify_error(e, url) from e
+
+
+def _version_of(details: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"size", "etag"}`` (when the store has a version tag) from fsspec's description of an object."""
+    out: dict[str, Any] = {"size": int(details.get("size") or 0)}
+    tag = details.get("ETag") or details.get("etag") or details.get("md5Hash") or details.get("generation")
+    if tag:
+        out["etag"] = str(tag).strip('"')
+    return out
+
+
+def open_with_info(
+    path: str | os.PathLike[str], block_size: int | None = None, known: Mapping[str, Any] | None = None
+) -> tuple[IO[bytes], dict[str, Any]]:
+    """A streaming binary file object and what identifies this version of it, from one open.
+
+    The second item is :func:`info`'s ``{"size", "mtime_ns"}`` or ``{"size", "etag"}``: the object store
+    describes the object when it is opened, so this costs no extra request. ``block_size``: the fsspec
+    read-ahead block (None: the filesystem's default). ``known``: the version a listing already gave
+    (``{"size", "etag"}``): an S3 object is then opened without asking for it again (no HEAD request).
+    """
+    if not is_url(str(path)):
+        local = local_path(path)
+        f = open(local, "rb")  # noqa: SIM115 - the caller closes it
+        st = os.fstat(f.fileno())
+        return f, {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    url = str(path)
+    fs, p = filesystem(url)
+    kwargs: dict[str, Any] = {} if block_size is None else {"block_size": block_size}
+    if known and "size" in known and protocol(url) == "s3":
+        try:
+            return fs.open(p, "rb", size=int(known["size"]), **kwargs), dict(known)
+        except Exception as e:
+            raise classify_error(e, url) from e
+    try:
+        f = fs.open(p, "rb", **kwargs)
+        details = getattr(f, "details", None) or {"size": f.size}
+    except Exception as e:
+        raise classify_error(e, url) from e
+    return f, _version_of(details)
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -368,11 +429,7 @@ def info(path: str | os.PathLike[str]) -> dict[str, Any]:
         d = fs.info(p)
     except Exception as e:
         raise classify_error(e, url) from e
-    out: dict[str, Any] = {"size": int(d.get("size") or 0)}
-    tag = d.get("ETag") or d.get("etag") or d.get("md5Hash") or d.get("generation")
-    if tag:
-        out["etag"] = str(tag).strip('"')
-    return out
+    return _version_of(d)
 
 
 def listdir(path: str | os.PathLike[str]) -> list[str]:
@@ -482,6 +539,18 @@ def remove(paths: str | list[str]) -> None:
         pass
     except Exception as e:
         raise classify_error(e, urls[0]) from e
+
+
+def walk_files_info(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(URL, {"size", "etag"})`` of every object under a URL prefix, recursively, sorted: the listing
+    carries each object's version, so nothing is asked per object."""
+    fs, p = _fresh(path)
+    try:
+        found = fs.find(p, detail=True)
+    except Exception as e:
+        raise classify_error(e, path) from e
+    for name in sorted(found):
+        yield _url(fs, name), _version_of(found[name])
 
 
 def walk_files(path: str) -> Iterator[str]:

@@ -11,8 +11,12 @@ DESCRIPTION = """\
 Mine 32-frame hand-interaction clips (seed 002, section 4.2) from videos and EPIC-style frame folders
 into clip shards, with Ray (embedded locally, or a cluster with --address / RAY_ADDRESS).
 
-  maskahand mine --videos DIR|GLOB|LIST.txt --out OUT [--detector hircnn|mediapipe|precomputed] [key=value ...]
+  maskahand mine --videos DIR|GLOB|LIST.txt|URL|MANIFEST|TARS --out OUT [--detector hircnn|mediapipe|precomputed] [key=value ...]
   maskahand mine show OUT --out sheet.png [--clips 6]
+
+--videos also takes fsspec URLs (s3://bucket/videos/, gs://..., https://...), a manifest (.csv/.tsv/.jsonl/
+.parquet with a url column, optional key and clips [start, end] spans: mine.input.*) and video WebDataset
+tars (shards/{00000..00099}.tar): each member KEY.mp4 is one video, TARNAME/KEY.
 
 Re-running the same command resumes: finished videos (see OUT/ledger.jsonl) are skipped, unfinished
 ones are mined again (--retry-failed also retries failed ones). Outputs: OUT/shards/*.tar,
@@ -30,7 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--videos", help="input folder (searched recursively), glob, or a .txt list of paths")
+    p.add_argument(
+        "--videos",
+        help="input folder (searched recursively), glob, .txt list, URL prefix/object, manifest "
+        "(.csv/.tsv/.jsonl/.parquet) or video WebDataset tars (a .tar or {00000..00009}.tar)",
+    )
     p.add_argument("--out", help="output folder or object-store URL (s3://bucket/prefix, gs://...)")
     p.add_argument("--detector", choices=["hircnn", "mediapipe", "precomputed"], help="detector.backend")
     p.add_argument("--detections", help="detector.precomputed.path (precomputed backend)")

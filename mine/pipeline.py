@@ -19,6 +19,7 @@ them simple and still streams:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -31,10 +32,8 @@ from maskahand.configbase import check_resume, save_config
 from maskahand.mine.ledger import (
     Ledger,
     clean_unclaimed,
-    fingerprint,
     rebuild_manifest,
     summarize,
-    video_stem,
     write_summary,
 )
 from maskahand.mine.rule import mining_video_config, rule_record
@@ -53,20 +52,24 @@ def _out_location(out_dir: str | Path) -> str | Path:
 
 def plan(
     recipe: MineRecipe, videos: str, out_dir: str | Path, retry_failed: bool = False
-) -> tuple[list[tuple[str, Path]], list[VideoTask], Ledger]:
-    """Discover inputs, check/prepare the output, and list the videos still to mine."""
-    from maskahand.video import VideoError, discover_videos
+) -> tuple[list[str], list[VideoTask], Ledger]:
+    """Discover inputs, check/prepare the output, and list the videos still to mine.
+
+    Returns every video id of the input, the tasks still to do, and the ledger. A manifest is streamed:
+    only the ids and the tasks to do are kept (a resumed run over millions of rows holds little).
+    """
+    from maskahand.mine.sources import iter_inputs
+    from maskahand.video import VideoError
 
     out = _out_location(out_dir)
+    storage.configure(recipe.storage.options)
     try:
-        found = discover_videos(videos)
+        tasks = iter_inputs(videos, recipe.input)
+        first = next(tasks, None)  # a missing input or unreadable manifest fails before OUT is touched
     except VideoError as e:
         raise MineError(f"--videos {videos}: {e}") from e
-    if not found:
+    if first is None:
         raise MineError(f"no videos or frame folders found in {videos}")
-    ids = [v for v, _ in found]
-    if len(set(ids)) != len(ids):
-        raise MineError(f"{videos}: duplicate video ids in the input")
     if isinstance(out, str):
         storage.check_bucket(out)  # a missing bucket fails now, in one line, not once per video
     else:
@@ -78,17 +81,22 @@ def plan(
     save_config(recipe, out)
     ledger = Ledger(out)
     ledger.compact()  # object store: fold the ledger entries of an earlier (killed) run into ledger.jsonl
+    ids: list[str] = []
+    seen: set[str] = set()
     todo: list[VideoTask] = []
-    for video_id, path in found:
-        try:
-            fp = fingerprint(path)
-        except OSError:
-            fp = {}
-        if ledger.is_done(video_id, fp, retry_failed):
+    for task in itertools.chain([first], tasks):
+        if task.video_id in seen:
+            raise MineError(f"{videos}: duplicate video id in the input: {task.video_id}")
+        seen.add(task.video_id)
+        ids.append(task.video_id)
+        # URLs named one by one (manifest rows, tar members) have no fingerprint yet (None: the ledger's
+        # entry decides; the miner takes it when it opens the video); local files and listings have one
+        if ledger.is_done(task.video_id, task.fingerprint, retry_failed):
             continue
-        if ledger.status(video_id) == "ok":
-            log.info("%s changed since it was mined: mining it again", video_id)
-        todo.append(VideoTask(video_id, str(path), video_stem(video_id), fp))
+        if ledger.status(task.video_id) == "ok":
+            log.info("%s changed since it was mined: mining it again", task.video_id)
+        todo.append(task)
+    del seen
     # Files of videos about to be (re)mined are stale whatever the ledger says: a changed input's old
     # clips go now, and its new ledger line replaces the old one when it is done.
     removed = clean_unclaimed(out, ledger, redo={t.stem for t in todo}, only_redo=True)
@@ -96,7 +104,7 @@ def plan(
         log.info(
             "removed %d leftover file(s) of unfinished videos from %s", len(removed), storage.redact(str(out))
         )
-    return found, todo, ledger
+    return ids, todo, ledger
 
 
 def mine(
@@ -108,7 +116,8 @@ def mine(
     progress: bool = True,
     fault: Callable[[str, str], None] | None = None,
 ) -> dict[str, Any]:
-    """Mine ``videos`` (folder, glob or list file) into ``out_dir``; returns the run summary.
+    """Mine ``videos`` (folder, glob, list/manifest, URL, video WebDataset tars; see
+    :mod:`maskahand.mine.sources`) into ``out_dir``; returns the run summary.
 
     ``fault(point, video_id)`` is a test hook called at ``"published"`` (shards in place, ledger line not
     yet written) and ``"recorded"`` (ledger line written); raising there simulates a crash.
@@ -119,8 +128,7 @@ def mine(
     out = _out_location(out_dir)
     storage.configure(recipe.storage.options)
     t0 = time.perf_counter()
-    found, todo, ledger = plan(recipe, videos, out, retry_failed)
-    ids = [v for v, _ in found]
+    ids, todo, ledger = plan(recipe, videos, out, retry_failed)
     if not todo:
         ledger.compact()
         rebuild_manifest(out, ledger)

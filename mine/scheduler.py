@@ -17,20 +17,13 @@ from typing import Any
 from maskahand import storage
 from maskahand.config import MineRecipe
 from maskahand.mine.ledger import Ledger, VideoRecord, discard_video, publish_video
+from maskahand.mine.sources import VideoTask
 
 log = logging.getLogger(__name__)
 
 
 class MineError(RuntimeError):
     """A mining run cannot start (no videos, an output mined with another config, ...)."""
-
-
-@dataclass
-class VideoTask:
-    video_id: str
-    path: str
-    stem: str
-    fingerprint: dict[str, int]
 
 
 @dataclass
@@ -229,7 +222,7 @@ class _Scheduler:
         slot.started = time.perf_counter()
         slot.decoding = slot.eof = slot.finishing = False
         slot.batches = slot.applied = slot.frames = slot.clips = 0
-        ref = slot.miner.start.remote(task.video_id, task.path, task.stem, self.detector_info)
+        ref = slot.miner.start.remote(task.video_id, task.path, task.stem, self.detector_info, task)
         self.refs[ref] = ("start", i, slot.gen, None)
 
     def release(self, i: int) -> None:
@@ -299,7 +292,7 @@ class _Scheduler:
             reason,
             frames=slot.frames,
             seconds=seconds,
-            fingerprint=task.fingerprint,
+            fingerprint=task.fingerprint or {},
         )
         self.ledger.append(rec)
         log.warning("%s: failed: %s", task.video_id, reason)
@@ -395,6 +388,8 @@ class _Scheduler:
         task = slot.task
         assert task is not None
         if kind == "start":
+            if value.get("fingerprint") is not None:  # a URL or tar member: taken when the miner opened it
+                task.fingerprint = value["fingerprint"]
             slot.duration = float(value["duration"])
             slot.node_id = str(value.get("node", {}).get("node_id", ""))
             self.pump(i)
@@ -511,7 +506,7 @@ def _record_finished(
             seconds=seconds,
             duration=result["duration"],
             shards=shards,
-            fingerprint=task.fingerprint,
+            fingerprint=task.fingerprint or {},
             node=result.get("node", {}),
         )
     )

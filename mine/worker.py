@@ -61,27 +61,47 @@ class VideoMiner:
         self.writer: Any = None
         self.video_id = ""
         self.stem = ""
-        self.pending: dict[int, tuple[np.ndarray, list[int], list[float]]] = {}
+        # batch number -> stored frames, source indices, pts, span of each frame (manifest spans; else 0)
+        self.pending: dict[int, tuple[np.ndarray, list[int], list[float], list[int]]] = {}
         self.detections: dict[int, list[list[dict]]] = {}
         self.next_batch_no = 0
         self.next_apply = 0
         self.frames = 0
         self.rows: list[dict[str, Any]] = []
         self.selector: StreamingClipSelector | None = None
+        self.source: Any = None  # the StreamSource of a URL / tar member (one open for every pass)
+        self.spans: tuple[tuple[float, float], ...] | None = None
+        self.span_now = 0  # the span (manifest clips column) the selector is working in
+        self.segment_first = 0  # position of the current span's first frame among the video's frames
+        self.longest_segment = 0  # frames of the longest span mined so far (short-video verdict)
+        self.source_meta: dict[str, Any] | None = None
 
     # -- one video ---------------------------------------------------------------------------------
 
-    def start(self, video_id: str, path: str, stem: str, detector: dict[str, str]) -> dict[str, Any]:
+    def start(
+        self, video_id: str, path: str, stem: str, detector: dict[str, str], task: Any = None
+    ) -> dict[str, Any]:
+        """Open the video (``task``: a :class:`~maskahand.mine.sources.VideoTask` naming a URL, a tar
+        member, spans or metadata; None: ``path`` is a local file or frame folder)."""
         from maskahand.shards.writer import ShardWriter
         from maskahand.video import open_video
+        from maskahand.video.source import StreamSource, needs_stream
 
         self.abort()
         self.video_id, self.path, self.stem, self.detector = video_id, path, stem, detector
-        self.reader = open_video(path, self.video_cfg)
+        if task is not None and task.problem is not None:
+            raise task.problem
+        target: Any = task.source if task is not None else path
+        if needs_stream(target):  # a listed object's version is known: no request to ask it again
+            known = task.fingerprint if task is not None else None
+            self.source = target = StreamSource(target, known=known)
+        self.reader = open_video(target, self.video_cfg)
         info = self.reader.info
         self.sizes = frame_sizes(self.recipe.detector, self.recipe.mine, int(info.width), int(info.height))
         if self.sizes.decode_max_side is not None:
-            self.reader = open_video(path, mining_video_config(self.recipe, self.sizes.decode_max_side))
+            self.reader = open_video(target, mining_video_config(self.recipe, self.sizes.decode_max_side))
+        self.spans = task.spans if task is not None else None
+        self.source_meta = _source_meta(task, self.source)
         self.info = {
             "width": int(info.width),
             "height": int(info.height),
@@ -91,13 +111,14 @@ class VideoMiner:
         }
         self._batches = iter(self.reader.batches(self.recipe.detector.batch_size))
         self.selector = StreamingClipSelector(self.recipe.mine)
+        fingerprint = self.source.fingerprint() if self.source is not None else None
         staging = self.staging_root / stem
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
         self.writer = ShardWriter(staging, stem, self.recipe.shards, kind="clip")
         self.frames_log = open(staging / frames_log_name(stem), "w", encoding="utf-8")  # noqa: SIM115
-        return {**self.info, "node": node_record()}
+        return {**self.info, "node": node_record(), "fingerprint": fingerprint}
 
     def next_batch(self) -> tuple[dict[str, Any], np.ndarray | None]:
         """Decode the next batch: (``{eof, batch, indices}``, frames uint8 (B,3,H,W) or None at the end).
@@ -106,7 +127,7 @@ class VideoMiner:
         """
         from maskahand.video.sampling import resize_uint8
 
-        batch = next(self._batches, None)
+        batch, spans_of = self._next_frames()
         if batch is None:
             return {"eof": True, "batch": self.next_batch_no, "indices": []}, None
         decoded = batch.frames
@@ -115,25 +136,28 @@ class VideoMiner:
         indices = [int(i) for i in batch.indices]
         no = self.next_batch_no
         self.next_batch_no += 1
-        self.pending[no] = (stored, indices, [float(p) for p in batch.pts])
+        self.pending[no] = (stored, indices, [float(p) for p in batch.pts], spans_of)
         return {"eof": False, "batch": no, "indices": indices}, for_detector
 
     def add_detections(self, batch_no: int, detections: list[list[dict]]) -> dict[str, int]:
         """Take one batch's detections; apply the rule to every batch now complete, in order."""
         self.detections[batch_no] = detections
         while self.next_apply in self.detections:
-            frames, indices, pts = self.pending.pop(self.next_apply)
+            frames, indices, pts, spans_of = self.pending.pop(self.next_apply)
             dets = self.detections.pop(self.next_apply)
             if len(dets) != len(indices):
                 raise RuntimeError(f"{self.video_id}: {len(dets)} detections for {len(indices)} frames")
             assert self.selector is not None, "start() first"
-            for image, index, t, raw_hands in zip(frames, indices, pts, dets):
+            for image, index, t, raw_hands, span in zip(frames, indices, pts, dets, spans_of):
+                if span != self.span_now:  # no clip crosses a span's edge: close the last one's clips
+                    self._end_segment()
+                    self.span_now = span
                 hands = [_clean_hand(h, self.sizes) for h in raw_hands]
                 hit = frame_interacts(hands, self.recipe.mine)
                 record = {"pos": self.frames, "index": index, "pts": t, "hands": hands, "interacting": hit}
                 self.frames_log.write(json.dumps(record) + "\n")
-                for span, items in self.selector.push((image, index, t, hands), hit):
-                    self._write_clip(span, items)
+                for window, items in self.selector.push((image, index, t, hands), hit):
+                    self._write_clip(window, items)
                 self.frames += 1
             self.next_apply += 1
         return {"frames": self.frames, "clips": len(self.rows)}
@@ -142,12 +166,11 @@ class VideoMiner:
         """Write the tail/short clip, close the shards; returns manifest rows and counts."""
         if self.pending:
             raise RuntimeError(f"{self.video_id}: finish() with {len(self.pending)} batches not detected")
-        windows_possible = self.frames >= self.recipe.mine.clip_length or (
-            self.recipe.mine.short_video == "keep" and self.frames >= self.recipe.mine.min_frames
+        self._end_segment()
+        longest = self.longest_segment
+        windows_possible = longest >= self.recipe.mine.clip_length or (
+            self.recipe.mine.short_video == "keep" and longest >= self.recipe.mine.min_frames
         )
-        assert self.selector is not None, "start() first"
-        for span, items in self.selector.finish():
-            self._write_clip(span, items)
         infos = self.writer.close()
         self.frames_log.close()
         shard_of = {key: info.path.name for info in infos for key in info.keys}
@@ -183,8 +206,45 @@ class VideoMiner:
         self._close_reader()
         self._reset()
 
+    def _next_frames(self) -> tuple[Any, list[int]]:
+        """The next decoded batch and the span of each frame, frames outside every span dropped (not
+        detected); decoding stops after the last span. Without spans: the batch as decoded, span 0."""
+        while True:
+            batch = next(self._batches, None)
+            if batch is None or self.spans is None:
+                return batch, [0] * (len(batch) if batch is not None else 0)
+            keep, spans_of = [], []
+            for i, t in enumerate(batch.pts):
+                span = next((k for k, (a, b) in enumerate(self.spans) if a <= t < b), -1)
+                if span >= 0:
+                    keep.append(i)
+                    spans_of.append(span)
+            if keep:
+                batch.frames, batch.indices = batch.frames[keep], [batch.indices[i] for i in keep]
+                batch.pts = [batch.pts[i] for i in keep]
+                return batch, spans_of
+            if batch.pts and batch.pts[-1] >= self.spans[-1][1]:
+                self._close_reader()
+                self._batches = iter(())
+                return None, []
+
+    def _end_segment(self) -> None:
+        """Write the current span's tail/short clip; the next frame starts a new span and selector."""
+        assert self.selector is not None, "start() first"
+        for window, items in self.selector.finish():
+            self._write_clip(window, items)
+        self.longest_segment = max(self.longest_segment, self.selector.count)
+        self.selector = StreamingClipSelector(self.recipe.mine)
+        self.segment_first = self.frames
+
     def _too_short_reason(self) -> str:
         m = self.recipe.mine
+        if self.spans is not None:
+            return (
+                f"the longest of {len(self.spans)} span(s) has {self.longest_segment} sampled frames: shorter "
+                f"than one clip ({m.clip_length})"
+                + (f" and than mine.min_frames ({m.min_frames})" if m.short_video == "keep" else "")
+            )
         if m.short_video == "drop":
             return f"{self.frames} sampled frames: shorter than one clip ({m.clip_length}); mine.short_video=drop"
         return (
@@ -194,8 +254,11 @@ class VideoMiner:
     def _close_reader(self) -> None:
         # Closing the batch generator now runs the decoder's cleanup (its container is closed) instead
         # of leaving it to garbage collection.
-        if self._batches is not None:
+        if self._batches is not None and hasattr(self._batches, "close"):
             self._batches.close()
+        if self.source is not None:
+            self.source.close()
+            self.source = None
 
     # -- clips -------------------------------------------------------------------------------------
 
@@ -225,13 +288,15 @@ class VideoMiner:
             "rule": self.rule,
             "detector": dict(self.detector),
         }
+        if self.source_meta is not None:  # what the manifest row or the tar's KEY.json says about the video
+            meta["source"] = self.source_meta
         self.writer.write(ClipSample(key=key, frames=frames, meta=meta))
         self.rows.append(
             {
                 "key": key,
                 "video_id": self.video_id,
-                "start": span.start,
-                "stop": span.stop,
+                "start": self.segment_first + span.start,  # positions among the video's sampled frames
+                "stop": self.segment_first + span.stop,
                 "num_frames": span.length,
                 "first_frame": indices[0],
                 "last_frame": indices[-1],
@@ -243,8 +308,38 @@ class VideoMiner:
                 ],
                 "width": width,
                 "height": height,
+                **({"source": self.source_meta} if self.source_meta is not None else {}),
             }
         )
+
+
+def _source_meta(task: Any, source: Any) -> dict[str, Any] | None:
+    """What the input says about a video, for its clips: the manifest row's key and other columns, or
+    a tar member's key, tar and ``KEY.json``. None for plain files (their clips stay as before)."""
+    from maskahand.video.source import VideoInput
+
+    if task is None:
+        return None
+    meta: dict[str, Any] = {}
+    if task.metadata:
+        names, (key, *values) = task.metadata
+        meta.update(zip(names, values))
+        if key:
+            meta["key"] = key
+    if task.spans:
+        meta["clips"] = [list(span) for span in task.spans]
+    if isinstance(task.source, VideoInput) and task.source.member:
+        member = task.source.member
+        meta.update(key=member.rsplit("/", 1)[-1].split(".", 1)[0], tar=task.source.name.rsplit("#", 1)[0])
+        meta["member"] = member
+        raw = source.read_meta() if source is not None else b""
+        if raw:
+            try:
+                meta["json"] = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                meta["json_error"] = f"{member.rsplit('.', 1)[0]}.json is not JSON ({e})"
+    # values as JSON will hold them (a Parquet timestamp becomes its text)
+    return json.loads(json.dumps(meta, default=str)) if meta else None
 
 
 def _clean_hand(h: dict[str, Any], sizes: FrameSizes) -> dict[str, Any]:

@@ -31,7 +31,11 @@ OWN_RAY = ["ray.num_cpus=2", f"ray.object_store_memory={150 * 2**20}"]  # runtim
 
 def mid_video(out: Path, frames: dict[str, int]) -> bool:
     """Has a video written clips (a .tar.partial) with about half of its frames still to come?"""
-    for partial in out.glob(".staging/*/*.tar.partial"):
+    try:  # a video's staging folder goes when it is published: glob may meet it half-removed
+        partials = list(out.glob(".staging/*/*.tar.partial"))
+    except FileNotFoundError:
+        return False
+    for partial in partials:
         stem = partial.parent.name
         with contextlib.suppress(FileNotFoundError):  # published meanwhile
             done = (partial.parent / f"{stem}.frames.jsonl").read_bytes().count(b"\n")

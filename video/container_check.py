@@ -30,16 +30,22 @@ def truncation_problem(path: Path) -> str | None:
     """Why the container at ``path`` looks cut short, or None when its declared sizes fit the file."""
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(16)
-        family = container_family(head)
-        if family == "mp4":
-            return _mp4_problem(f, size)
-        if family == "matroska":
-            return _matroska_problem(f, size)
-        if family == "avi":
-            declared = int.from_bytes(head[4:8], "little") + 8
-            if declared > size:
-                return f"RIFF header declares {declared} bytes but the file has {size}"
+        return stream_truncation_problem(f, size)
+
+
+def stream_truncation_problem(f: BinaryIO, size: int) -> str | None:
+    """:func:`truncation_problem` of a seekable file object of ``size`` bytes (an object, a tar member)."""
+    f.seek(0)
+    head = f.read(16)
+    family = container_family(head)
+    if family == "mp4":
+        return _mp4_problem(f, size)
+    if family == "matroska":
+        return _matroska_problem(f, size)
+    if family == "avi":
+        declared = int.from_bytes(head[4:8], "little") + 8
+        if declared > size:
+            return f"RIFF header declares {declared} bytes but the file has {size}"
     return None
 
 

@@ -11,7 +11,8 @@ class VideoError(Exception):
     kind = "unreadable video"
 
     def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
+        # a URL or ``TAR#MEMBER`` stays a string (Path would fold ``s3://`` into ``s3:/``)
+        self.path: Path | str = path if isinstance(path, str) and "://" in path else Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {self.kind}: {reason}")
 

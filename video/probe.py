@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import logging
 from pathlib import Path
+from typing import Union
 
 import av
 
 from maskahand.config import VideoConfig
-from maskahand.video.container_check import truncation_problem
+from maskahand.video.container_check import stream_truncation_problem, truncation_problem
 from maskahand.video.errors import (
     EmptyVideoError,
     NoDecodableFramesError,
@@ -21,6 +22,10 @@ from maskahand.video.errors import (
 )
 from maskahand.video.records import VideoInfo
 from maskahand.video.sampling import output_size
+from maskahand.video.source import StreamSource
+
+#: A video a decoder can open: a local path, or a :class:`StreamSource` (a URL, a tar member).
+Openable = Union[Path, StreamSource]
 
 logger = logging.getLogger("maskahand.video")
 
@@ -47,14 +52,37 @@ def check_file(path: Path) -> None:
         raise TruncatedVideoError(path, problem)
 
 
-def open_container(path: Path) -> av.container.InputContainer:
+def check_stream(source: StreamSource) -> None:
+    """:func:`check_file` for a streamed video: storage errors (missing object, permission, unreachable)
+    are raised typed by the first open; then size and the container's declared sizes."""
+    if source.size == 0:
+        raise EmptyVideoError(str(source), "the object has 0 bytes")
+    with source.open() as f:
+        problem = stream_truncation_problem(f, source.size)  # type: ignore[arg-type]
+    if problem is not None:
+        raise TruncatedVideoError(str(source), problem)
+
+
+def open_container(path: Openable) -> av.container.InputContainer:
     """``av.open`` with its failures mapped to typed errors naming ``path``."""
+    if isinstance(path, StreamSource):
+        try:
+            container = av.open(path.open(), "r", metadata_errors="ignore")
+        except av.FFmpegError as e:
+            raise NotAVideoError(
+                str(path), f"FFmpeg cannot read a container in it ({e.strerror or e})"
+            ) from e
+        return _check_streams(str(path), container)
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
         if e.errno == errno.ENOENT:
             raise VideoNotFoundError(path, "no such file") from e
         raise NotAVideoError(path, f"FFmpeg cannot read a container in it ({e.strerror or e})") from e
+    return _check_streams(path, container)
+
+
+def _check_streams(path: Path | str, container: av.container.InputContainer) -> av.container.InputContainer:
     fmt = container.format.name
     if fmt in STILL_IMAGE_FORMATS or fmt.endswith("_pipe"):
         container.close()
@@ -89,9 +117,12 @@ def _estimate_playable_frames(declared: int, duration: float, fps: float) -> int
     return from_duration
 
 
-def probe_file(path: Path, cfg: VideoConfig) -> VideoInfo:
+def probe_file(path: Openable, cfg: VideoConfig) -> VideoInfo:
     """Validate ``path`` (decoding up to its first frame) and describe it."""
-    check_file(path)
+    if isinstance(path, StreamSource):
+        check_stream(path)
+    else:
+        check_file(path)
     with open_container(path) as container:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
@@ -101,7 +132,7 @@ def probe_file(path: Path, cfg: VideoConfig) -> VideoInfo:
         width, height = (first.height, first.width) if rotation % 180 else (first.width, first.height)
         frame_width, frame_height = output_size(width, height, cfg.max_side)
         return VideoInfo(
-            path=path,
+            path=str(path) if isinstance(path, StreamSource) else path,
             kind="file",
             width=width,
             height=height,
@@ -115,7 +146,7 @@ def probe_file(path: Path, cfg: VideoConfig) -> VideoInfo:
         )
 
 
-def _display_rotation(path: Path, frame: av.VideoFrame) -> int:
+def _display_rotation(path: Openable, frame: av.VideoFrame) -> int:
     """The display matrix's counter-clockwise rotation in quarter turns' degrees (0, 90, 180, 270)."""
     degrees = frame.rotation or 0
     if degrees % 90:
@@ -125,7 +156,7 @@ def _display_rotation(path: Path, frame: av.VideoFrame) -> int:
 
 
 def _first_frame(
-    path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream
+    path: Openable, container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> av.VideoFrame:
     packets = 0
     last_error: av.FFmpegError | None = None
@@ -139,7 +170,12 @@ def _first_frame(
                 last_error = e
     except av.FFmpegError as e:
         raise TruncatedVideoError(
-            path, f"demuxing stopped after {packets} packets ({e.strerror or e})"
+            error_name(path), f"demuxing stopped after {packets} packets ({e.strerror or e})"
         ) from e
     detail = f"; last decoder error: {last_error.strerror or last_error}" if last_error else ""
-    raise NoDecodableFramesError(path, f"0 frames decoded from {packets} packets{detail}")
+    raise NoDecodableFramesError(error_name(path), f"0 frames decoded from {packets} packets{detail}")
+
+
+def error_name(path: Openable) -> Path | str:
+    """What an error names: the local path, or the URL / ``TAR#MEMBER``."""
+    return str(path) if isinstance(path, StreamSource) else path

@@ -12,7 +12,7 @@ import torch
 
 from maskahand.config import VideoConfig
 from maskahand.video.errors import NoDecodableFramesError, TruncatedVideoError
-from maskahand.video.probe import open_container
+from maskahand.video.probe import Openable, error_name, open_container
 from maskahand.video.records import DecodeStats, Frame, VideoInfo
 from maskahand.video.sampling import FpsSampler
 
@@ -20,7 +20,7 @@ logger = logging.getLogger("maskahand.video")
 
 
 def pyav_frames(
-    path: Path, info: VideoInfo, cfg: VideoConfig, stats: DecodeStats, skip_through: int = -1
+    path: Openable, info: VideoInfo, cfg: VideoConfig, stats: DecodeStats, skip_through: int = -1
 ) -> Iterator[Frame]:
     """Decode ``path`` sequentially and yield the frames the fps rule keeps.
 
@@ -49,7 +49,8 @@ def pyav_frames(
                 break
             except av.FFmpegError as e:
                 raise TruncatedVideoError(
-                    path, f"demuxing stopped after {stats.packets_read} packets ({e.strerror or e})"
+                    error_name(path),
+                    f"demuxing stopped after {stats.packets_read} packets ({e.strerror or e})",
                 ) from e
             stats.packets_read += packet.size > 0  # the last, empty packet only flushes the decoder
             try:
@@ -75,7 +76,9 @@ def pyav_frames(
                 yield Frame(image=image, index=index, pts=pts)
     if stats.frames_decoded == 0:
         detail = f"; last decoder error: {last_error.strerror or last_error}" if last_error else ""
-        raise NoDecodableFramesError(path, f"0 frames decoded from {stats.packets_read} packets{detail}")
+        raise NoDecodableFramesError(
+            error_name(path), f"0 frames decoded from {stats.packets_read} packets{detail}"
+        )
     if stats.decode_errors:
         logger.warning(
             "%s: %d of %d packets failed to decode and were skipped (last error: %s)",

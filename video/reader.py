@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 from maskahand.config import VideoConfig
+from maskahand.storage import local_path
 from maskahand.video.records import DecodeStats, Frame, FrameBatch, VideoInfo
+from maskahand.video.source import StreamSource, VideoInput, needs_stream
 
 
 class VideoReader:
@@ -57,14 +59,23 @@ def _stack(frames: list[Frame]) -> FrameBatch:
     )
 
 
-def open_video(path: str | Path, cfg: VideoConfig | None = None) -> VideoReader:
-    """Validate a video file or EPIC frame folder and return a streaming reader.
+def open_video(path: str | Path | VideoInput | StreamSource, cfg: VideoConfig | None = None) -> VideoReader:
+    """Validate a video file, EPIC frame folder, URL or tar member and return a streaming reader.
 
-    Raises a :class:`~maskahand.video.errors.VideoError` subclass naming ``path`` when it cannot be read.
+    A URL (``s3://``, ``gs://``, ``http(s)://``) or a :class:`~maskahand.video.source.VideoInput` tar
+    member is streamed into PyAV through a file object (never copied whole to disk); pass the same
+    :class:`~maskahand.video.source.StreamSource` again to reopen it without a new request.
+    Raises a :class:`~maskahand.video.errors.VideoError` subclass naming ``path`` when it cannot be read,
+    or a :class:`~maskahand.storage.StorageError` when the object cannot be fetched.
     """
     cfg = cfg or VideoConfig()
     cfg.validate()
-    path = Path(path)
+    if isinstance(path, StreamSource) or needs_stream(path):
+        source = path if isinstance(path, StreamSource) else StreamSource(path)  # type: ignore[arg-type]
+        return _stream_reader(source, cfg)
+    if isinstance(path, VideoInput):
+        path = path.url
+    path = local_path(path)
     if path.is_dir():
         from maskahand.video.folder import folder_frames, probe_folder
 
@@ -81,3 +92,12 @@ def open_video(path: str | Path, cfg: VideoConfig | None = None) -> VideoReader:
     from maskahand.video.pyav_backend import pyav_frames
 
     return VideoReader(info, cfg, lambda stats: pyav_frames(path, info, cfg, stats))
+
+
+def _stream_reader(source: StreamSource, cfg: VideoConfig) -> VideoReader:
+    """PyAV over a file object (decord needs a path: streamed videos always use PyAV)."""
+    from maskahand.video.probe import probe_file
+    from maskahand.video.pyav_backend import pyav_frames
+
+    info = probe_file(source, cfg)
+    return VideoReader(info, cfg, lambda stats: pyav_frames(source, info, cfg, stats))

@@ -21,7 +21,7 @@ class VideoInfo:
     holding every k-th frame: ``folder_fps / k``).
     """
 
-    path: Path
+    path: Path | str  # a local path, or a URL / ``TAR#MEMBER`` name for a streamed video
     kind: Literal["file", "frames"]
     width: int
     height: int

@@ -1,0 +1,289 @@
+"""Collections at scale: streaming a big manifest, and what each video costs beyond its frames.
+
+    python -m benchmarks.collection [--rows 1000000] [--videos 2000] [--frames 10] \\
+        [--out outputs/bench-collection/results.json]
+
+1. Manifest: a generated ``--rows``-row Parquet manifest (url, key, caption; row groups of 64k rows).
+   ``manifest_read_s``: time to stream every row (:func:`maskahand.mine.sources.read_manifest_rows`);
+   ``manifest_tasks_s``/``manifest_tasks_rss_mb``: time and resident memory added by turning all rows
+   into mining tasks (what ``mine`` holds while it runs), and the peak RSS of this process.
+2. Per-video overhead: ``--videos`` very short real H.264 videos (``--frames`` frames at 5 fps, made once
+   with PyAV and cached) mined end to end vs ONE video with the same total frames, same detector
+   (default ``precomputed`` with no detections: the cost measured is everything but detection). Both
+   from local files and from an S3 server (moto, started here on 127.0.0.1), after one untimed warm-up
+   run. Each figure is one run: on a shared machine, compare runs made at the same time. Per-video overhead =
+   (time for the many - time for the one) / videos; the goal compares it with a ``--frames``-frame
+   video's own cost (its share of the single-video run).
+3. ``EXTRA_MEASUREMENTS``: functions ``(args, workdir) -> dict`` whose keys join the results (the resume
+   benchmark of the ledger registers there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def measure_resume(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``mine``'s start-up and resume over a ledger of ``--resume-videos`` finished videos
+    (:mod:`benchmarks.collection_resume`; its generated inputs are kept under ``--cache``)."""
+    from benchmarks.collection_resume import bench_resume
+
+    if args.resume_videos <= 0:
+        return {}
+    return bench_resume(Path(args.cache) / "resume", args.resume_videos, args.resume_s3_videos)
+
+
+#: More measurements, each ``fn(args, workdir) -> {key: value}``, run after the ones here.
+EXTRA_MEASUREMENTS: list[Callable[[argparse.Namespace, Path], dict[str, Any]]] = [measure_resume]
+
+FPS = 5
+SIZE = (160, 120)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- 1. manifest ----------------------------------------------------------------------------------------
+
+
+def write_manifest(path: Path, rows: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
+        return
+    schema = pa.schema([("url", pa.string()), ("key", pa.string()), ("caption", pa.string())])
+    tmp = path.with_suffix(".partial")
+    with pq.ParquetWriter(tmp, schema) as w:
+        for start in range(0, rows, 65536):
+            ids = range(start, min(rows, start + 65536))
+            w.write_table(
+                pa.table(
+                    {
+                        "url": [f"s3://collection/videos/{i // 10000:03d}/{i:09d}.mp4" for i in ids],
+                        "key": [f"{i:09d}" for i in ids],
+                        "caption": [f"someone does thing number {i}" for i in ids],
+                    },
+                    schema=schema,
+                )
+            )
+    tmp.replace(path)
+
+
+def measure_manifest(rows: int, cache: Path) -> dict[str, Any]:
+    from maskahand.mine.sources import discover_inputs, read_manifest_rows
+
+    path = cache / f"manifest-{rows}.parquet"
+    write_manifest(path, rows)
+    t0 = time.perf_counter()
+    n = sum(1 for _ in read_manifest_rows(str(path)))
+    read_s = time.perf_counter() - t0
+    read_peak = peak_rss_mb()  # streamed: batch by batch, the file is never held whole
+    before = rss_mb()
+    t0 = time.perf_counter()
+    tasks = discover_inputs(str(path))
+    tasks_s = time.perf_counter() - t0
+    after = rss_mb()
+    assert len(tasks) == rows == n
+    del tasks
+    return {
+        "manifest_rows": n,
+        "manifest_bytes": path.stat().st_size,
+        "manifest_read_s": round(read_s, 3),
+        "manifest_rows_per_s": round(n / read_s),
+        "manifest_read_peak_rss_mb": round(read_peak, 1),
+        "manifest_tasks_s": round(tasks_s, 3),
+        "manifest_tasks_rss_mb": round(after - before, 1),
+        "manifest_tasks_bytes_per_row": round((after - before) * 2**20 / rows, 1),
+        "manifest_peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+# --- 2. per-video overhead ------------------------------------------------------------------------------
+
+
+def encode_video(path: Path, frames: int, seed: int) -> None:
+    """A real H.264 video of moving gradients (``frames`` frames at 5 fps)."""
+    import av
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.partial.mp4")
+    w, h = SIZE
+    yy, xx = np.mgrid[0:h, 0:w]
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for i in range(frames):
+            t = seed * 7 + i
+            img = np.stack([(xx + 3 * t) % 256, (yy + 5 * t) % 256, (xx + yy + t) % 256], -1).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    tmp.replace(path)
+
+
+def make_videos(cache: Path, videos: int, frames: int) -> tuple[list[Path], Path]:
+    from tqdm import tqdm
+
+    many = cache / f"short-{frames}f"
+    many.mkdir(parents=True, exist_ok=True)
+    missing = [i for i in range(videos) if not (many / f"{i:05d}.mp4").exists()]
+    for i in tqdm(missing, desc="encode short videos", unit="video", disable=not missing):
+        encode_video(many / f"{i:05d}.mp4", frames, i)
+    one = cache / f"long-{videos * frames}f"
+    one.mkdir(exist_ok=True)
+    if not (one / "long.mp4").exists():
+        encode_video(one / "long.mp4", videos * frames, 0)
+    return [many / f"{i:05d}.mp4" for i in range(videos)], one
+
+
+def mining_seconds(videos: str, detections: Path, out: Path, detector: str) -> tuple[float, dict[str, Any]]:
+    from maskahand.config import MineRecipe
+    from maskahand.configbase import apply_overrides
+    from maskahand.mine.pipeline import mine
+
+    overrides = [f"detector.backend={detector}", "mine.frame_max_side=160"]
+    if detector == "precomputed":
+        overrides += [f"detector.precomputed.path={detections}", "detector.precomputed.on_missing=empty"]
+    recipe = apply_overrides(MineRecipe(), overrides)
+    t0 = time.perf_counter()
+    summary = mine(recipe, videos, out, progress=True)
+    seconds = time.perf_counter() - t0
+    if summary["videos_failed"]:
+        raise RuntimeError(f"{summary['videos_failed']} videos failed: {list(summary['failed'].items())[:3]}")
+    return seconds, summary
+
+
+def overhead(many_s: float, one_s: float, videos: int) -> dict[str, float]:
+    per_video_ms = (many_s - one_s) / videos * 1000
+    own_ms = one_s / videos * 1000  # a short video's share of the single-video run: its frames' cost
+    return {"per_video_overhead_ms": per_video_ms, "video_cost_ms": own_ms, "ratio": per_video_ms / own_ms}
+
+
+def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[str, Any]:
+    from maskahand import storage
+    from maskahand.rayutil import init_ray
+
+    many, one = make_videos(cache, args.videos, args.frames)
+    detections = cache / "no-detections.jsonl"
+    detections.write_text(
+        json.dumps({"video": "none", "frame": 1, "width": 1, "height": 1, "hands": []}) + "\n"
+    )
+    init_ray()  # started once, outside every timing
+    warm = work / "warm.txt"  # first-use costs (worker imports, detector files) paid before any timing
+    warm.write_text("".join(f"{p.resolve()}\n" for p in many[:4]))
+    mining_seconds(str(warm), detections, work / "warm-up", args.detector)
+    out: dict[str, Any] = {"videos": args.videos, "frames_per_video": args.frames, "detector": args.detector}
+    listing = work / "many.txt"  # the first --videos of the cache (it may hold more)
+    listing.write_text("".join(f"{p.resolve()}\n" for p in many))
+    many_s, summary = mining_seconds(str(listing), detections, work / "local-many", args.detector)
+    one_s, _ = mining_seconds(str(one), detections, work / "local-one", args.detector)
+    local = overhead(many_s, one_s, args.videos)
+    out.update(
+        local_many_s=round(many_s, 2),
+        local_one_s=round(one_s, 2),
+        frames_mined=summary["frames"],
+        per_video_overhead_ms_local=round(local["per_video_overhead_ms"], 2),
+        video_cost_ms_local=round(local["video_cost_ms"], 2),
+        overhead_ratio_local=round(local["ratio"], 3),
+    )
+
+    server, endpoint = start_s3()
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench-collection")
+        t0 = time.perf_counter()
+        for p in many:
+            storage.upload_file(p, f"s3://bench-collection/many/{p.name}")
+        storage.upload_file(one / "long.mp4", "s3://bench-collection/one/long.mp4")
+        out["s3_upload_s"] = round(time.perf_counter() - t0, 2)
+        many_s3, _ = mining_seconds(
+            "s3://bench-collection/many/", detections, work / "s3-many", args.detector
+        )
+        one_s3, _ = mining_seconds("s3://bench-collection/one/", detections, work / "s3-one", args.detector)
+    finally:
+        server.stop()
+    s3 = overhead(many_s3, one_s3, args.videos)
+    out.update(
+        s3_many_s=round(many_s3, 2),
+        s3_one_s=round(one_s3, 2),
+        per_video_overhead_ms_s3=round(s3["per_video_overhead_ms"], 2),
+        video_cost_ms_s3=round(s3["video_cost_ms"], 2),
+        overhead_ratio_s3=round(s3["ratio"], 3),
+    )
+    out["overhead_goal"] = "per-video overhead <= 10% of a short video's own cost (ratio <= 0.1)"
+    return out
+
+
+def start_s3() -> tuple[Any, str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+    )
+    return server, endpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000, help="manifest rows (default 1,000,000)")
+    p.add_argument("--videos", type=int, default=2000, help="short videos (default 2000)")
+    p.add_argument("--frames", type=int, default=10, help="frames per short video (default 10)")
+    p.add_argument("--detector", default="precomputed", choices=["precomputed", "mediapipe"])
+    p.add_argument("--cache", default="outputs/bench-collection/cache", help="generated inputs, kept")
+    p.add_argument("--out", default="outputs/bench-collection/results.json")
+    p.add_argument("--skip-overhead", action="store_true", help="only the manifest measurements")
+    p.add_argument(
+        "--resume-videos", type=int, default=1_000_000, help="finished videos in the resume ledger (0: skip)"
+    )
+    p.add_argument("--resume-s3-videos", type=int, default=2000, help="the same on the S3 server (0: skip)")
+    args = p.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"cpus": os.cpu_count()}
+    results.update(measure_manifest(args.rows, cache))
+    print(json.dumps(results, indent=1), flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-collection-") as tmp:
+        work = Path(tmp)
+        if not args.skip_overhead:
+            results.update(measure_overhead(args, cache, work))
+        for fn in EXTRA_MEASUREMENTS:
+            results.update(fn(args, work))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
