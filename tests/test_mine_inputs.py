@@ -22,7 +22,6 @@ import pytest
 from maskahand import storage
 from maskahand.config import MineRecipe
 from maskahand.configbase import apply_overrides
-from maskahand.fsutil import read_jsonl
 
 SMALL = ["detector.backend=mediapipe", "mine.frame_max_side=256"]  # as conftest's mined_clip_shards
 # 10 sampled frames (a short clip of its own), and 37 (one full clip and an end-aligned tail clip)
@@ -39,11 +38,16 @@ def run_mine(videos: str, out: str | Path, *overrides: str) -> dict[str, Any]:
     return mine(apply_overrides(MineRecipe(), [*SMALL, *overrides]), videos, out, progress=False)
 
 
-# --- what a run produced, read back wherever --out is (a local folder now; a URL once outputs are) ----
+# --- what a run produced, read back wherever --out is (a local folder or a bucket) ----------------------
+
+
+def jsonl_at(path: str) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file or object."""
+    return [json.loads(line) for line in storage.read_bytes(path).splitlines() if line.strip()]
 
 
 def ledger_of(out: str | Path) -> dict[str, dict]:
-    return {r["video_id"]: r for r in read_jsonl(Path(storage.join(str(out), "ledger.jsonl")))}
+    return {r["video_id"]: r for r in jsonl_at(storage.join(str(out), "ledger.jsonl"))}
 
 
 def clips_by_video(out: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -77,10 +81,10 @@ def assert_same_clips(got: list[dict], want: list[dict], *, same_keys: bool = Tr
         assert [c["key"] for c in got] == [c["key"] for c in want]
 
 
-def frames_log(out: Path, video_id: str) -> list[dict]:
+def frames_log(out: str | Path, video_id: str) -> list[dict]:
     from maskahand.mine.ledger import video_stem
 
-    return list(read_jsonl(out / "parts" / f"{video_stem(video_id)}.frames.jsonl"))
+    return jsonl_at(storage.join(str(out), "parts", f"{video_stem(video_id)}.frames.jsonl"))
 
 
 # --- servers and inputs ---------------------------------------------------------------------------------
@@ -166,7 +170,7 @@ def test_s3_prefix_gives_the_local_clips(local_reference, shared_data, s3_bucket
     ref_out, ref = local_reference
     prefix = storage.join(s3_bucket, "collection", "videos")
     upload_videos(shared_data, prefix)
-    out = tmp_path / "out"
+    out = storage.join(s3_bucket, "clips")  # the output on the bucket as well: no local folder involved
     summary = run_mine(prefix + "/", out)
     assert summary["videos_ok"] == len(VIDEOS), summary["failed"]
     got = clips_by_video(out)
@@ -228,7 +232,7 @@ def test_parquet_manifest_spans_columns_and_bad_rows(
     pq.write_table(pa.Table.from_pylist(rows), local, row_group_size=2)
     manifest = storage.join(prefix, "manifest.parquet")
     storage.upload_file(local, manifest)
-    out = tmp_path / "out"
+    out = storage.join(s3_bucket, "clips")
     summary = run_mine(manifest, out)
     ledger = ledger_of(out)
     assert {v: r["status"] for v, r in ledger.items()} == {
@@ -267,7 +271,9 @@ def test_parquet_manifest_spans_columns_and_bad_rows(
     for clip in pillow:
         assert clip["detections"] == [whole[i]["hands"] for i in clip["frame_indices"]]
         assert clip["source"] == {"caption": "pillow", "clips": spans, "key": "pillow-spans"}
-    manifest_rows = [r for r in read_jsonl(out / "manifest.jsonl") if r["video_id"] == "pillow-spans"]
+    manifest_rows = [
+        r for r in jsonl_at(storage.join(out, "manifest.jsonl")) if r["video_id"] == "pillow-spans"
+    ]
     positions = [(f["pos"], f["index"]) for f in frames_log(out, "pillow-spans")]
     for row, frames in zip(manifest_rows, in_span):
         # start/stop index the video's own frames log
@@ -381,7 +387,7 @@ def test_video_webdataset_tars_give_the_local_clips(local_reference, shared_data
     for name in ("00000.tar", "00001.tar"):
         storage.upload_file(tmp_path / name, storage.join(shards, name))
 
-    out = tmp_path / "out"
+    out = storage.join(s3_bucket, "clips")
     run_mine(storage.join(shards, "{00000..00001}.tar"), out)
     ledger = ledger_of(out)
     assert {v: r["status"] for v, r in ledger.items()} == {
