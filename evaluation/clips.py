@@ -109,10 +109,7 @@ def open_frame_range(folder: MediaPath, frame_range: tuple[int, int], vcfg: Vide
     from maskahand.video import VideoReader
     from maskahand.video.folder import folder_frames, probe_folder
 
-    if isinstance(folder, str) and storage.is_url(folder):
-        raise ValueError(f"{storage.redact(folder)}: frame folders are read from local disk only, not a URL")
-    folder = Path(folder)
-    if folder.is_file():
+    if isinstance(folder, Path) and folder.is_file():
         raise ValueError(f"{folder}: a frame range needs a frame folder")
     first, last = frame_range
     info, files = probe_folder(folder, vcfg)

@@ -59,7 +59,9 @@ def _packet_times(container) -> tuple[list[float], float | None]:
     return times, rate
 
 
-def folder_frame_times(folder: Path, frame_range: tuple[int, int] | None, video: VideoConfig) -> list[float]:
+def folder_frame_times(
+    folder: Path | str, frame_range: tuple[int, int] | None, video: VideoConfig
+) -> list[float]:
     """Times of a frame folder's images (file-name number / ``video.folder_fps``), within ``frame_range``."""
     from maskahand.video.folder import frame_files
 
@@ -76,7 +78,8 @@ def entry_clip_count(bench: Benchmark, entry: Entry, cfg: EvalConfig, video: Vid
         return 1
     path = bench.resolve(entry.video)
     try:
-        if isinstance(path, Path) and path.is_dir():
+        # a URL prefix is a frame folder when the entry has a frame range (EPIC), else a video object
+        if path.is_dir() if isinstance(path, Path) else clip_span(entry.extra) is not None:
             n = sampled_count(folder_frame_times(path, clip_span(entry.extra), video), cfg.clip_fps, None)
         else:
             times, rate = file_frame_times(path)

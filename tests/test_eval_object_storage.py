@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from maskahand.evaluation.benchmark import load_benchmark
 from maskahand.finetune.clipindex import clip_index
 from tests.eval_standin import make_opra_tree, pick_entries
 from tests.test_eval_e2e import SMALL, save_checkpoint
+from tests.test_eval_epic import make_tree as make_epic_tree
 from tests.test_finetune import TINY
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -35,8 +37,9 @@ def opra_tree(shared_data, tmp_path_factory) -> Path:
 def upload(folder: Path, prefix: str) -> list[str]:
     """Every file under ``folder`` to ``prefix``; returns the object names written."""
     names = []
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
+    for here, _, files in sorted(os.walk(folder, followlinks=True)):  # EPIC frame folders are links
+        for name in sorted(files):
+            p = Path(here) / name
             names.append(storage.join(prefix, str(p.relative_to(folder))))
             storage.upload_file(p, names[-1])
     return names
@@ -163,3 +166,20 @@ def test_assistq_boxes_and_frame_lists_from_a_bucket_equal_local(shared_data, s3
         for data, out in ((f"{s3_bucket}/aq", s3), (str(root), local)):  # each its own GT cache
             assert main([*args, *what, "--data", data, "--out", str(out), f"eval.cache_dir={out}.gt"]) == 0
         assert metrics(s3) == metrics(local) and metrics(s3)["protocols"]["256"]["n"] == 2
+
+
+def test_epic_frame_ranges_and_images_from_a_bucket_equal_local(shared_data, s3_bucket, tmp_path):
+    root = make_epic_tree(tmp_path / "epic", shared_data)
+    upload(root, f"{s3_bucket}/epic")
+    remote, local = (load_benchmark("epic_hotspots", None, r) for r in (f"{s3_bucket}/epic", root))
+    assert remote.annotations == f"{s3_bucket}/epic/data/epic/annotations.json"  # the release default
+    assert [e.image for e in remote.entries] == [e.image for e in local.entries]  # relative to ROOT
+    assert str(remote.resolve(remote.entries[0].video)).startswith(f"{s3_bucket}/epic/frames_rgb_flow/")
+    cfg = EvalConfig(clip_length=2, clip_stride=1)
+    assert clip_index(remote, cfg, VideoConfig()) == clip_index(local, cfg, VideoConfig())
+    ckpt = save_checkpoint(tmp_path / "zs.pt", heatmaps=1, actions=0)
+    args = ["eval", "--dataset", "epic_hotspots", "--checkpoint", str(ckpt), "--protocol", "256", *SMALL]
+    for data, name in ((f"{s3_bucket}/epic", "s3"), (str(root), "local")):
+        assert main([*args, "--data", data, "--out", str(tmp_path / name), f"eval.cache_dir={tmp_path / name}.gt"]) == 0  # fmt: skip
+    assert metrics(tmp_path / "s3") == metrics(tmp_path / "local")
+    assert metrics(tmp_path / "s3")["protocols"]["256"]["n"] == 4
