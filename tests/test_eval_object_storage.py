@@ -183,3 +183,15 @@ def test_epic_frame_ranges_and_images_from_a_bucket_equal_local(shared_data, s3_
         assert main([*args, "--data", data, "--out", str(tmp_path / name), f"eval.cache_dir={tmp_path / name}.gt"]) == 0  # fmt: skip
     assert metrics(tmp_path / "s3") == metrics(tmp_path / "local")
     assert metrics(tmp_path / "s3")["protocols"]["256"]["n"] == 4
+
+
+def test_ground_a_video_and_image_in_a_bucket_equals_local(opra_tree, s3_bucket, tmp_path):
+    upload(opra_tree, f"{s3_bucket}/opra")
+    entry = load_benchmark("opra", None, opra_tree).entries[0]
+    video, image = (m[len("datasets/opra/") :] for m in (entry.video, entry.image))
+    ckpt = save_checkpoint(tmp_path / "ft.pt", heatmaps=7, actions=7)
+    small = ["eval.image_size=64", "eval.device=cpu", "eval.clip_batch=2"]
+    for base, name in ((f"{s3_bucket}/opra/", "s3"), (f"{opra_tree}/", "local")):
+        out = tmp_path / f"{name}.png"
+        assert main(["ground", base + video, base + image, "--checkpoint", str(ckpt), "--out", str(out), *small]) == 0  # fmt: skip
+    assert (tmp_path / "s3.png").read_bytes() == (tmp_path / "local.png").read_bytes()
