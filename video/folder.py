@@ -6,6 +6,7 @@ numbers and each kept frame is one object read.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -41,13 +42,19 @@ def frame_files(folder: Path | str) -> list[tuple[int, FramePath]]:
 
 
 def _url_frame_files(folder: str) -> list[tuple[int, FramePath]]:
-    found: list[tuple[int, FramePath]] = []
+    return list(_listed_frames(folder))
+
+
+@functools.lru_cache(maxsize=16)
+def _listed_frames(folder: str) -> tuple[tuple[int, str], ...]:
+    """One listing per frame-folder prefix and process: EPIC pairs many clips (entries) with one video's
+    folder of tens of thousands of frames, and a dataset's frames do not change during a run."""
+    found = []
     for url in storage.listdir(folder):
         match = FRAME_NAME.match(storage.name_of(url))
         if match:
             found.append((int(match.group(1)), url))
-    found.sort()
-    return found
+    return tuple(sorted(found))
 
 
 def _decode(path: FramePath) -> torch.Tensor:
