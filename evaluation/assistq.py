@@ -14,15 +14,22 @@ Paths are taken as written, relative to ROOT when not absolute (stored "datasets
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-from maskahand.evaluation.benchmark import AnnotationError, Benchmark, Entry, load_json, register_reader
+from maskahand.evaluation.benchmark import (
+    AnnotationError,
+    Benchmark,
+    Entry,
+    Location,
+    load_json,
+    register_reader,
+    under,
+)
 
 GT_SIZE = 256
 SPLIT_FILES = {"train": "train.json", "test": "test_v2.json"}
 
 
-def parse_entry(raw: object, index: int, path: Path) -> Entry:
+def parse_entry(raw: object, index: int, path: Location) -> Entry:
     where = f"{path}: entry {index}"
     if not isinstance(raw, dict):
         raise AnnotationError(f"{where}: expected an object")
@@ -63,13 +70,13 @@ def parse_entry(raw: object, index: int, path: Path) -> Entry:
 
 
 @register_reader("assistq")
-def read_assistq(annotations: Path | None, root: Path | None, split: str = "test") -> Benchmark:
+def read_assistq(annotations: Location | None, root: Location | None, split: str = "test") -> Benchmark:
     if annotations is None:
         if root is None:
             raise AnnotationError(
                 "assistq: give the annotation file (--annotations) or the dataset root (--data)"
             )
-        annotations = root / SPLIT_FILES.get(split, f"{split}.json")
+        annotations = under(root, SPLIT_FILES.get(split, f"{split}.json"))
     data = load_json(annotations)
     if not isinstance(data, list) or not data:
         raise AnnotationError(f"{annotations}: expected a non-empty list of entries")

@@ -12,6 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maskahand import storage
+
+#: A local file or folder (a Path), or an fsspec URL (a str such as ``s3://bucket/opra/test.json``).
+Location = Path | str
+
 
 class AnnotationError(ValueError):
     """Bad annotation file or entry; the message names the file and the entry."""
@@ -53,8 +58,8 @@ class Benchmark:
     split: str
     action_names: list[str]
     entries: list[Entry]
-    annotations: Path  # the file the entries come from (ground-truth caches are keyed by its content)
-    root: Path | None  # dataset root the image / video paths resolve against (None: annotations only)
+    annotations: Location  # the file the entries come from (ground-truth caches are keyed by its content)
+    root: Location | None  # dataset root the image / video paths resolve against (None: annotations only)
     path_prefix: str = ""  # a prefix of the stored paths that stands for `root` (e.g. "datasets/opra/")
     gt_rule: str = (
         "points"  # "points": blurred annotated points (OPRA); "boxes": filled button boxes (AssistQ)
@@ -64,16 +69,18 @@ class Benchmark:
     def num_actions(self) -> int:
         return len(self.action_names)
 
-    def resolve(self, stored: str) -> Path:
-        """A stored image / video path -> a file under ``root``."""
+    def resolve(self, stored: str) -> Location:
+        """A stored image / video path -> a file under ``root`` (a URL under a URL root)."""
         if self.root is None:
             raise AnnotationError(f"{self.annotations}: media paths need the dataset root (--data ROOT)")
+        if storage.is_url(stored):
+            return stored
         p = Path(stored)
         if p.is_absolute():
             return p
         if self.path_prefix and stored.startswith(self.path_prefix):
             stored = stored[len(self.path_prefix) :]
-        return self.root / stored
+        return under(self.root, stored)
 
     def pairs(self) -> dict[tuple[str, int], list[int]]:
         """(image, action) -> indices of the entries annotating that action on that image, in file order.
@@ -88,17 +95,44 @@ class Benchmark:
         return sum(len(e.distinct_actions) for e in self.entries)
 
 
-def load_json(path: Path) -> object:
+def location(path: str | Path) -> Location:
+    """A command-line path: an fsspec URL stays a string (without a trailing ``/``), anything else is a
+    local Path (``file://`` removed)."""
+    if storage.is_url(str(path)):
+        return str(path).rstrip("/")
+    return storage.local_path(path) if isinstance(path, str) else path
+
+
+def under(base: Location, *parts: str) -> Location:
+    """``base/part/...``: a URL under a URL, a Path under a Path."""
+    if isinstance(base, str):
+        return storage.join(base, *parts)
+    return base.joinpath(*parts)
+
+
+def parent_of(path: Location) -> Location:
+    return storage.parent(path) if isinstance(path, str) else path.parent
+
+
+def load_json(path: Location) -> object:
     try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: annotation file not found") from None
+        if isinstance(path, str):  # a URL
+            text = storage.read_bytes(path).decode("utf-8")
+        else:
+            with open(path) as f:
+                text = f.read()
+        return json.loads(text)
+    except FileNotFoundError:  # storage.ObjectNotFoundError too
+        raise AnnotationError(f"{storage.redact(str(path))}: annotation file not found") from None
+    except storage.StorageError as e:  # no bucket, no permission, unreachable endpoint
+        raise AnnotationError(f"{e.url}: cannot read the annotation file ({e.reason})") from None
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e})") from None
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from None
 
 
-Reader = Callable[..., Benchmark]  # reader(annotations: Path, root: Path | None, split: str) -> Benchmark
+Reader = Callable[..., Benchmark]  # reader(annotations: Location, root: Location | None, split) -> Benchmark
 READERS: dict[str, Reader] = {}
 
 
@@ -119,5 +153,5 @@ def load_benchmark(
     if name not in READERS:
         raise AnnotationError(f"unknown dataset {name!r}; known: {', '.join(sorted(READERS))}")
     return READERS[name](
-        Path(annotations) if annotations else None, Path(root) if root else None, split=split
+        location(annotations) if annotations else None, location(root) if root else None, split=split
     )

@@ -25,12 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", choices=DATASETS, default="opra")
     p.add_argument(
-        "--data", metavar="ROOT", help="dataset root (images and clips; default annotations in it)"
+        "--data",
+        metavar="ROOT",
+        help="dataset root (images and clips; default annotations in it), a folder or an fsspec URL",
     )
     p.add_argument(
         "--annotations",
         metavar="JSON",
-        help="annotation file (default in ROOT: OPRA annotations/SPLIT.json, EPIC data/epic/annotations.json)",
+        help="annotation file, a path or an fsspec URL (default in ROOT: OPRA annotations/SPLIT.json, EPIC data/epic/annotations.json)",
     )
     p.add_argument("--split", default="test")
     what = p.add_mutually_exclusive_group(required=True)
@@ -51,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval.clip_fps; eval.overlay_fps, eval.overlay_height) and a colour bar. A fine-tuned model adds its "
         "top actions.",
     )
-    g.add_argument("video", help="video file (any container the reader takes) or frame folder")
-    g.add_argument("image", help="target image")
+    g.add_argument("video", help="video file (any container the reader takes), frame folder or URL")
+    g.add_argument("image", help="target image (a file or URL)")
     g.add_argument("--checkpoint", required=True, metavar="CKPT")
     g.add_argument("--model", default="afformer")
     g.add_argument("--out", required=True, metavar="PNG|MP4|WEBM|GIF")

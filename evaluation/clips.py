@@ -11,10 +11,14 @@ like the target image, resized to ``image_size`` x ``image_size`` (bilinear, ant
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 import torch
 
+from maskahand import storage
 from maskahand.config import EvalConfig, VideoConfig
+
+MediaPath = Path | str  # a local path, or an fsspec URL (images and video files are read from the store)
 
 
 def clip_windows(n: int, length: int, stride: int) -> list[tuple[int, int]]:
@@ -36,14 +40,33 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
     return resize_uint8(images, size, size)
 
 
-def load_image(path: Path, size: int) -> torch.Tensor:
+def read_image_bytes(path: MediaPath) -> bytes:
+    """The bytes of an image file or object; a missing one raises FileNotFoundError naming it."""
+    if storage.is_url(str(path)):
+        try:
+            return storage.read_bytes(str(path))
+        except FileNotFoundError:  # storage.ObjectNotFoundError
+            raise FileNotFoundError(f"image not found: {storage.redact(str(path))}") from None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    return path.read_bytes()
+
+
+def open_image_file(path: MediaPath) -> IO[bytes]:
+    """A binary file object of an image file or object (for PIL, which reads only the header for a size)."""
+    if storage.is_url(str(path)):
+        return storage.open_input(str(path))
+    return open(path, "rb")
+
+
+def load_image(path: MediaPath, size: int) -> torch.Tensor:
     """uint8 (3, size, size) RGB; errors name the file."""
     from torchvision.io import ImageReadMode, decode_image
 
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+    raw = read_image_bytes(path)
     try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         image = decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
@@ -51,7 +74,10 @@ def load_image(path: Path, size: int) -> torch.Tensor:
 
 
 def load_clips(
-    path: Path, cfg: EvalConfig, video: VideoConfig | None = None, frame_range: tuple[int, int] | None = None
+    path: MediaPath,
+    cfg: EvalConfig,
+    video: VideoConfig | None = None,
+    frame_range: tuple[int, int] | None = None,
 ) -> list[torch.Tensor]:
     """The clips of one video, each uint8 (T, 3, S, S); ``frame_range`` (first, last frame number, both
     inclusive) keeps only that part of a frame folder (an EPIC clip of a whole-video folder)."""
@@ -78,12 +104,12 @@ def clip_span(extra: dict) -> tuple[int, int] | None:
     return (extra["start_frame"], extra["stop_frame"]) if "start_frame" in extra else None
 
 
-def open_frame_range(folder: Path, frame_range: tuple[int, int], vcfg: VideoConfig):
+def open_frame_range(folder: MediaPath, frame_range: tuple[int, int], vcfg: VideoConfig):
     """A reader over the ``frame_N.jpg`` files of ``folder`` with first <= N <= last."""
     from maskahand.video import VideoReader
     from maskahand.video.folder import folder_frames, probe_folder
 
-    if folder.is_file():
+    if isinstance(folder, Path) and folder.is_file():
         raise ValueError(f"{folder}: a frame range needs a frame folder")
     first, last = frame_range
     info, files = probe_folder(folder, vcfg)
@@ -93,7 +119,7 @@ def open_frame_range(folder: Path, frame_range: tuple[int, int], vcfg: VideoConf
     return VideoReader(info, vcfg, lambda stats: folder_frames(files, info, vcfg, stats))
 
 
-def load_frame_list(paths: list[Path], size: int, max_frames: int = 64) -> torch.Tensor:
+def load_frame_list(paths: list[MediaPath], size: int, max_frames: int = 64) -> torch.Tensor:
     """uint8 (T, 3, S, S) from image files, at most ``max_frames`` spread uniformly (AssistQ's rule)."""
     if len(paths) > max_frames:
         pick = torch.linspace(0, len(paths) - 1, max_frames).int().tolist()

@@ -38,7 +38,17 @@ import logging
 import math
 from pathlib import Path
 
-from maskahand.evaluation.benchmark import AnnotationError, Benchmark, Entry, load_json, register_reader
+from maskahand import storage
+from maskahand.evaluation.benchmark import (
+    AnnotationError,
+    Benchmark,
+    Entry,
+    Location,
+    load_json,
+    parent_of,
+    register_reader,
+    under,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +86,7 @@ def _crop_name(item: object) -> str | None:
     return "_".join(parts)
 
 
-def read_vocabulary(data: dict, path: Path) -> tuple[list[str], list[str]]:
+def read_vocabulary(data: dict, path: Location) -> tuple[list[str], list[str]]:
     verbs, nouns = data["verbs"], data["nouns"]
     for key, names in (("verbs", verbs), ("nouns", nouns)):
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -167,25 +177,40 @@ def parse_image(raw: object, where: str, verbs: list[str], nouns: list[str], cro
     }
 
 
-def _section(data: dict, key: str, path: Path) -> list:
+def _section(data: dict, key: str, path: Location) -> list:
     value = data[key]
     if not isinstance(value, list):
         raise AnnotationError(f"{path}: '{key}' must be a list, got {type(value).__name__}")
     return value
 
 
-def default_annotations(root: Path) -> Path:
+def default_annotations(root: Location) -> Location:
     """Where an EPIC-Hotspots root keeps its annotations: ROOT/data/epic/annotations.json as the release lays
     it out, else ROOT/annotations.json (the file copied to the root). The one default of ``eval`` and
     ``hotspots train``; a root with neither gets the release path, which the error then names."""
-    release = root / "data" / "epic" / "annotations.json"
-    if not release.exists() and (root / "annotations.json").exists():
-        return root / "annotations.json"
+    release, copied = under(root, "data", "epic", "annotations.json"), under(root, "annotations.json")
+    if not storage.exists(release) and storage.exists(copied):
+        return copied
     return release
 
 
+def _relative_prefix(images_dir: Location, root: Location | None) -> str | None:
+    """``images_dir`` relative to ``root`` with a trailing ``/``; None when it is not under ``root`` (the
+    image paths are then absolute paths or URLs)."""
+    if root is None:
+        return None
+    if isinstance(images_dir, str) or isinstance(root, str):
+        base = f"{str(root).rstrip('/')}/"
+        rest = str(images_dir)
+        return f"{rest[len(base) :]}/" if rest.startswith(base) else None
+    try:
+        return f"{images_dir.resolve().relative_to(root.resolve())}/"
+    except ValueError:
+        return None
+
+
 @register_reader("epic_hotspots")
-def read_epic_hotspots(annotations: Path | None, root: Path | None, split: str = "test") -> Benchmark:
+def read_epic_hotspots(annotations: Location | None, root: Location | None, split: str = "test") -> Benchmark:
     """``annotations`` defaults to ROOT/data/epic/annotations.json (else ROOT/annotations.json)."""
     if split not in SPLITS:
         raise AnnotationError(f"epic_hotspots: unknown split {split!r} (train or test)")
@@ -219,11 +244,9 @@ def read_epic_hotspots(annotations: Path | None, root: Path | None, split: str =
     for i, c in enumerate(clips):
         by_action.setdefault((c["noun"], c["verb"]), []).append(i)
 
-    images_dir = annotations.parent / "images"
-    try:
-        image_prefix = f"{images_dir.resolve().relative_to(root.resolve())}/" if root else None
-    except ValueError:
-        image_prefix = None  # annotations outside ROOT: image paths are absolute
+    images_dir = under(parent_of(annotations), "images")
+    image_prefix = _relative_prefix(images_dir, root)
+    images_abs = images_dir if isinstance(images_dir, str) else images_dir.resolve()
     entries: list[Entry] = []
     unpaired = 0
     raw_images = _section(data, images_key, annotations)
@@ -232,7 +255,7 @@ def read_epic_hotspots(annotations: Path | None, root: Path | None, split: str =
         if image_prefix is not None:
             image = f"{image_prefix}{im['file']}"
         else:
-            image = str(images_dir.resolve() / im["file"])
+            image = str(under(images_abs, im["file"]))
         paired = by_action.get((im["noun"], im["verb"]), [])
         unpaired += not paired
         for ci in paired:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from maskahand import storage
 from maskahand.config import EvalRecipe
+from maskahand.evaluation.benchmark import Location, location
 from maskahand.evaluation.opra import OPRA_ACTIONS
 from maskahand.evaluation.overlay import VIDEO_FORMATS
 
@@ -51,12 +53,18 @@ def ground(
     output_kind(out)
     predictor = build_predictor(model, checkpoint, recipe, resolve_device(recipe.eval.device))
     if output_kind(out) == "video":
-        return ground_video(predictor, Path(video), Path(image), Path(out), recipe, top)
-    return ground_image(predictor, Path(video), Path(image), Path(out), recipe, top)
+        return ground_video(predictor, location(video), location(image), Path(out), recipe, top)
+    return ground_image(predictor, location(video), location(image), Path(out), recipe, top)
 
 
 def ground_image(
-    predictor, video: Path, image: Path, out: Path, recipe: EvalRecipe, top: int = 3, title: bool = True
+    predictor,
+    video: Location,
+    image: Location,
+    out: Path,
+    recipe: EvalRecipe,
+    top: int = 3,
+    title: bool = True,
 ) -> dict:
     """The summed map of every evaluation clip over the target image, written to ``out`` (PNG/JPEG);
     ``title=False`` leaves out the title bar (the picture then has the image's own size)."""
@@ -86,7 +94,7 @@ def ground_image(
     unit = (heat - heat.min()) / (heat.max() - heat.min() + 1e-12)
     picture = heatmap_overlay(full, unit)
     if title:
-        text = f"{video.name} -> {image.name}" + (f" | {lines[0]}" if lines else "")
+        text = f"{storage.name_of(video)} -> {storage.name_of(image)}" + (f" | {lines[0]}" if lines else "")
         picture = titled(picture, text, bar=max(16, h // 40))
     path = save_image(picture, out)
     peak = divmod(int(heat.argmax()), w)
@@ -98,8 +106,8 @@ def ground_image(
 
 def ground_video(
     predictor,
-    video: Path,
-    image: Path,
+    video: Location,
+    image: Location,
     out: Path,
     recipe: EvalRecipe,
     top: int = 3,
@@ -118,7 +126,7 @@ def ground_video(
         "ground: %d window(s) of %s (%d frames at %g fps, length %d, stride %d) on %s",
         len(maps.windows), video, len(frames), cfg.clip_fps, cfg.clip_length, cfg.clip_stride, image,
     )  # fmt: skip
-    text = title if title is not None else f"{video.name} -> {image.name}"
+    text = title if title is not None else f"{storage.name_of(video)} -> {storage.name_of(image)}"
     count = write_overlay_video(
         video, full_image(image), maps, out, cfg, recipe.video, text, progress=progress
     )
@@ -128,13 +136,13 @@ def ground_video(
     return {"out": str(out), "frames": count, "windows": maps.windows, "actions": maps.actions}
 
 
-def full_image(path: Path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB at the file's own size; errors name the file."""
+def full_image(path: Location) -> torch.Tensor:
+    """uint8 (3, H, W) RGB at the file's own size (a file or a URL); errors name the file."""
     from torchvision.io import ImageReadMode, decode_image
 
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    from maskahand.evaluation.clips import read_image_bytes
+
+    data = torch.frombuffer(bytearray(read_image_bytes(path)), dtype=torch.uint8)
     try:
         return decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as e:

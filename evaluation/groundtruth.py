@@ -4,8 +4,9 @@ Cache files are named ``<annotations stem>.gt<protocol>.<sha256 of the annotatio
 a changed annotation file (or a change of the rule here, which bumps ``GT_VERSION``) gives a new name,
 so a stale cache is never read; stale siblings are reported and removed when the new one is written.
 Files are written under a temporary name and renamed (atomic), and a file of the wrong size is rebuilt.
-When the annotations' folder is not writable the cache goes to ``cache_dir`` (default
-``~/.cache/maskahand/gt``).
+When the annotations' folder is not writable, or the annotations are an object behind a URL (a bucket
+is never written into), the cache goes to ``cache_dir`` (default ``~/.cache/maskahand/gt``); the name
+carries the content's digest, so two annotation objects of the same name never share a cache.
 
 - 256 protocol: float32, every entry's maps (one per distinct action, sorted) in file order, flattened
   into one array (entries may differ in size); :meth:`GroundTruth.maps_256` slices an entry's maps.
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskahand.evaluation.benchmark import Benchmark
+from maskahand import storage
+from maskahand.evaluation.benchmark import Benchmark, Location
 from maskahand.evaluation.metrics import HOTSPOTS_RES, gt_map_28, gt_map_256
 from maskahand.fsutil import FILE_MODE
 
@@ -32,21 +34,27 @@ GT_VERSION = 1
 CHUNK = 64
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: Location) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb") if isinstance(path, Path) else storage.open_input(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
 
 
 def cache_folder(bench: Benchmark, cache_dir: str | Path | None) -> Path:
-    here = bench.annotations.resolve().parent
-    if cache_dir is None and os.access(here, os.W_OK):
-        return here
+    if isinstance(bench.annotations, Path):
+        here = bench.annotations.resolve().parent
+        if cache_dir is None and os.access(here, os.W_OK):
+            return here
     folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "maskahand" / "gt"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def annotations_stem(bench: Benchmark) -> str:
+    """The annotation file's name without its suffix (of a URL too)."""
+    return Path(storage.name_of(bench.annotations)).stem
 
 
 class GroundTruth:
@@ -63,7 +71,7 @@ class GroundTruth:
         self.pair_keys = list(bench.pairs())
 
     def path(self, protocol: str) -> Path:
-        stem = self.bench.annotations.stem
+        stem = annotations_stem(self.bench)
         return self.folder / f"{stem}.gt{protocol}.{self.digest}.v{GT_VERSION}.npy"
 
     # ---------------------------------------------------------------- 256
@@ -97,10 +105,11 @@ class GroundTruth:
         from PIL import Image
 
         from maskahand.evaluation.assistq import box_map
+        from maskahand.evaluation.clips import open_image_file
 
         path = self.bench.resolve(e.image)
         try:
-            with Image.open(path) as im:
+            with open_image_file(path) as f, Image.open(f) as im:
                 size = im.size
         except OSError as err:
             raise ValueError(
@@ -159,7 +168,7 @@ class GroundTruth:
                 log.warning("ground truth: unreadable cache %s (%s): rebuilding", path, e)
         protocol = path.name.split(".gt", 1)[1].split(".", 1)[0]
         stale = [
-            p for p in path.parent.glob(f"{self.bench.annotations.stem}.gt{protocol}.*.npy") if p != path
+            p for p in path.parent.glob(f"{annotations_stem(self.bench)}.gt{protocol}.*.npy") if p != path
         ]
         log.info("ground truth: computing %s", path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -15,15 +15,22 @@ ROOT with that prefix removed (absolute paths are used as they are).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-from maskahand.evaluation.benchmark import AnnotationError, Benchmark, Entry, load_json, register_reader
+from maskahand.evaluation.benchmark import (
+    AnnotationError,
+    Benchmark,
+    Entry,
+    Location,
+    load_json,
+    register_reader,
+    under,
+)
 
 OPRA_ACTIONS = ["hold", "touch", "rotate", "push", "pull", "pick up", "put down"]
 REQUIRED = ("image_path", "video_path", "width", "height", "actions", "heatmaps")
 
 
-def parse_entry(raw: object, index: int, path: Path, num_actions: int = len(OPRA_ACTIONS)) -> Entry:
+def parse_entry(raw: object, index: int, path: Location, num_actions: int = len(OPRA_ACTIONS)) -> Entry:
     where = f"{path}: entry {index}"
     if not isinstance(raw, dict):
         raise AnnotationError(f"{where}: expected an object, got {type(raw).__name__}")
@@ -65,14 +72,14 @@ def parse_entry(raw: object, index: int, path: Path, num_actions: int = len(OPRA
 
 
 @register_reader("opra")
-def read_opra(annotations: Path | None, root: Path | None, split: str = "test") -> Benchmark:
+def read_opra(annotations: Location | None, root: Location | None, split: str = "test") -> Benchmark:
     """``annotations`` defaults to ROOT/annotations/<split>.json."""
     if annotations is None:
         if root is None:
             raise AnnotationError(
                 "opra: give the annotation file (--annotations) or the dataset root (--data)"
             )
-        annotations = root / "annotations" / f"{split}.json"
+        annotations = under(root, "annotations", f"{split}.json")
     data = load_json(annotations)
     if not isinstance(data, list):
         raise AnnotationError(f"{annotations}: expected a list of entries, got {type(data).__name__}")

@@ -81,7 +81,7 @@ def predict_windows(
     return WindowMaps(windows, torch.stack(heats), actions if actions else None)
 
 
-def sampled_frames(path: Path, cfg: EvalConfig, video: VideoConfig) -> torch.Tensor:
+def sampled_frames(path: Path | str, cfg: EvalConfig, video: VideoConfig) -> torch.Tensor:
     """The whole video at ``clip_fps``, uint8 (T, 3, S, S) (the model's input size)."""
     from maskahand.evaluation.clips import resize_square
     from maskahand.video import open_video
@@ -164,7 +164,7 @@ class OverlayPainter:
 
 
 def write_overlay_video(
-    video: Path,
+    video: Path | str,
     image: torch.Tensor,
     maps: WindowMaps,
     out: Path,

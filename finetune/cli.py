@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--dataset", choices=["opra", "epic_hotspots", "assistq"], default="opra")
-    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in the authors' layout")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="ROOT",
+        help="dataset root in the authors' layout (a folder or an fsspec URL such as s3://bucket/opra)",
+    )
     p.add_argument("--init", required=True, metavar="CKPT|coco|none", help="initial weights")
     p.add_argument("--out", help="run folder (default: train.out_dir)")
     p.add_argument("--split", default="train")

@@ -31,11 +31,23 @@ def sampled_count(times: list[float], fps: float, source_fps: float | None) -> i
     return sum(sampler.accept(t - ordered[0]) for t in ordered)
 
 
-def file_frame_times(path: Path) -> tuple[list[float], float | None]:
-    """Presentation times of a video file's playable packets, and its frame rate; no decoding."""
+def file_frame_times(path: Path | str) -> tuple[list[float], float | None]:
+    """Presentation times of a video file's (or URL's) playable packets, and its frame rate; no decoding
+    (an object is streamed: only the blocks the demuxer reads are fetched)."""
+    from maskahand import storage
     from maskahand.video.probe import open_container
+    from maskahand.video.source import StreamSource
 
-    with open_container(path) as container:
+    source = StreamSource(path) if isinstance(path, str) and storage.is_url(path) else Path(path)
+    try:
+        return _packet_times(open_container(source))
+    finally:
+        if isinstance(source, StreamSource):
+            source.close()
+
+
+def _packet_times(container) -> tuple[list[float], float | None]:
+    with container:
         stream = container.streams.video[0]
         base = stream.time_base or Fraction(1, 1)
         times = [
@@ -47,7 +59,9 @@ def file_frame_times(path: Path) -> tuple[list[float], float | None]:
     return times, rate
 
 
-def folder_frame_times(folder: Path, frame_range: tuple[int, int] | None, video: VideoConfig) -> list[float]:
+def folder_frame_times(
+    folder: Path | str, frame_range: tuple[int, int] | None, video: VideoConfig
+) -> list[float]:
     """Times of a frame folder's images (file-name number / ``video.folder_fps``), within ``frame_range``."""
     from maskahand.video.folder import frame_files
 
@@ -64,7 +78,8 @@ def entry_clip_count(bench: Benchmark, entry: Entry, cfg: EvalConfig, video: Vid
         return 1
     path = bench.resolve(entry.video)
     try:
-        if path.is_dir():
+        # a URL prefix is a frame folder when the entry has a frame range (EPIC), else a video object
+        if path.is_dir() if isinstance(path, Path) else clip_span(entry.extra) is not None:
             n = sampled_count(folder_frame_times(path, clip_span(entry.extra), video), cfg.clip_fps, None)
         else:
             times, rate = file_frame_times(path)

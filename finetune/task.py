@@ -104,8 +104,9 @@ def box_target(bench: Benchmark, entry: Entry, size: int) -> tuple[torch.Tensor,
     from PIL import Image
 
     from maskahand.evaluation.assistq import box_map
+    from maskahand.evaluation.clips import open_image_file
 
-    with Image.open(bench.resolve(entry.image)) as im:
+    with open_image_file(bench.resolve(entry.image)) as f, Image.open(f) as im:
         heat = box_map(entry.extra["boxes"], im.size, size).float()
     return heat[None], torch.ones(1)
 

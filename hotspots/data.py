@@ -87,7 +87,7 @@ def _opra(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
 def _epic(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
     from maskahand.evaluation.epic import default_annotations
 
-    path = Path(cfg.annotations) if cfg.annotations else default_annotations(root)
+    path = Path(cfg.annotations) if cfg.annotations else Path(default_annotations(root))
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

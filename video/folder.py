@@ -1,7 +1,12 @@
-"""EPIC-style frame folders: ``frame_%010d.jpg`` files, possibly only every k-th frame."""
+"""EPIC-style frame folders: ``frame_%010d.jpg`` files, possibly only every k-th frame.
+
+A folder may also be a URL prefix (``s3://bucket/frames/P01/P01_01``): its listing gives the frame
+numbers and each kept frame is one object read.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -9,16 +14,21 @@ from pathlib import Path
 
 import torch
 
+from maskahand import storage
 from maskahand.config import VideoConfig
 from maskahand.video.discover import FRAME_NAME
 from maskahand.video.errors import EmptyVideoError, UnreadableFrameError, VideoError, VideoNotFoundError
 from maskahand.video.records import DecodeStats, Frame, VideoInfo
 from maskahand.video.sampling import FpsSampler, output_size, resize_uint8
 
+FramePath = Path | str  # a local file, or the URL of an object
 
-def frame_files(folder: Path) -> list[tuple[int, Path]]:
+
+def frame_files(folder: Path | str) -> list[tuple[int, FramePath]]:
     """(frame number, file) of every ``frame_N.jpg`` in ``folder``, by frame number."""
-    found = []
+    if isinstance(folder, str) and storage.is_url(folder):
+        return _url_frame_files(folder)
+    found: list[tuple[int, FramePath]] = []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
@@ -31,19 +41,44 @@ def frame_files(folder: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def _decode(path: Path) -> torch.Tensor:
+def _url_frame_files(folder: str) -> list[tuple[int, FramePath]]:
+    return list(_listed_frames(folder))
+
+
+@functools.lru_cache(maxsize=16)
+def _listed_frames(folder: str) -> tuple[tuple[int, str], ...]:
+    """One listing per frame-folder prefix and process: EPIC pairs many clips (entries) with one video's
+    folder of tens of thousands of frames, and a dataset's frames do not change during a run."""
+    found = []
+    for url in storage.listdir(folder):
+        match = FRAME_NAME.match(storage.name_of(url))
+        if match:
+            found.append((int(match.group(1)), url))
+    return tuple(sorted(found))
+
+
+def _decode(path: FramePath) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image, read_file
 
     try:
+        if isinstance(path, str):  # a URL
+            try:
+                raw = storage.read_bytes(path)
+            except FileNotFoundError as e:
+                raise VideoNotFoundError(path, "the frame image is gone") from e
+            return decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
         return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as e:
         raise UnreadableFrameError(path, f"cannot decode it as an image ({str(e).strip()[:200]})") from e
 
 
-def probe_folder(folder: Path, cfg: VideoConfig) -> tuple[VideoInfo, list[tuple[int, Path]]]:
-    if not folder.exists():
+def probe_folder(folder: Path | str, cfg: VideoConfig) -> tuple[VideoInfo, list[tuple[int, FramePath]]]:
+    url = isinstance(folder, str) and storage.is_url(folder)
+    if not url and not Path(folder).exists():
         raise VideoNotFoundError(folder, "no such file or folder")
     files = frame_files(folder)
+    if url and not files:
+        raise VideoNotFoundError(folder, "no frame_*.jpg objects under this prefix")
     if not files:
         raise EmptyVideoError(folder, "the folder holds no frame_*.jpg files")
     first = _decode(files[0][1])
@@ -67,7 +102,7 @@ def probe_folder(folder: Path, cfg: VideoConfig) -> tuple[VideoInfo, list[tuple[
 
 
 def folder_frames(
-    files: list[tuple[int, Path]], info: VideoInfo, cfg: VideoConfig, stats: DecodeStats
+    files: list[tuple[int, FramePath]], info: VideoInfo, cfg: VideoConfig, stats: DecodeStats
 ) -> Iterator[Frame]:
     """Frames of a folder at the target fps; pts from the file numbers ((n - first) / folder_fps)."""
     stats.backend_used = "jpeg"
