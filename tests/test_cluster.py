@@ -340,7 +340,10 @@ def test_two_nodes_mine_and_synth_into_a_bucket_without_a_shared_mount(
     ids = cluster_node_ids(cluster)
     s3_env = {k: os.environ[k] for k in storage.ENV_VARS if k in os.environ}  # the driver's only
     out = f"{s3_bucket}/clips"
-    args = mine_args(inputs, tmp_path / "unused", cluster.address, [])
+    # one frame per detector call: a video takes long enough that the second node's miner (a fresh process
+    # importing torch) is up before the first node's miner could take both videos (runtime only: same output)
+    slow = ["detector.batch_size=1", "workers.max_inflight_batches=1"]
+    args = mine_args(inputs, tmp_path / "unused", cluster.address, slow)
     args[args.index("--out") + 1] = out
     r = maskahand(args, cluster.client_env(**s3_env))
     assert r.returncode == 0, r.stderr[-4000:]
