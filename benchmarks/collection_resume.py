@@ -88,18 +88,25 @@ def ledger_lines(listing: Path) -> Any:
         yield json.dumps(rec.to_dict(), sort_keys=True) + "\n"
 
 
-def make_output(listing: Path, out: str, recipe_args: list[str]) -> None:
-    """``out`` holding config.yaml and a ledger with every video of ``listing`` finished."""
+def write_config(out: str, recipe_args: list[str]) -> None:
+    """``out/config.yaml`` as this version's ``mine`` writes it (a kept output is resumed, not refused)."""
     import dataclasses
-    import tempfile
 
-    from maskahand import storage
     from maskahand.config import MineRecipe
     from maskahand.configbase import apply_overrides, save_config
     from maskahand.mine.rule import mining_video_config
 
     recipe = apply_overrides(MineRecipe(), recipe_args)
     save_config(dataclasses.replace(recipe, video=mining_video_config(recipe)), out)
+
+
+def make_output(listing: Path, out: str, recipe_args: list[str]) -> None:
+    """``out`` holding config.yaml and a ledger with every video of ``listing`` finished."""
+    import tempfile
+
+    from maskahand import storage
+
+    write_config(out, recipe_args)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "ledger.jsonl"
         with open(local, "w") as f:
@@ -169,6 +176,8 @@ def bench_resume(out_dir: str | Path, videos: int = 1_000_000, s3_videos: int = 
     out = data / f"mined-{videos}"
     if not (out / "ledger.jsonl").exists():
         make_output(listing, str(out), RECIPE)
+    else:
+        write_config(str(out), RECIPE)
     for stale in ("manifest.jsonl", "manifest.state.json"):
         (out / stale).unlink(missing_ok=True)
     generate_s = time.perf_counter() - t0
