@@ -340,10 +340,10 @@ def test_two_nodes_mine_and_synth_into_a_bucket_without_a_shared_mount(
     ids = cluster_node_ids(cluster)
     s3_env = {k: os.environ[k] for k in storage.ENV_VARS if k in os.environ}  # the driver's only
     out = f"{s3_bucket}/clips"
-    # one frame per detector call: a video takes long enough that the second node's miner (a fresh process
-    # importing torch) is up before the first node's miner could take both videos (runtime only: same output)
-    slow = ["detector.batch_size=1", "workers.max_inflight_batches=1"]
-    args = mine_args(inputs, tmp_path / "unused", cluster.address, slow)
+    # the miner on the worker node, the detector on the head (PLACEMENT): every upload comes from a node
+    # that is not the driver's, whatever the timing (runtime settings only: the same output)
+    on_worker = ["workers.decoders=1", "workers.decoder_resources={mah_worker: 1}"]
+    args = mine_args(inputs, tmp_path / "unused", cluster.address, on_worker)
     args[args.index("--out") + 1] = out
     r = maskahand(args, cluster.client_env(**s3_env))
     assert r.returncode == 0, r.stderr[-4000:]
@@ -355,14 +355,19 @@ def test_two_nodes_mine_and_synth_into_a_bucket_without_a_shared_mount(
     }
     assert got["manifest.jsonl"] == (ref / "manifest.jsonl").read_bytes()
     rows = [json.loads(line) for line in got["ledger.jsonl"].decode().splitlines()]
-    assert {x["node"]["node_id"] for x in rows} == set(ids.values()), rows  # one video on each node
+    assert {x["node"]["node_id"] for x in rows} == {ids["worker"]}, rows  # mined and uploaded there
 
     synth = f"{s3_bucket}/synth"
-    overrides = ["synth.variants=2", "synth.batch_size=8", "cpus_per_worker=1"]
+    overrides = [
+        "synth.variants=2",
+        "synth.batch_size=8",
+        "cpus_per_worker=1",
+        "worker_resources={mah_worker: 1}",
+    ]
     r = maskahand(
         ["synth", "--clips", out, "--out", synth, "--address", cluster.address, "--no-progress", *overrides],
         cluster.client_env(**s3_env),
     )
     assert r.returncode == 0, r.stderr[-4000:]
     entries = [json.loads(b) for k, b in objects(synth).items() if k.startswith("synth_ledger.d/")]
-    assert {x["node"]["node_id"] for x in entries} == set(ids.values())  # synthesized on both nodes
+    assert {x["node"]["node_id"] for x in entries} == {ids["worker"]}  # synthesized and uploaded there

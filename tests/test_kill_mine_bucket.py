@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,20 +43,25 @@ def mid_video(node_tmp: Path, frames: dict[str, int]) -> bool:
     return False
 
 
-def test_sigkill_mid_video_on_a_bucket_then_rerun_gives_identical_bytes(
-    mined_clip_shards, s3_bucket, tmp_path
-):
+def test_sigkill_mid_video_on_a_bucket_then_rerun_gives_identical_bytes(mined_clip_shards, s3_bucket):
     reference = mined_clip_shards
     ledger = list(read_jsonl(reference / "ledger.jsonl"))
     videos = {Path(r["path"]).parent for r in ledger}.pop()
+    out = f"{s3_bucket}/clips"
+    # short: Ray puts its sockets under TMPDIR too, and a unix socket path may not exceed 107 bytes
+    node_tmp = Path(tempfile.mkdtemp(prefix="mah-kb-", dir="/tmp"))
+    try:
+        run_kill_and_rerun(reference, ledger, videos, out, node_tmp)
+    finally:
+        shutil.rmtree(node_tmp, ignore_errors=True)
+
+
+def run_kill_and_rerun(reference, ledger, videos, out: str, node_tmp: Path) -> None:
     expected = {
         k: v
         for k, v in local_files(reference).items()
         if k.split("/")[0] in ("shards", "parts") or k == MANIFEST
     }
-    out = f"{s3_bucket}/clips"
-    node_tmp = tmp_path / "node-tmp"
-    node_tmp.mkdir()
     cmd = [sys.executable, "-m", "maskahand.cli", "mine", "--videos", str(videos), "--out", out]
     cmd += ["--no-progress", *RECIPE, *OWN_RAY]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -78,7 +85,7 @@ def test_sigkill_mid_video_on_a_bucket_then_rerun_gives_identical_bytes(
     assert 0 < len(done_before) < len(ledger), done_before
     assert not storage.exists(storage.join(out, MANIFEST))  # the killed run never got to its manifest
 
-    env["TMPDIR"] = str(tmp_path / "node-tmp-2")  # a fresh node: nothing staged by the killed run
+    env["TMPDIR"] = str(node_tmp / "fresh")  # a fresh node: nothing staged by the killed run
     Path(env["TMPDIR"]).mkdir()
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
