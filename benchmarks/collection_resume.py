@@ -137,16 +137,16 @@ def run_mine(listing: Path, out: str, recipe_args: list[str], env: dict[str, str
 
 def phases(listing: str, out: str) -> dict[str, float]:
     """Where a resume's time goes (CPU seconds): discovering the inputs, reading the ledger, checking each
-    input against it (a ``stat`` and a lookup per video)."""
-    from maskahand.mine.ledger import Ledger, fingerprint
-    from maskahand.video import discover_videos
+    input against it (a lookup per video; discovery took its fingerprint)."""
+    from maskahand.mine.ledger import Ledger
+    from maskahand.mine.sources import iter_inputs
 
     t0 = time.process_time()
-    found = discover_videos(listing)
+    found = list(iter_inputs(listing))  # what `mine` discovers (a .txt list: a stat per line)
     t1 = time.process_time()
     ledger = Ledger(out)
     t2 = time.process_time()
-    done = sum(ledger.is_done(v, fingerprint(p), False) for v, p in found)
+    done = sum(ledger.is_done(t.video_id, t.fingerprint, False) for t in found)
     t3 = time.process_time()
     assert done == len(found), (done, len(found))
     return {
