@@ -284,48 +284,6 @@ def test_two_nodes_mine_and_synth_match_embedded_runs(cluster, inputs, embedded_
     assert nodes == set(ids.values())  # shards were synthesized on both nodes
 
 
-def test_node_lost_mid_run_finishes_on_the_survivor(cluster, inputs, embedded_clips, tmp_path):
-    """SIGKILL every process of the worker node while both nodes mine: the head redoes the lost video."""
-    slow = ["detector.batch_size=1", "workers.max_inflight_batches=1"]  # runtime only: same output
-    ids = cluster_node_ids(cluster)
-    worker = next(n for n in cluster.nodes if n.name.startswith("worker"))
-    out = tmp_path / "lost"
-    args = mine_args(inputs, out, cluster.address, slow)
-    proc = subprocess.Popen([str(BIN / "maskahand"), *args], env=cluster.client_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        # Kill when the worker's miner holds a video: it has run one of its methods (Ray puts the running
-        # method in the process title) and no ledger line says the worker finished one.
-        deadline = time.monotonic() + 180
-        busy = False
-        while time.monotonic() < deadline and proc.poll() is None and not busy:
-            busy = any(
-                t.startswith("ray::VideoMiner.") and not t.startswith("ray::VideoMiner.__init__")
-                for t in worker.titles()
-            ) and not any(x.get("node", {}).get("node_id") == ids["worker"] for x in ledger_rows(out))
-            time.sleep(0.02)
-        assert busy, f"the worker never held a video before the run ended: {proc.communicate()}"
-        killed = worker.kill()
-        stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert len(killed) > 3 and worker.proc.poll() is not None  # ray start, raylet, agents, workers
-    assert proc.returncode == 0, stderr[-4000:]
-    assert stderr.count("lost with its miner's node") == 1, stderr[-4000:]
-    rows = ledger(out)
-    assert sorted(x["status"] for x in rows) == ["ok", "ok"], rows  # nothing failed, nothing twice
-    assert {x["node"]["node_id"] for x in rows} == {ids["head"]}
-    ref = embedded_clips  # uninterrupted
-    assert tar_bytes(out / "shards") == tar_bytes(ref / "shards")
-    assert (out / "manifest.jsonl").read_bytes() == (ref / "manifest.jsonl").read_bytes()
-    assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
-    # a rerun has nothing to do
-    r = maskahand(mine_args(inputs, out, cluster.address, slow), cluster.client_env())
-    assert r.returncode == 0 and "nothing to do" in r.stdout, r.stderr[-3000:]
-
-
 def test_two_nodes_mine_and_synth_into_a_bucket_without_a_shared_mount(
     cluster, inputs, embedded_clips, s3_bucket, tmp_path
 ):
@@ -371,3 +329,46 @@ def test_two_nodes_mine_and_synth_into_a_bucket_without_a_shared_mount(
     assert r.returncode == 0, r.stderr[-4000:]
     entries = [json.loads(b) for k, b in objects(synth).items() if k.startswith("synth_ledger.d/")]
     assert {x["node"]["node_id"] for x in entries} == {ids["worker"]}  # synthesized and uploaded there
+
+
+# Kills the worker node: the module's last test (the cluster fixture has one node after it).
+def test_node_lost_mid_run_finishes_on_the_survivor(cluster, inputs, embedded_clips, tmp_path):
+    """SIGKILL every process of the worker node while both nodes mine: the head redoes the lost video."""
+    slow = ["detector.batch_size=1", "workers.max_inflight_batches=1"]  # runtime only: same output
+    ids = cluster_node_ids(cluster)
+    worker = next(n for n in cluster.nodes if n.name.startswith("worker"))
+    out = tmp_path / "lost"
+    args = mine_args(inputs, out, cluster.address, slow)
+    proc = subprocess.Popen([str(BIN / "maskahand"), *args], env=cluster.client_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        # Kill when the worker's miner holds a video: it has run one of its methods (Ray puts the running
+        # method in the process title) and no ledger line says the worker finished one.
+        deadline = time.monotonic() + 180
+        busy = False
+        while time.monotonic() < deadline and proc.poll() is None and not busy:
+            busy = any(
+                t.startswith("ray::VideoMiner.") and not t.startswith("ray::VideoMiner.__init__")
+                for t in worker.titles()
+            ) and not any(x.get("node", {}).get("node_id") == ids["worker"] for x in ledger_rows(out))
+            time.sleep(0.02)
+        assert busy, f"the worker never held a video before the run ended: {proc.communicate()}"
+        killed = worker.kill()
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(killed) > 3 and worker.proc.poll() is not None  # ray start, raylet, agents, workers
+    assert proc.returncode == 0, stderr[-4000:]
+    assert stderr.count("lost with its miner's node") == 1, stderr[-4000:]
+    rows = ledger(out)
+    assert sorted(x["status"] for x in rows) == ["ok", "ok"], rows  # nothing failed, nothing twice
+    assert {x["node"]["node_id"] for x in rows} == {ids["head"]}
+    ref = embedded_clips  # uninterrupted
+    assert tar_bytes(out / "shards") == tar_bytes(ref / "shards")
+    assert (out / "manifest.jsonl").read_bytes() == (ref / "manifest.jsonl").read_bytes()
+    assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
+    # a rerun has nothing to do
+    r = maskahand(mine_args(inputs, out, cluster.address, slow), cluster.client_env())
+    assert r.returncode == 0 and "nothing to do" in r.stdout, r.stderr[-3000:]
