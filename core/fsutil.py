@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,19 +71,25 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn final line (from a crash) is skipped."""
+    """Records of a JSON-lines file, streamed; a torn final line (from a crash) is skipped."""
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    with open(path, "rb") as f:
+        yield from jsonl_records(f, str(path))
+
+
+def jsonl_records(lines: Iterable[bytes | str], where: str) -> Iterator[dict[str, Any]]:
+    """Records of JSON lines, streamed: a torn last line (an interrupted append) is skipped, a bad line
+    elsewhere raises ``ValueError`` naming ``where`` and the line."""
+    bad: int | None = None
     for i, line in enumerate(lines):
+        if bad is not None:
+            raise ValueError(f"{where}: line {bad + 1} is not valid JSON")
         line = line.strip()
         if not line:
             continue
         try:
             yield json.loads(line)
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                return  # torn tail of an interrupted append
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+            bad = i  # fine only if it is the last line

@@ -60,6 +60,7 @@ from maskahand.fsutil import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    jsonl_records,
     read_jsonl,
 )
 
@@ -170,21 +171,6 @@ def _drop_torn_tail(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _lines(f: Iterable[bytes], where: str) -> Iterator[dict[str, Any]]:
-    """Records of JSON lines, streamed; a torn last line is skipped, a bad line elsewhere is an error."""
-    bad: int | None = None
-    for i, line in enumerate(f):
-        if bad is not None:
-            raise ValueError(f"{where}: line {bad + 1} is not valid JSON")
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            bad = i  # fine only if it is the last line (an interrupted append)
-
-
 def _regular_shards(video_id: str, shards: list[str]) -> bool:
     """Are the names ``<stem>-000000.tar``, ``<stem>-000001.tar``, ... (then a count stands for them)?"""
     if not shards:
@@ -260,7 +246,7 @@ class Ledger:
         parsed = 0
         with open(path, "rb") as f:
             f.seek(offset)
-            for d in _lines(f, self.path):
+            for d in jsonl_records(f, self.path):
                 self._set(d)
                 parsed += 1
             size = f.tell()
@@ -475,7 +461,7 @@ class Ledger:
     def _load_remote(self) -> None:
         try:
             with storage.open_input(self.path, "rb", block_size=8 << 20) as f:
-                for d in _lines(f, self.path):
+                for d in jsonl_records(f, self.path):
                     self._set(d)
         except storage.ObjectNotFoundError:
             pass
@@ -486,7 +472,7 @@ class Ledger:
         records: list[dict[str, Any]] = []
         for url in self._entries:
             if url in found:  # (deleted meanwhile by a compaction: its line is in ledger.jsonl)
-                records.extend(_lines(io.BytesIO(found[url]), url))
+                records.extend(jsonl_records(io.BytesIO(found[url]), url))
         for d in sorted(records, key=lambda d: (d.get("finished_at", 0.0), d["video_id"])):
             self._set(d)
 
@@ -498,7 +484,7 @@ class Ledger:
         lines: list[dict[str, Any]] = []
         for url in self._entries:
             if url in found:
-                lines.extend(_lines(io.BytesIO(found[url]), url))
+                lines.extend(jsonl_records(io.BytesIO(found[url]), url))
         lines.sort(key=lambda d: (d.get("finished_at", 0.0), d["video_id"]))
         with tempfile.TemporaryDirectory(prefix="maskahand-ledger-") as tmp:
             local = Path(tmp) / LEDGER
@@ -707,7 +693,7 @@ def rebuild_manifest(out_dir: str | Path, ledger: Ledger) -> int:
         found = storage.read_many(urls)
         for url in urls:
             if url in found:
-                rows.extend(_lines(io.BytesIO(found[url]), url))
+                rows.extend(jsonl_records(io.BytesIO(found[url]), url))
     else:
         for s in stems:
             rows.extend(read_jsonl(Path(out, PARTS, f"{s}.jsonl")))
