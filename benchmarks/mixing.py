@@ -81,8 +81,8 @@ def recipe(batch: int, *overrides: str) -> PretrainRecipe:
 def videos_per_batch_now(shards: Path, batch: int, *overrides: str, world: int = 1) -> list[int]:
     """Distinct videos in every global batch of epoch 0, read by the pretraining reader on ``world`` ranks."""
     from maskahand.pretrain.task import PretrainTask
+    from maskahand.runtime.distributed import DistInfo
     from maskahand.trainer import TrainContext
-    from maskahand.trainer.distributed import DistInfo
 
     r = recipe(batch, *overrides)
     streams = []

@@ -38,9 +38,9 @@ def one_case(args: argparse.Namespace) -> dict:
 
     from maskahand.afformer import build_model
     from maskahand.config import AfformerConfig, OptimConfig
+    from maskahand.runtime.precision import Precision
     from maskahand.trainer.actckpt import enable_activation_checkpointing
     from maskahand.trainer.optim import afformer_param_groups, build_optimizer
-    from maskahand.trainer.precision import Precision
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -128,8 +128,8 @@ def reader_rate(shards: Path, batch: int, frames: int, workers: int) -> dict:
     from maskahand.config import PretrainRecipe
     from maskahand.configbase import load_config
     from maskahand.pretrain.task import PretrainTask
+    from maskahand.runtime.distributed import DistInfo
     from maskahand.trainer import TrainContext
-    from maskahand.trainer.distributed import DistInfo
 
     recipe = load_config(
         PretrainRecipe,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from maskahand.config import DetectorTrainRecipe
     from maskahand.detector.train import train
+    from maskahand.runtime.distributed import is_main
 
     recipe = load_recipe(
         DetectorTrainRecipe,
@@ -104,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
         },
     )
     record = train(recipe)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main():
         print(json.dumps({k: v for k, v in record.items() if k != "losses"}))
     return 0
 
@@ -112,11 +112,12 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from maskahand.config import DetectorTrainRecipe
     from maskahand.detector.train import evaluate_weights
+    from maskahand.runtime.distributed import is_main
 
     recipe = load_recipe(DetectorTrainRecipe, args, **{"train.data_root": args.data})
     metrics = evaluate_weights(
         recipe, args.weights, args.split or recipe.train.test_split, args.out or recipe.train.out_dir
     )
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main():
         print(json.dumps(metrics))
     return 0

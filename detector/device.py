@@ -9,7 +9,7 @@ import torch
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is an error."""
-    from maskahand.trainer.distributed import resolve_device as resolve  # one device rule for every stage
+    from maskahand.runtime.distributed import resolve_device as resolve  # one device rule for every stage
 
     return resolve(choice, key="detector.device")
 

@@ -10,13 +10,10 @@ from collections.abc import Iterable, Sized
 import torch
 
 from maskahand.detector.evaluate import ImageGroundTruth, ImagePrediction
-from maskahand.trainer.precision import Precision
+from maskahand.runtime.distributed import all_gather_object, is_main
+from maskahand.runtime.precision import Precision
 
 log = logging.getLogger(__name__)
-
-
-def _is_main() -> bool:
-    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
 def amp_precision(amp: bool, device: torch.device) -> Precision:
@@ -45,7 +42,7 @@ def train_one_epoch(
     total = len(loader) if isinstance(loader, Sized) else None
     if max_iters is not None:
         total = min(total, max_iters) if total is not None else max_iters
-    bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not _is_main(), unit="it")
+    bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not is_main(), unit="it")
     start = time.time()
     for it, (images, targets) in enumerate(loader):
         if max_iters is not None and it >= max_iters:
@@ -67,7 +64,7 @@ def train_one_epoch(
         losses.append(value)
         bar.update(1)
         bar.set_postfix(loss=f"{value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        if _is_main() and print_freq and it % print_freq == 0:
+        if is_main() and print_freq and it % print_freq == 0:
             parts = " ".join(f"{k}={v.item():.3f}" for k, v in loss_dict.items())
             log.info("epoch %d it %d loss %.4f %s (%.1f s)", epoch, it, value, parts, time.time() - start)
     bar.close()
@@ -86,7 +83,7 @@ def predict(
     preds: list[ImagePrediction] = []
     gts: list[ImageGroundTruth] = []
     prec = amp_precision(amp, device)
-    for images, targets in tqdm(loader, desc="eval", disable=not _is_main(), unit="batch"):
+    for images, targets in tqdm(loader, desc="eval", disable=not is_main(), unit="batch"):
         images = [im.to(device, non_blocking=True) for im in images]
         with prec.autocast():
             outputs = model(images)
@@ -103,11 +100,7 @@ def gather_predictions(
     ids: list[int], preds: list[ImagePrediction], gts: list[ImageGroundTruth]
 ) -> tuple[list[ImagePrediction], list[ImageGroundTruth]]:
     """All ranks' results, de-duplicated by image id (DistributedSampler pads with repeats)."""
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        parts: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, list(zip(ids, preds, gts)))
-        merged = {i: (p, g) for part in parts for i, p, g in part}
-    else:
-        merged = {i: (p, g) for i, p, g in zip(ids, preds, gts)}
+    parts = all_gather_object(list(zip(ids, preds, gts)))  # [this rank's] without a process group
+    merged = {i: (p, g) for part in parts for i, p, g in part}
     order = sorted(merged)
     return [merged[i][0] for i in order], [merged[i][1] for i in order]

@@ -34,7 +34,7 @@ BACKBONE_LAYERS = ["layer4", "layer3", "layer2", "layer1", "conv1"]
 
 def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     """(rank, world_size, device); initialises the process group when torchrun set the environment."""
-    from maskahand.trainer.distributed import init_distributed  # shared with the trainer
+    from maskahand.runtime.distributed import init_distributed  # shared with the trainer
 
     info = init_distributed(device_choice, key="detector.device")
     return info.rank, info.world_size, info.device

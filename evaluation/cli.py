@@ -75,7 +75,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from maskahand.evaluation.groundtruth import GroundTruth
     from maskahand.evaluation.predictor import Predictor
     from maskahand.evaluation.report import results_markdown, write_outputs
-    from maskahand.trainer import distributed as dist
+    from maskahand.runtime import distributed as dist
 
     recipe = load_recipe(EvalRecipe, args, **{"eval.protocol": args.protocol})
     try:

@@ -147,9 +147,9 @@ def run_eval(
     progress: bool = True,
 ) -> EvalResult | None:
     """Evaluate; returns the result on rank 0 and None on the other ranks."""
-    from maskahand.trainer import distributed as dist
+    from maskahand.runtime import distributed as dist
 
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = dist.rank_world()
     # rank 0 builds the ground-truth caches first; the others then read them
     gt = None
     if rank == 0:

@@ -48,7 +48,7 @@ def ground(
     top: int = 3,
 ) -> dict:
     from maskahand.evaluation.predictor import build_predictor
-    from maskahand.trainer.distributed import resolve_device
+    from maskahand.runtime.distributed import resolve_device
 
     output_kind(out)
     predictor = build_predictor(model, checkpoint, recipe, resolve_device(recipe.eval.device))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from maskahand.cli_util import add_config_option, load_recipe
@@ -95,6 +94,7 @@ def prepare(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from maskahand.hotspots.data import HotspotsDataError
     from maskahand.hotspots.task import HotspotsTask
+    from maskahand.runtime.distributed import is_main
     from maskahand.trainer.launch import run_training
 
     try:
@@ -102,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
     except HotspotsDataError as e:
         print(f"maskahand hotspots train: {e}", file=sys.stderr)
         return 2
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main():  # before the process group exists: torchrun's RANK
         log.info(
             "hotspots %s: %d items, %d verbs, %d epochs = %d steps",
             tset.dataset, len(tset.items), len(tset.verbs), recipe.data.epochs, recipe.train.max_iters,
@@ -119,8 +119,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from maskahand.fsutil import atomic_write_bytes
     from maskahand.hotspots.data import HotspotsDataError, read_image
     from maskahand.hotspots.predict import HotspotsPredictor, load_hotspots
+    from maskahand.runtime.distributed import resolve_device
     from maskahand.shards.sheet import heatmap_overlay, save_image
-    from maskahand.trainer.distributed import resolve_device
     from maskahand.video.sampling import resize_uint8
 
     files: list[Path] = []

@@ -92,9 +92,9 @@ def run_serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from maskahand.evaluation.predictor import build_predictor
+    from maskahand.runtime.distributed import resolve_device
     from maskahand.serve.app import available_examples, build_app
     from maskahand.serve.engine import GroundingEngine
-    from maskahand.trainer.distributed import resolve_device
 
     device = resolve_device(recipe.eval.device)
     predictor = build_predictor(args.model, args.checkpoint, recipe, device)

@@ -127,16 +127,15 @@ def tar_samples(handler: Callable[[Exception], bool] = wds.reraise_exception) ->
 
 
 def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """Explicit values win; else torch.distributed's when a process group is up; else (0, 1)."""
+    """Explicit values win; else :func:`maskahand.runtime.distributed.rank_world` (the process group's,
+    else torchrun's environment, else (0, 1))."""
     if rank is not None or world_size is not None:
         if rank is None or world_size is None or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
         return rank, world_size
-    import torch.distributed as dist
+    from maskahand.runtime.distributed import rank_world
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return rank_world()
 
 
 def worker_and_count() -> tuple[int, int]:

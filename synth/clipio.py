@@ -13,7 +13,7 @@ from maskahand.shards.schema import ClipSample, validate_clip_meta
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; an explicit ``cuda`` without a GPU is an error."""
-    from maskahand.trainer.distributed import resolve_device as resolve  # one device rule for every stage
+    from maskahand.runtime.distributed import resolve_device as resolve  # one device rule for every stage
 
     return resolve(name, key="synth.device")
 

@@ -14,7 +14,7 @@ import torch
 from maskahand.config import FinetuneRecipe
 from maskahand.configbase import apply_overrides
 from maskahand.evaluation.benchmark import Entry, load_benchmark
-from maskahand.trainer.distributed import DistInfo
+from maskahand.runtime.distributed import DistInfo
 from maskahand.trainer.task import TrainContext
 from tests.eval_standin import write_clip
 

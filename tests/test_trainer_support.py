@@ -72,8 +72,8 @@ class ToyTask(TrainTask):
 def main(argv: list[str]) -> None:
     from maskahand.config import OptimConfig, TrainConfig
     from maskahand.configbase import apply_overrides
+    from maskahand.runtime.distributed import init_distributed, shutdown_distributed
     from maskahand.trainer import fit
-    from maskahand.trainer.distributed import init_distributed, shutdown_distributed
 
     out, max_iters, global_batch, *overrides = argv
     info = init_distributed("cpu")

@@ -3,8 +3,8 @@
     from maskahand.trainer import TrainTask, TrainContext, fit
     final_checkpoint = fit(task, recipe.optim, recipe.train, out_dir, resume=None, config=recipe)
 
-See :mod:`maskahand.trainer.task` for the contract a recipe implements. Modules, one job each:
-``distributed`` (rank/world/device), ``precision`` (autocast, GradScaler), ``optim`` (AdamW groups),
+See :mod:`maskahand.trainer.task` for the contract a recipe implements. Modules, one job each
+(rank/world/device and precision live below, in :mod:`maskahand.runtime`): ``optim`` (AdamW groups),
 ``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention, ``load_torch_file``),
 ``logging`` (progress, TensorBoard, log.jsonl), ``batching`` (the global batch's split over processes
 and accumulation), ``engine`` (``fit``). Names load on first use.
@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __all__ = [
-    "DistInfo",
     "TrainContext",
     "TrainTask",
     "TrainTaskProtocol",
@@ -23,9 +22,7 @@ __all__ = [
     "WeightsFileError",
     "afformer_param_groups",
     "fit",
-    "init_distributed",
     "load_torch_file",
-    "resolve_device",
     "step_generator",
     "to_device",
     "unwrap",
@@ -33,7 +30,6 @@ __all__ = [
 
 if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
     from maskahand.trainer.checkpoint import WeightsFileError, load_torch_file
-    from maskahand.trainer.distributed import DistInfo, init_distributed, resolve_device
     from maskahand.trainer.engine import TrainingAborted, fit
     from maskahand.trainer.optim import afformer_param_groups
     from maskahand.trainer.task import (

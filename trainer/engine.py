@@ -24,7 +24,8 @@ from torch import nn
 
 from maskahand import configbase
 from maskahand.configbase import ConfigError, save_config, to_dict
-from maskahand.trainer import distributed as D
+from maskahand.runtime import distributed as D
+from maskahand.runtime.precision import Precision
 from maskahand.trainer.batching import batch_split
 from maskahand.trainer.checkpoint import (
     latest_checkpoint,
@@ -37,7 +38,6 @@ from maskahand.trainer.checkpoint import (
 )
 from maskahand.trainer.logging import RunLogger
 from maskahand.trainer.optim import build_optimizer
-from maskahand.trainer.precision import Precision
 from maskahand.trainer.schedule import CosineSchedule
 from maskahand.trainer.task import TrainContext, to_device, unwrap
 

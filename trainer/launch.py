@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maskahand.trainer.distributed import init_distributed, shutdown_distributed
+from maskahand.runtime.distributed import init_distributed, shutdown_distributed
 from maskahand.trainer.engine import fit
 from maskahand.trainer.task import TrainTask
 

@@ -44,7 +44,7 @@ Rules the engine relies on (read these before writing a task):
   ``name`` (used for the per-group lr in the logs). The engine's schedule scales every group's
   ``lr`` by the same factor, so relative factors (encoder x 0.1) stay.
 - ``evaluate`` runs every ``train.eval_every`` steps on every rank (gather with
-  :mod:`maskahand.trainer.distributed` yourself if needed); the engine logs what rank 0 returns.
+  :mod:`maskahand.runtime.distributed` yourself if needed); the engine logs what rank 0 returns.
   ``visualize`` runs on rank 0 every ``train.image_every`` steps and returns an (H, W, 3) uint8 picture.
 - Optional ``state_dict()`` / ``load_state_dict(d)`` on the task: extra state of THIS RANK (e.g. where
   its data loader stands), saved in checkpoints for every rank and given back to the same rank on a
@@ -63,8 +63,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskahand.runtime.distributed import DistInfo
 from maskahand.trainer.batching import BatchSplit, batch_split
-from maskahand.trainer.distributed import DistInfo
 
 if TYPE_CHECKING:
     from maskahand.config import OptimConfig, TrainConfig

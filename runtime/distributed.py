@@ -5,7 +5,8 @@ everything runs as rank 0 of 1 and no process group is created. NCCL is used whe
 CUDA device, gloo otherwise.
 
     dist_info = init_distributed("auto")     # DistInfo(rank, world_size, local_rank, device)
-    if is_main(): ...
+    rank, world = rank_world()               # the one way to ask; works before init and after shutdown
+    if is_main(): ...                        # the one "am I rank 0?"
     barrier(); gathered = all_gather_object(x); shutdown_distributed()
 """
 
@@ -36,7 +37,7 @@ class DistInfo:
         return self.world_size > 1
 
 
-def env_rank_world() -> tuple[int, int, int]:
+def _torchrun_env() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
     try:
         rank = int(os.environ.get("RANK", "0"))
@@ -70,7 +71,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0, key: str =
 
     Idempotent: a second call returns the same information without re-initialising.
     """
-    rank, world, local = env_rank_world()
+    rank, world, local = _torchrun_env()
     dev = resolve_device(device, local if world > 1 else None, key=key)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -91,16 +92,20 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def get_rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
+def rank_world() -> tuple[int, int]:
+    """(rank, world_size) of this process: the process group's when one is up, else torchrun's environment
+    (what the group will have: e.g. before ``init_distributed`` or after ``shutdown_distributed``), else
+    (0, 1). A process group made without torchrun (``init_process_group`` with a store) wins over the
+    environment."""
+    if is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    rank, world, _ = _torchrun_env()
+    return rank, world
 
 
 def is_main() -> bool:
-    return get_rank() == 0
+    """True on rank 0 (see :func:`rank_world`), the one process that logs, prints and writes shared files."""
+    return rank_world()[0] == 0
 
 
 def barrier() -> None:
