@@ -50,7 +50,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping for {tp.__name__}, got {value!r}")
-        return _from_dict(tp, value, prefix=key + ".")
+        return from_dict(tp, value, prefix=key + ".")
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
@@ -100,7 +100,12 @@ def _fields(cls: Any) -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(cls)
 
 
-def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """A ``cls`` config from a plain dict (the inverse of :func:`to_dict`, e.g. a checkpoint's stored config).
+
+    Missing keys take ``cls``'s defaults; values are coerced to the field types; an unknown key is a
+    ``ConfigError`` naming ``prefix + key`` (``prefix``: where the dict sits in the recipe, ``"model."``).
+    """
     hints = _hints(cls)
     names = {f.name for f in _fields(cls)}
     for k in data:
@@ -191,7 +196,7 @@ def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
         if _is_optional(tp)[1] is str and value is not None and not isinstance(value, str):
             value = text.split("=", 1)[1]
         node[leaf] = value
-    return _from_dict(type(cfg), data)
+    return from_dict(type(cfg), data)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> T:
@@ -215,7 +220,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
         cfg = apply_overrides(cfg, preset)
     if data is not None:
         try:
-            cfg = _from_dict(cls, _merged(to_dict(cfg), data) if preset else data)
+            cfg = from_dict(cls, _merged(to_dict(cfg), data) if preset else data)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from e
     elif not preset:

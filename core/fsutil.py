@@ -1,7 +1,15 @@
-"""Filesystem helpers shared by every stage: atomic writes and append-only JSON-lines ledgers."""
+"""Filesystem helpers shared by every stage: atomic writes and append-only JSON-lines ledgers.
+
+One of each: :func:`atomic_path` (a temporary name beside the target, renamed over it when the writer
+is done: for writers that take a file name), :func:`atomic_write_bytes` / ``_text`` / ``_json`` on top of
+it, and :func:`fsync_dir`. The torch writer built on :func:`atomic_path` is
+``maskahand.runtime.atomic.save_torch_atomic`` (``core`` imports no torch).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -9,16 +17,31 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+# Errors that mean "this filesystem cannot fsync (or open) a directory" rather than "the data is not safe".
+_NO_DIR_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
 
-def _fsync_dir(path: Path) -> None:
+
+def fsync_dir(path: str | Path) -> None:
+    """Make the renames and creations inside ``path`` durable (fsync of the folder itself).
+
+    Why this error behaviour: callers fsync a folder right before they record work as finished (a ledger
+    line, a manifest), so a real failure must surface: a folder that is gone (``FileNotFoundError``) or
+    ``EIO`` (the disk lost what was written) raises. A filesystem that cannot sync a folder at all
+    (procfs, some FUSE/network mounts: ``EINVAL``/``ENOTSUP``; a folder that cannot be opened for reading,
+    as on Windows: ``EACCES``) has nothing more to give after the rename, so that is skipped quietly:
+    raising there would make every write fail on such a mount.
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
+    except OSError as e:
+        if e.errno in _NO_DIR_SYNC:
+            return
+        raise
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as e:
+        if e.errno not in _NO_DIR_SYNC:
+            raise
     finally:
         os.close(fd)
 
@@ -33,22 +56,40 @@ def _default_file_mode() -> int:
 FILE_MODE = _default_file_mode()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file name beside ``path`` for a writer that takes a name (numpy, PyAV, torch.save).
+
+    When the ``with`` block ends normally the file gets a plain ``open()``'s permissions (mkstemp makes
+    0600), is fsynced and renamed over ``path``, and the folder is fsynced: readers see the old file or
+    the whole new one. When the block raises, the temporary file is removed and ``path`` is untouched.
+    ``suffix`` ends the temporary name, for libraries that pick the format by it (``".mp4"``); the
+    temporary name starts with a dot, so ``*.ext`` globs never see it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        os.chmod(tmp, FILE_MODE)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

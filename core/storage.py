@@ -506,13 +506,10 @@ def put_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def upload_file(local: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Copy a complete local file to ``path`` so that readers see all of it or nothing."""
     if not is_url(str(path)):
-        dest = local_path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.upload.tmp")
-        shutil.copyfile(local, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        from maskahand.fsutil import atomic_path
+
+        with atomic_path(local_path(path)) as tmp:
+            shutil.copyfile(local, tmp)
         return
     url = str(path)
     fs, p = filesystem(url)

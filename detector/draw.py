@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,22 +77,19 @@ def annotate_video(detector: HandDetector, src: Path, out: Path, recipe: Detecto
     import av
     from tqdm import tqdm
 
-    from maskahand.fsutil import FILE_MODE
+    from maskahand.fsutil import atomic_path
     from maskahand.video import open_video
 
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out {out}: a video is written as .mp4")
     reader = open_video(src, recipe.video)
     info = reader.info
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".mp4", dir=out.parent)
-    os.close(fd)
     count = 0
     rate = max(1, round(min(recipe.video.fps, info.fps or recipe.video.fps)))
     total = round(info.duration * min(recipe.video.fps, info.fps)) + 1 if info.duration and info.fps else None
     video_id = src.name
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
+    with atomic_path(out, suffix=".mp4") as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = None
             bar = tqdm(total=total, desc=f"detect {src.name}", unit="frame")
             for batch in reader.batches(max(1, detector.batch_size)):
@@ -114,10 +109,6 @@ def annotate_video(detector: HandDetector, src: Path, out: Path, recipe: Detecto
                 container.mux(stream.encode(None))
         if count == 0:
             raise ValueError(f"{src}: no frames were decoded")
-        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; a video for people to watch gets the usual mode
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return count
 
 

@@ -5,7 +5,7 @@ Single process, or DDP when launched by torchrun (RANK/WORLD_SIZE/LOCAL_RANK in 
 Checkpoints ``{model, optimizer, lr_scheduler, scaler, epoch, config}`` are written atomically to
 ``out_dir/checkpoint.pth`` (latest) and ``out_dir/model_<epoch>.pth``; ``train.resume`` continues.
 The epoch loop is torchvision's reference; distribution, precision (``amp``: fp16 + GradScaler on CUDA)
-and file writing come from :mod:`maskahand.trainer`.
+and file writing come from :mod:`maskahand.runtime`.
 The ``model`` entry is the authors' layout, so any checkpoint loads as ``detector.hircnn.weights``.
 """
 
@@ -25,7 +25,8 @@ from maskahand.detector.evaluate import hand_metrics
 from maskahand.detector.hircnn import build_hircnn_model, load_coco_init, load_into, read_state_dict
 from maskahand.detector.voc import VOCHandDataset, collate
 from maskahand.fsutil import append_jsonl, atomic_write_json
-from maskahand.trainer.checkpoint import load_torch_file, write_torch_file
+from maskahand.runtime.atomic import save_torch_atomic
+from maskahand.trainer.checkpoint import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    write_torch_file(state, path)
+    save_torch_atomic(state, path)
 
 
 def _eval_cfg(hcfg: HircnnConfig, score_threshold: float) -> HircnnConfig:

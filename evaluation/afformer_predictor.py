@@ -108,7 +108,7 @@ def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
     """(model in eval mode on the CPU, its config) from any checkpoint form above."""
     from maskahand.afformer import build_model, from_reference_name, load_reference_checkpoint
     from maskahand.afformer.checkpoint import read_state_dict
-    from maskahand.configbase import _from_dict
+    from maskahand.configbase import from_dict
     from maskahand.trainer.checkpoint import FORMAT, load_torch_file
 
     if Path(checkpoint).is_dir():  # a run folder: its latest training checkpoint
@@ -123,7 +123,7 @@ def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
         model_cfg = (raw.get("config") or {}).get("model")
         if not isinstance(model_cfg, dict):
             raise ValueError(f"{checkpoint}: training checkpoint without a model config")
-        cfg = _from_dict(AfformerConfig, model_cfg, "model.")
+        cfg = from_dict(AfformerConfig, model_cfg, "model.")
         state = raw["model"]
     else:
         state = read_state_dict(raw)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 from maskahand import storage
 from maskahand.evaluation.benchmark import Benchmark, Location
 from maskahand.evaluation.metrics import HOTSPOTS_RES, gt_map_28, gt_map_256
-from maskahand.fsutil import FILE_MODE
+from maskahand.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
 GT_VERSION = 1
@@ -171,18 +170,11 @@ class GroundTruth:
             p for p in path.parent.glob(f"{annotations_stem(self.bench)}.gt{protocol}.*.npy") if p != path
         ]
         log.info("ground truth: computing %s", path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, FILE_MODE)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             fill(arr)
             arr.flush()
             del arr
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         for p in stale:
             log.info("ground truth: removing stale cache %s (annotations or rule changed)", p)
             p.unlink(missing_ok=True)

@@ -13,8 +13,6 @@ as a colour bar, so a brighter window is a more confident one.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -178,7 +176,7 @@ def write_overlay_video(
     import av
     from tqdm import tqdm
 
-    from maskahand.fsutil import FILE_MODE
+    from maskahand.fsutil import atomic_path
     from maskahand.video import open_video
 
     suffix = out.suffix.lower()
@@ -194,12 +192,9 @@ def write_overlay_video(
     total = (
         round(info.duration * min(cfg.overlay_fps, info.fps or cfg.overlay_fps)) if info.duration else None
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-    os.close(fd)
     written = 0
-    try:
-        with av.open(tmp, mode="w", format=fmt) as container:
+    with atomic_path(out, suffix=suffix) as tmp:
+        with av.open(str(tmp), mode="w", format=fmt) as container:
             stream = container.add_stream(codec, rate=rate)
             stream.width, stream.height = painter.size
             stream.pix_fmt = pix_fmt
@@ -216,8 +211,4 @@ def write_overlay_video(
             container.mux(stream.encode(None))
         if written == 0:
             raise ValueError(f"{video}: no decodable frames")
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return written

@@ -261,14 +261,10 @@ class FinetuneTask(TrainTask):
         return out
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
-        import io
-
         from maskahand.afformer import to_reference_state_dict
-        from maskahand.fsutil import atomic_write_bytes
+        from maskahand.runtime.atomic import save_torch_atomic
 
-        buf = io.BytesIO()
-        torch.save(to_reference_state_dict(model), buf)
-        atomic_write_bytes(out_dir / "afformer_finetuned.pth", buf.getvalue())
+        save_torch_atomic(to_reference_state_dict(model), out_dir / "afformer_finetuned.pth")
 
 
 def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:

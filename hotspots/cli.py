@@ -116,9 +116,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
     import torch
 
-    from maskahand.fsutil import atomic_write_bytes
     from maskahand.hotspots.data import HotspotsDataError, read_image
     from maskahand.hotspots.predict import HotspotsPredictor, load_hotspots
+    from maskahand.runtime.atomic import save_torch_atomic
     from maskahand.runtime.distributed import resolve_device
     from maskahand.shards.sheet import heatmap_overlay, save_image
     from maskahand.video.sampling import resize_uint8
@@ -150,12 +150,9 @@ def run_predict(args: argparse.Namespace) -> int:
             up = torch.nn.functional.interpolate(m[v][None, None], size=(size, size), mode="bilinear")[0, 0]
             up = (up - up.min()) / (up.max() - up.min() + 1e-12)
             save_image(heatmap_overlay(shown, up), out / f"{f.stem}.verb{v}.png")
-    import io
-
-    buf = io.BytesIO()
-    torch.save(
-        {"images": [str(f) for f in files], "num_verbs": model.cfg.num_verbs, "maps": torch.stack(maps)}, buf
+    save_torch_atomic(
+        {"images": [str(f) for f in files], "num_verbs": model.cfg.num_verbs, "maps": torch.stack(maps)},
+        out / "hotspots.pt",
     )
-    atomic_write_bytes(out / "hotspots.pt", buf.getvalue())
     log.info("wrote %s and %d overlays", out / "hotspots.pt", len(files) * model.cfg.num_verbs)
     return 0

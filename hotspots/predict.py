@@ -31,7 +31,7 @@ EVAL_MAX_LEN = 32  # their evaluation datasets: max_len -1 -> 32
 
 def load_hotspots(checkpoint: str | Path, base: HotspotsConfig | None = None) -> HotspotsModel:
     """The model (eval mode, CPU) from any checkpoint form above."""
-    from maskahand.configbase import _from_dict
+    from maskahand.configbase import from_dict
     from maskahand.trainer.checkpoint import FORMAT
 
     raw = load_file(checkpoint)
@@ -39,7 +39,7 @@ def load_hotspots(checkpoint: str | Path, base: HotspotsConfig | None = None) ->
         model_cfg = (raw.get("config") or {}).get("model")
         if not isinstance(model_cfg, dict):
             raise CheckpointMismatchError(f"{checkpoint}: training checkpoint without a model config")
-        cfg, state = _from_dict(HotspotsConfig, model_cfg, "model."), raw["model"]
+        cfg, state = from_dict(HotspotsConfig, model_cfg, "model."), raw["model"]
     else:
         state = extract_state(raw, str(checkpoint))
         fc = state.get("fc.weight", state.get("classifier.weight"))
@@ -47,7 +47,7 @@ def load_hotspots(checkpoint: str | Path, base: HotspotsConfig | None = None) ->
             raise CheckpointMismatchError(f"{checkpoint}: no classifier (fc.weight) in this state dict")
         cfg = base or HotspotsConfig()
         if isinstance(raw, dict) and isinstance(raw.get("config"), dict):  # our export of a run
-            cfg = _from_dict(HotspotsConfig, raw["config"], "model.")
+            cfg = from_dict(HotspotsConfig, raw["config"], "model.")
         cfg = replace(cfg, num_verbs=int(fc.shape[0]))
     model = uninitialised_model(replace(cfg, backbone_weights=None))
     load_state(model, state, where=str(checkpoint))

@@ -11,7 +11,6 @@ flat). ``train.max_iters`` is set from ``data.epochs`` by the command.
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -109,21 +108,19 @@ class HotspotsTask(TrainTask):
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         """``RUN/hotspots_model.pth`` in their format (``{"net": state_dict}``, their names): their code loads it."""
-        from maskahand.fsutil import atomic_write_bytes
         from maskahand.hotspots.checkpoint import to_reference_state_dict
+        from maskahand.runtime.atomic import save_torch_atomic
 
         net = cast(HotspotsModel, unwrap(model))
-        buf = io.BytesIO()
-        torch.save(
+        save_torch_atomic(
             {
                 "net": to_reference_state_dict(net),
                 "verbs": list(self.tset.verbs),
                 "epoch": self.recipe.data.epochs,
                 "config": dataclasses.asdict(net.cfg),  # ours only; their loader ignores it
             },
-            buf,
+            Path(out_dir) / "hotspots_model.pth",
         )
-        atomic_write_bytes(Path(out_dir) / "hotspots_model.pth", buf.getvalue())
 
 
 def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor | float:

@@ -60,6 +60,7 @@ from maskahand.fsutil import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    fsync_dir,
     jsonl_records,
     read_jsonl,
 )
@@ -619,9 +620,9 @@ def publish_video(out_dir: str | Path, stem: str, rows: list[dict[str, Any]]) ->
         handle.write(part_text(rows))
         handle.flush()
         os.fsync(handle.fileno())
-    _fsync_dir(dest)
+    fsync_dir(dest)
     os.replace(part, out / PARTS / f"{stem}.jsonl")
-    _fsync_dir(out / PARTS)
+    fsync_dir(out / PARTS)
     shutil.rmtree(staging)
     return sorted(names)
 
@@ -662,14 +663,6 @@ def discard_video(out_dir: str | Path, stem: str) -> None:
     staging = Path(out_dir) / STAGING / stem
     if staging.exists():
         shutil.rmtree(staging)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rebuild_manifest(out_dir: str | Path, ledger: Ledger) -> int:

@@ -242,15 +242,11 @@ class PretrainTask(TrainTask):
         return overlay_row(batch["frames"][0, n // 2], targets[0], pred[0, 0], heatmaps[0, 0])
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
-        import io
-
-        from maskahand.fsutil import atomic_write_bytes
+        from maskahand.runtime.atomic import save_torch_atomic
 
         from .evaluate import authors_state_dict
 
-        buf = io.BytesIO()
-        torch.save(authors_state_dict(model), buf)
-        atomic_write_bytes(out_dir / EXPORT_NAME, buf.getbuffer())
+        save_torch_atomic(authors_state_dict(model), out_dir / EXPORT_NAME)
         log.info("exported the final weights in the authors' layout: %s", out_dir / EXPORT_NAME)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from maskahand.config import ShardWriterConfig
-from maskahand.fsutil import _fsync_dir, atomic_write_json
+from maskahand.fsutil import atomic_write_json, fsync_dir
 from maskahand.shards.codec import encode_sample
 from maskahand.shards.schema import (
     SCHEMAS,
@@ -144,7 +144,7 @@ class TarShard:
         # A rewritten shard must never pair with the manifest of its previous version.
         manifest_path(self.path).unlink(missing_ok=True)
         os.replace(self.partial, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         info = ShardInfo(
             self.path, len(self.keys), list(self.keys), self._hashing.sha.hexdigest(), self.bytes, self.schema
         )

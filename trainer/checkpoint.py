@@ -12,7 +12,6 @@ multiple of ``keep_every``.
 
 from __future__ import annotations
 
-import io
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskahand.fsutil import atomic_write_bytes
+from maskahand.runtime.atomic import save_torch_atomic
 
 FORMAT = "maskahand-train-v1"
 CKPT_DIR = "checkpoints"
@@ -81,17 +80,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def write_torch_file(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file, fsynced and renamed: a kill leaves the old file or the new one."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(Path(path), buf.getbuffer())
-    return Path(path)
-
-
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int) -> Path:
     """Write ``state`` atomically as ``checkpoints/step_<step>.pt`` and return its path."""
-    return write_torch_file(
+    return save_torch_atomic(
         {"format": FORMAT, "step": step, **state}, Path(run_dir) / CKPT_DIR / checkpoint_name(step)
     )
 
