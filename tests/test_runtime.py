@@ -4,6 +4,7 @@ directory fsync, the one atomic torch writer."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import subprocess
@@ -150,6 +151,10 @@ def test_save_torch_atomic_writes_a_file_torch_loads(tmp_path):
     back = torch.load(path, weights_only=True)
     assert back["step"] == 4 and torch.equal(back["w"], obj["w"])
     assert [p.name for p in path.parent.iterdir()] == ["a.pt"]
+    # the same bytes as a save to memory (no temporary name inside the archive): a rerun writes the same file
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    assert path.read_bytes() == buf.getvalue()
 
 
 # The save fails part-way for real: the process may not write past LIMIT bytes (RLIMIT_FSIZE; SIGXFSZ is
