@@ -25,7 +25,8 @@ from maskahand.detector.evaluate import hand_metrics
 from maskahand.detector.hircnn import build_hircnn_model, load_coco_init, load_into, read_state_dict
 from maskahand.detector.voc import VOCHandDataset, collate
 from maskahand.fsutil import append_jsonl, atomic_write_json
-from maskahand.trainer.checkpoint import load_torch_file, write_torch_file
+from maskahand.runtime.weights import load_torch_file
+from maskahand.trainer.checkpoint import write_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
 
     start_epoch = 0
     if tcfg.resume:
-        ckpt = load_torch_file(tcfg.resume, "detector training checkpoint (train.resume)", error=ValueError)
+        ckpt = load_torch_file(tcfg.resume, "detector training checkpoint (train.resume)")
         for key in ("model", "optimizer", "lr_scheduler", "epoch"):
             if key not in ckpt:
                 raise ValueError(f"{tcfg.resume}: not a training checkpoint (no '{key}'; train.resume)")

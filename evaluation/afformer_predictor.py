@@ -109,11 +109,10 @@ def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
     from maskahand.afformer import build_model, from_reference_name, load_reference_checkpoint
     from maskahand.afformer.checkpoint import read_state_dict
     from maskahand.configbase import _from_dict
-    from maskahand.trainer.checkpoint import FORMAT, load_torch_file
+    from maskahand.runtime.checkpoint_files import FORMAT, latest_checkpoint
+    from maskahand.runtime.weights import load_torch_file
 
     if Path(checkpoint).is_dir():  # a run folder: its latest training checkpoint
-        from maskahand.trainer.checkpoint import latest_checkpoint
-
         found = latest_checkpoint(checkpoint)
         if found is None:
             raise ValueError(f"{checkpoint}: a folder without checkpoints/step_*.pt")

@@ -5,7 +5,7 @@
 
 See :mod:`maskahand.trainer.task` for the contract a recipe implements. Modules, one job each:
 ``distributed`` (rank/world/device), ``precision`` (autocast, GradScaler), ``optim`` (AdamW groups),
-``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention, ``load_torch_file``),
+``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention),
 ``logging`` (progress, TensorBoard, log.jsonl), ``batching`` (the global batch's split over processes
 and accumulation), ``engine`` (``fit``). Names load on first use.
 """
@@ -20,11 +20,9 @@ __all__ = [
     "TrainTask",
     "TrainTaskProtocol",
     "TrainingAborted",
-    "WeightsFileError",
     "afformer_param_groups",
     "fit",
     "init_distributed",
-    "load_torch_file",
     "resolve_device",
     "step_generator",
     "to_device",
@@ -32,7 +30,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.trainer.checkpoint import WeightsFileError, load_torch_file
     from maskahand.trainer.distributed import DistInfo, init_distributed, resolve_device
     from maskahand.trainer.engine import TrainingAborted, fit
     from maskahand.trainer.optim import afformer_param_groups

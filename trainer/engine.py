@@ -24,11 +24,10 @@ from torch import nn
 
 from maskahand import configbase
 from maskahand.configbase import ConfigError, save_config, to_dict
+from maskahand.runtime.checkpoint_files import latest_checkpoint, list_checkpoints
 from maskahand.trainer import distributed as D
 from maskahand.trainer.batching import batch_split
 from maskahand.trainer.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     rng_state,
