@@ -367,6 +367,7 @@ def test_every_strict_loader_raises_the_one_mismatch_error(load):
         WeightsMismatchError, match=r"fc\.weight: checkpoint \(9, 2\) vs model \(3, 2\)"
     ) as err:
         load(state)
+    assert isinstance(err.value, WeightsFileError)  # one hierarchy: catching the file error catches it
     assert isinstance(err.value.report, LoadReport) and err.value.report.shape_mismatch
 
 
