@@ -380,3 +380,14 @@ def test_weights_errors_exit_1_with_the_message_alone(error, capsys):
 
     assert run_handler(handler, argparse.Namespace(), "maskahand x") == EXIT_FAILURE
     assert capsys.readouterr().err == f"maskahand x: {error}{os.linesep}"
+
+
+def test_predictor_content_errors_are_the_one_class(tmp_path):
+    from maskahand.evaluation.afformer_predictor import load_afformer
+
+    torch.save({"decoder.x": torch.ones(1)}, tmp_path / "headless.pth")
+    with pytest.raises(WeightsFileError, match=r"headless\.pth: no heatmap head"):
+        load_afformer(tmp_path / "headless.pth")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(WeightsFileError, match=r"run: a folder without checkpoints/step_\*\.pt"):
+        load_afformer(tmp_path / "run")
