@@ -10,9 +10,9 @@ Their tensor names (``FrameLSTM`` in their ``models/rnn.py``) map one to one ont
     h0, c0                        -> h0, c0
 
 ``load_checkpoint(path, num_verbs)`` builds the model and loads every tensor, or raises
-:class:`~maskahand.runtime.weights.WeightsMismatchError` listing the missing, unexpected and mis-shaped ones. Our own run
-checkpoints (``model`` key, our names) load too. ``num_batches_tracked`` counters may be absent (they do not
-affect an eval-mode model); every other tensor must be there.
+:class:`~maskahand.runtime.weights.WeightsMismatchError` listing the missing, unexpected and mis-shaped
+ones. Our own run checkpoints (``model`` key, our names) load too. ``num_batches_tracked`` counters may
+be absent (they do not affect an eval-mode model); every other tensor must be there.
 """
 
 from __future__ import annotations
