@@ -29,11 +29,8 @@ __all__ = [
     "AfformerOutput",
     "AfformerViTDet",
     "AfformerPrediction",
-    "CheckpointMismatchError",
     "GroundingModel",
-    "LoadReport",
     "LossTerms",
-    "WeightsFileError",
     "afformer_loss",
     "build_model",
     "from_reference_name",
@@ -47,14 +44,12 @@ __all__ = [
 
 if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
     from maskahand.afformer.checkpoint import (
-        CheckpointMismatchError,
-        LoadReport,
         from_reference_name,
         load_reference_checkpoint,
         to_reference_name,
         to_reference_state_dict,
     )
-    from maskahand.afformer.encoder import WeightsFileError, load_backbone_weights
+    from maskahand.afformer.encoder import load_backbone_weights
     from maskahand.afformer.loss import LossTerms, afformer_loss, heatmap_kl
     from maskahand.afformer.model import (
         Afformer,

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from maskahand.runtime.weights import (
+    LoadReport,
+    load_strict,
+    load_torch_file,
+    rename_by_prefix,
+    unwrap_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +51,8 @@ RENAMES: tuple[tuple[str, str], ...] = (
 )
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's tensors do not match the model (missing, unexpected or differently shaped)."""
-
-
 def _rename(name: str, pairs: tuple[tuple[str, str], ...]) -> str:
-    best = max((p for p in pairs if name.startswith(p[0])), key=lambda p: len(p[0]), default=None)
-    return name if best is None else best[1] + name[len(best[0]) :]
+    return rename_by_prefix(name, pairs) or name
 
 
 def to_reference_name(ours: str) -> str:
@@ -66,51 +68,12 @@ def to_reference_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {to_reference_name(k): v for k, v in model.state_dict().items()}
 
 
-@dataclass
-class LoadReport:
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # ours, absent from the checkpoint
-    unexpected: list[str] = field(default_factory=list)  # the checkpoint's, with no tensor of ours
-    shape_mismatch: list[str] = field(default_factory=list)  # "name: checkpoint (..) vs model (..)"
-    # time tables shorter than the model's, loaded into its first rows (exact for the clips they covered)
-    extended: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatch)
-
-    def describe(self, limit: int = 10) -> str:
-        parts = [f"{len(self.loaded)} tensors loaded"]
-        if self.extended:
-            parts.append(f"time tables extended: {', '.join(self.extended)}")
-        for label, items in (
-            ("missing from the checkpoint", self.missing),
-            ("unexpected in the checkpoint", self.unexpected),
-            ("shape mismatches", self.shape_mismatch),
-        ):
-            if items:
-                more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-                parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
-        return "; ".join(parts)
-
-
 def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A checkpoint's state dict, unwrapped from Lightning's ``state_dict`` and ``network.`` prefix."""
-    if isinstance(source, Mapping):
-        state, where = dict(source), "state dict"
-    else:
-        from maskahand.trainer.checkpoint import load_torch_file  # the one weights-file reader
-
-        path = Path(source)
-        state = load_torch_file(path, "checkpoint", error=CheckpointMismatchError)
-        where = str(path)
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = dict(state["state_dict"])
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointMismatchError(f"{where}: does not hold a state dict of tensors")
-    if any(k.startswith(LIGHTNING_PREFIX) for k in state):
-        state = {k[len(LIGHTNING_PREFIX) :]: v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)}
-    return dict(state)
+    obj, where = (
+        (source, "state dict") if isinstance(source, Mapping) else (load_torch_file(source), str(source))
+    )
+    return unwrap_state_dict(obj, where, ("state_dict",), LIGHTNING_PREFIX)
 
 
 def load_reference_checkpoint(
@@ -118,43 +81,35 @@ def load_reference_checkpoint(
 ) -> LoadReport:
     """Load an authors' (or our own exported) checkpoint into ``model``.
 
-    Keys may use the authors' names or ours. Raises :class:`CheckpointMismatchError` listing the
-    missing, unexpected and differently shaped tensors unless ``strict=False``, in which case every
-    matching tensor is loaded and the report says what was left out. A time table for shorter clips
-    (e.g. 32-frame pretraining into a 64-frame model) fills the first rows of ours (``report.extended``).
+    Keys may use the authors' names or ours. Raises :class:`~maskahand.runtime.weights.WeightsMismatchError`
+    listing the missing, unexpected and differently shaped tensors unless ``strict=False``, in which case
+    every matching tensor is loaded and the report says what was left out. A time table for shorter clips
+    (e.g. 32-frame pretraining into a 64-frame model) fills the first rows of ours (``report.adapted``).
     Image normalisation statistics stored on the 0..255 scale are converted to our [0, 1] inputs.
     """
-    state = read_state_dict(source)
-    ours = model.state_dict()
-    report = LoadReport()
-    picked: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        name = key if key in ours else from_reference_name(key)
-        if name not in ours:
-            report.unexpected.append(key)
-        elif is_shorter_time_table(name, value, ours[name]):
-            table = ours[name].clone()
-            table[: value.shape[0]] = value
-            picked[name] = table
-            report.extended.append(f"{key}: {value.shape[0]} -> {table.shape[0]} rows")
-        elif ours[name].shape != value.shape:
-            report.shape_mismatch.append(
-                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(ours[name].shape)}"
-            )
-        else:
-            picked[name] = value
-    report.missing = [to_reference_name(k) for k in ours if k not in picked and not _has_mismatch(k, report)]
-    report.loaded = sorted(picked)
-    if not report.ok and strict:
-        raise CheckpointMismatchError(f"checkpoint does not match the model: {report.describe()}")
-    for stat in ("encoder.image_mean", "encoder.image_std"):
-        if stat in picked and float(picked[stat].max()) > 1.0:
-            picked[stat] = picked[stat] / 255.0
-    model.load_state_dict(picked, strict=False)
-    log.info("checkpoint: %s", report.describe())
+    where = "checkpoint" if isinstance(source, Mapping) else str(source)
+    report = load_strict(
+        model,
+        read_state_dict(source),
+        where,
+        "the model",
+        to_model=from_reference_name,
+        to_file=to_reference_name,
+        adapt=_adapt,
+        strict=strict,
+    )
+    log.info("%s: %s", where, report.summary())
     return report
+
+
+def _adapt(name: str, value: torch.Tensor, ours: torch.Tensor) -> tuple[torch.Tensor, str | None] | None:
+    if is_shorter_time_table(name, value, ours):
+        table = ours.clone()
+        table[: value.shape[0]] = value
+        return table, f"{to_reference_name(name)}: {value.shape[0]} -> {table.shape[0]} rows"
+    if name in ("encoder.image_mean", "encoder.image_std") and float(value.max()) > 1.0:
+        return value / 255.0, None  # stored on the 0..255 scale
+    return None
 
 
 def is_shorter_time_table(name: str, value: torch.Tensor, ours: torch.Tensor) -> bool:
@@ -166,8 +121,3 @@ def is_shorter_time_table(name: str, value: torch.Tensor, ours: torch.Tensor) ->
         and value.shape[1] == ours.shape[1]
         and value.shape[0] < ours.shape[0]
     )
-
-
-def _has_mismatch(name: str, report: LoadReport) -> bool:
-    ref = to_reference_name(name)
-    return any(m.split(":", 1)[0] in (name, ref) for m in report.shape_mismatch)

@@ -17,6 +17,8 @@ from torch import nn
 from torchvision.models import resnet50
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
+from maskahand.runtime.weights import load_strict, load_torch_file, unwrap_state_dict
+
 log = logging.getLogger(__name__)
 
 LEVELS = ("p2", "p3", "p4")  # levels this encoder can produce (stride 4, 8, 16)
@@ -25,10 +27,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision detection defaults, for inp
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's detection fine-tuning convention: the first `trainable` of these stay trainable
 TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
-
-
-class WeightsFileError(ValueError):
-    """A backbone weights file is missing, unreadable or does not hold the expected tensors."""
+BACKBONE_PREFIX = "backbone."  # where a torchvision detection checkpoint keeps body and FPN
 
 
 def level_index(level: str) -> int:
@@ -128,32 +127,20 @@ def load_backbone_weights(encoder: Encoder, path: str | Path) -> None:
     Accepts a plain state dict or ``{"model": state_dict}`` (the torchvision reference scripts' format).
     Heads (RPN, ROI) and the p5 output conv are ignored; every body/FPN tensor of ours must be present.
     """
-    from maskahand.trainer.checkpoint import load_torch_file  # the one weights-file reader
-
-    path = Path(path)
-    state = load_torch_file(path, "backbone weights", error=WeightsFileError)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise WeightsFileError(f"{path}: expected a state dict, got {type(state).__name__}")
-    ours = encoder.state_dict()
-    picked: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not key.startswith("backbone."):
-            continue
-        name = key[len("backbone.") :]
-        if name in ours and name not in ("image_mean", "image_std"):
-            if ours[name].shape != value.shape:
-                raise WeightsFileError(
-                    f"{path}: {key} has shape {tuple(value.shape)}, expected {tuple(ours[name].shape)}"
-                )
-            picked[name] = value
-    needed = [k for k in ours if k.startswith(("body.", "fpn."))]
-    missing = [k for k in needed if k not in picked]
-    if missing:
-        raise WeightsFileError(
-            f"{path}: {len(missing)} backbone tensors missing (e.g. backbone.{missing[0]}); "
-            "expected a torchvision fasterrcnn_resnet50_fpn_v2 checkpoint"
-        )
-    encoder.load_state_dict(picked, strict=False)
-    log.info("loaded %d backbone tensors from %s", len(picked), path)
+    state = unwrap_state_dict(load_torch_file(path, "backbone weights"), str(path), ("model",))
+    ours = set(encoder.state_dict()) - {"image_mean", "image_std"}  # ours, not the detector's
+    picked = {
+        k[len(BACKBONE_PREFIX) :]: v
+        for k, v in state.items()
+        if k.startswith(BACKBONE_PREFIX) and k[len(BACKBONE_PREFIX) :] in ours
+    }
+    report = load_strict(
+        encoder,
+        picked,
+        str(path),
+        "the ResNet-50-FPN encoder",
+        to_file=lambda k: BACKBONE_PREFIX + k,
+        required=lambda k: k.startswith(("body.", "fpn.")),
+        hint="expected a torchvision fasterrcnn_resnet50_fpn_v2 checkpoint",
+    )
+    log.info("loaded %d backbone tensors from %s", len(report.loaded), path)

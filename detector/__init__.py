@@ -20,7 +20,6 @@ __all__ = [
     "DetectorError",
     "Hand",
     "HandDetector",
-    "WeightsError",
     "build_detector",
 ]
 
@@ -31,7 +30,6 @@ if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use
         DetectorError,
         Hand,
         HandDetector,
-        WeightsError,
     )
     from maskahand.detector.build import build_detector
 else:

@@ -18,11 +18,8 @@ HAND_STATES: tuple[str, ...] = ("contact", "no_contact", "unknown")
 
 
 class DetectorError(RuntimeError):
-    """A detector cannot be built or run (bad weights, bad input file, missing dependency)."""
-
-
-class WeightsError(DetectorError):
-    """A weights file is missing or does not match the expected architecture/layout."""
+    """A detector cannot be built or run (bad input file, missing dependency). Weights files raise
+    ``maskahand.runtime.weights.WeightsFileError``."""
 
 
 class DetectionsFileError(DetectorError):

@@ -62,8 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from maskahand.config import DetectorRecipe
     from maskahand.configbase import save_config
-    from maskahand.detector import WeightsError, build_detector
+    from maskahand.detector import build_detector
     from maskahand.detector.draw import annotate_image, annotate_video, is_image
+    from maskahand.runtime.weights import WeightsFileError
 
     recipe = load_recipe(
         DetectorRecipe, args, **{"detector.backend": args.backend, "detector.hircnn.weights": args.weights}
@@ -81,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
                 frames = annotate_video(detector, src, out, recipe)
                 summary = {"input": str(src), "out": str(out), "frames": frames}
             summary["detector"] = detector.describe()
-    except WeightsError as e:  # detector.hircnn.weights is missing or names an unusable file
+    except WeightsFileError as e:  # detector.hircnn.weights is missing or names an unusable file
         raise UsageError(str(e)) from e
     save_config(recipe, out.parent, name=f"{out.stem}.config.yaml")
     print(json.dumps(summary))

@@ -15,8 +15,15 @@ from typing import Any, cast
 import torch
 
 from maskahand.config import DetectorConfig, HircnnConfig
-from maskahand.detector.base import Box, Hand, HandDetector, HandState, WeightsError, box_iou
+from maskahand.detector.base import Box, Hand, HandDetector, HandState, box_iou
 from maskahand.detector.device import inference_autocast, resolve_device
+from maskahand.runtime.weights import (
+    WeightsFileError,
+    is_bn_counter,
+    load_strict,
+    load_torch_file,
+    unwrap_state_dict,
+)
 
 NUM_CLASSES = 3
 LABEL_TO_STATE: dict[int, HandState] = {1: "no_contact", 2: "contact"}
@@ -25,6 +32,7 @@ EXPECTED_LAYOUT = (
     "a torch file holding {'model': state_dict} (the authors' hircnn_r50fpnv2_849.pth) or a plain "
     "state_dict of torchvision fasterrcnn_resnet50_fpn_v2(num_classes=3)"
 )
+COCO_SKIPPED = "roi_heads.box_predictor."  # class-specific: stays randomly initialised
 
 
 def build_hircnn_model(
@@ -50,53 +58,24 @@ def build_hircnn_model(
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict inside a weights file in either accepted layout, or a ``WeightsError``."""
-    from maskahand.trainer.checkpoint import load_torch_file
-
+    """The state dict inside a weights file in either accepted layout, or a ``WeightsFileError``."""
     # torchvision's detection reference script (the authors' training) also saves its argparse
     # Namespace under "args": allow that one plain-data class, nothing else.
-    obj = load_torch_file(
-        path,
-        "hircnn weights",
-        error=WeightsError,
-        safe_globals=[argparse.Namespace],
-        hint=f"set {WEIGHTS_OPTION}=PATH to {EXPECTED_LAYOUT}",
-    )
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"hircnn weights file {path} has an unexpected layout; expected {EXPECTED_LAYOUT}")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    hint = f"set {WEIGHTS_OPTION}=PATH to {EXPECTED_LAYOUT}"
+    obj = load_torch_file(path, "hircnn weights", safe_globals=[argparse.Namespace], hint=hint)
+    return unwrap_state_dict(obj, f"hircnn weights file {path}", ("model",), "module.", EXPECTED_LAYOUT)
 
 
 def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load with a readable error naming missing/unexpected/mis-shaped keys."""
-    own = model.state_dict()
-    # BatchNorm counters are not used at inference; files saved from FrozenBatchNorm2d models lack them
-    state_dict = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state_dict}
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    mis_shaped = sorted(
-        k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    """Strict load with a readable error naming missing/unexpected/mis-shaped keys (BatchNorm counters
+    are optional: files saved from FrozenBatchNorm2d models lack them)."""
+    load_strict(
+        model,
+        state_dict,
+        source,
+        f"fasterrcnn_resnet50_fpn_v2(num_classes={NUM_CLASSES})",
+        hint=f"expected {EXPECTED_LAYOUT} (option {WEIGHTS_OPTION})",
     )
-    if missing or unexpected or mis_shaped:
-
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
-
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
-        if mis_shaped:
-            detail = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in mis_shaped]
-            parts.append(f"{len(mis_shaped)} keys with the wrong shape: {few(detail)}")
-        raise WeightsError(
-            f"{source} does not match fasterrcnn_resnet50_fpn_v2(num_classes={NUM_CLASSES}): "
-            f"{'; '.join(parts)}. Expected {EXPECTED_LAYOUT} (option {WEIGHTS_OPTION})"
-        )
-    model.load_state_dict(state_dict, strict=True)
 
 
 def load_coco_init(model: torch.nn.Module, path: str | Path) -> list[str]:
@@ -106,19 +85,16 @@ def load_coco_init(model: torch.nn.Module, path: str | Path) -> list[str]:
     """
     sd = read_state_dict(path)
     own = model.state_dict()
-    skipped = [k for k in own if k.startswith("roi_heads.box_predictor.")]
-    usable = {k: v for k, v in sd.items() if k in own and k not in skipped}
-    missing = sorted(set(own) - set(usable) - set(skipped))
-    if missing:
-        raise WeightsError(
-            f"COCO weights {path} miss {len(missing)} keys of fasterrcnn_resnet50_fpn_v2 "
-            f"(e.g. {missing[:3]}); expected torchvision's fasterrcnn_resnet50_fpn_v2_coco file "
-            "(option train.coco_weights)"
-        )
-    bad = [k for k, v in usable.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        raise WeightsError(f"COCO weights {path}: wrong shapes for {bad[:3]} (option train.coco_weights)")
-    model.load_state_dict(usable, strict=False)
+    skipped = [k for k in own if k.startswith(COCO_SKIPPED)]
+    usable = {k: v for k, v in sd.items() if k in own and not k.startswith(COCO_SKIPPED)}
+    load_strict(
+        model,
+        usable,
+        f"COCO weights {path}",
+        "fasterrcnn_resnet50_fpn_v2",
+        required=lambda k: not k.startswith(COCO_SKIPPED) and not is_bn_counter(k),
+        hint="expected torchvision's fasterrcnn_resnet50_fpn_v2_coco file (option train.coco_weights)",
+    )
     return skipped
 
 
@@ -180,7 +156,7 @@ class HircnnDetector(HandDetector):
             elif self.hcfg.allow_random_weights:
                 self.version = "r50fpnv2-random"
             else:
-                raise WeightsError(
+                raise WeightsFileError(
                     f"the hircnn backend needs weights: set {WEIGHTS_OPTION}=PATH to {EXPECTED_LAYOUT} "
                     "(random weights only with detector.hircnn.allow_random_weights=true, for tests)"
                 )

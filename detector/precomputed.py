@@ -35,6 +35,7 @@ import torch
 
 from maskahand.config import DetectorConfig, PrecomputedConfig
 from maskahand.detector.base import HAND_STATES, DetectionsFileError, Hand, HandDetector, HandState
+from maskahand.runtime.weights import PICKLE_ERRORS, RestrictedUnpickler
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 SUFFIX_FORMAT = {".pkl": "epic", ".pickle": "epic", ".jsonl": "jsonl"}
@@ -42,14 +43,6 @@ SUFFIX_FORMAT = {".pkl": "epic", ".pickle": "epic", ".jsonl": "jsonl"}
 # per video: frame number -> list of (normalized box, state, score)
 NormHand = tuple[tuple[float, float, float, float], str, float]
 VideoDetections = dict[int, list[NormHand]]
-
-
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only a list of bytes is accepted")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refusing persistent ids: only a list of bytes is accepted")
 
 
 def load_bytes_list_pickle(path: str | Path) -> list[bytes]:
@@ -60,8 +53,8 @@ def load_bytes_list_pickle(path: str | Path) -> list[bytes]:
     except OSError as e:
         raise DetectionsFileError(f"{path}: cannot read detections file: {e}") from e
     try:
-        obj = _NoGlobalsUnpickler(io.BytesIO(data)).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as e:
+        obj = RestrictedUnpickler(io.BytesIO(data), accepts="a list of bytes").load()
+    except PICKLE_ERRORS as e:
         raise DetectionsFileError(
             f"{path}: not an EPIC-KITCHENS detections pickle (expected a list of serialized protobuf "
             f"Detections): {e}"

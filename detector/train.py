@@ -26,7 +26,7 @@ from maskahand.detector.hircnn import build_hircnn_model, load_coco_init, load_i
 from maskahand.detector.voc import VOCHandDataset, collate
 from maskahand.fsutil import append_jsonl, atomic_write_json
 from maskahand.runtime.atomic import save_torch_atomic
-from maskahand.trainer.checkpoint import load_torch_file
+from maskahand.runtime.weights import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
 
     start_epoch = 0
     if tcfg.resume:
-        ckpt = load_torch_file(tcfg.resume, "detector training checkpoint (train.resume)", error=ValueError)
+        ckpt = load_torch_file(tcfg.resume, "detector training checkpoint (train.resume)")
         for key in ("model", "optimizer", "lr_scheduler", "epoch"):
             if key not in ckpt:
                 raise ValueError(f"{tcfg.resume}: not a training checkpoint (no '{key}'; train.resume)")

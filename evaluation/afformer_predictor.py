@@ -109,27 +109,26 @@ def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
     from maskahand.afformer import build_model, from_reference_name, load_reference_checkpoint
     from maskahand.afformer.checkpoint import read_state_dict
     from maskahand.configbase import from_dict
-    from maskahand.trainer.checkpoint import FORMAT, load_torch_file
+    from maskahand.runtime.checkpoint_files import FORMAT, latest_checkpoint
+    from maskahand.runtime.weights import WeightsFileError, load_torch_file
 
     if Path(checkpoint).is_dir():  # a run folder: its latest training checkpoint
-        from maskahand.trainer.checkpoint import latest_checkpoint
-
         found = latest_checkpoint(checkpoint)
         if found is None:
-            raise ValueError(f"{checkpoint}: a folder without checkpoints/step_*.pt")
+            raise WeightsFileError(f"{checkpoint}: a folder without checkpoints/step_*.pt")
         checkpoint = found
     raw = load_torch_file(checkpoint, "Afformer checkpoint")
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         model_cfg = (raw.get("config") or {}).get("model")
         if not isinstance(model_cfg, dict):
-            raise ValueError(f"{checkpoint}: training checkpoint without a model config")
+            raise WeightsFileError(f"{checkpoint}: training checkpoint without a model config")
         cfg = from_dict(AfformerConfig, model_cfg, "model.")
         state = raw["model"]
     else:
         state = read_state_dict(raw)
         ours = {k if k in (HEATMAP_KEY, ACTION_KEY) else from_reference_name(k): v for k, v in state.items()}
         if HEATMAP_KEY not in ours:
-            raise ValueError(f"{checkpoint}: no heatmap head ({HEATMAP_KEY}) in this state dict")
+            raise WeightsFileError(f"{checkpoint}: no heatmap head ({HEATMAP_KEY}) in this state dict")
         cfg = config_from_state_dict(ours, base or AfformerConfig())
         log.info(
             "%s: a plain state dict; read off its tensors: hidden %d, heads %d, max_q_thw %s, max_kv_thw %s, "

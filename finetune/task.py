@@ -45,7 +45,8 @@ def load_init(model: nn.Module, checkpoint: str) -> list[str]:
     model into a per-action one) stay freshly initialised. Returns those names; anything else that does
     not fit is an error."""
     from maskahand.afformer import from_reference_name, load_reference_checkpoint
-    from maskahand.trainer.checkpoint import FORMAT, load_torch_file
+    from maskahand.runtime.checkpoint_files import FORMAT
+    from maskahand.runtime.weights import WeightsMismatchError, load_torch_file
 
     raw = load_torch_file(checkpoint, "initial checkpoint")
     state = raw["model"] if isinstance(raw, dict) and raw.get("format") == FORMAT else raw
@@ -54,7 +55,9 @@ def load_init(model: nn.Module, checkpoint: str) -> list[str]:
     ours = [n if n in model.state_dict() else from_reference_name(n) for n in names]
     bad = [n for n in ours if not n.startswith(HEAD_PREFIX)] + report.unexpected
     if bad:
-        raise ValueError(f"{checkpoint}: does not fit the model beyond its heads: {report.describe()}")
+        raise WeightsMismatchError(
+            f"{checkpoint}: does not fit the model beyond its heads: {report.describe()}", report
+        )
     if ours:
         log.warning("init from %s: re-initialised the heads: %s", checkpoint, ", ".join(sorted(ours)))
     else:

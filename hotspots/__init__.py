@@ -16,11 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __all__ = [
-    "CheckpointMismatchError",
     "DilatedResNet50",
     "HotspotsModel",
     "HotspotsOutput",
-    "WeightsFileError",
     "build_model",
     "load_checkpoint",
     "load_imagenet_weights",
@@ -28,12 +26,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.hotspots.backbone import DilatedResNet50, WeightsFileError, load_imagenet_weights
-    from maskahand.hotspots.checkpoint import (
-        CheckpointMismatchError,
-        load_checkpoint,
-        to_reference_state_dict,
-    )
+    from maskahand.hotspots.backbone import DilatedResNet50, load_imagenet_weights
+    from maskahand.hotspots.checkpoint import load_checkpoint, to_reference_state_dict
     from maskahand.hotspots.model import HotspotsModel, HotspotsOutput, build_model
 else:
     from maskahand.lazy import lazy_exports

@@ -17,16 +17,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from maskahand.runtime.weights import load_strict, load_torch_file, unwrap_state_dict
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FEAT_DIM = 2048
 STRIDE = 8
-
-
-class WeightsFileError(RuntimeError):
-    """The ImageNet weights file is missing, unreadable, or not a torchvision resnet50 state dict."""
 
 
 def _dilate(stage: nn.Sequential, dilation: int, mode: Literal["first_block", "every_block"]) -> None:
@@ -68,36 +66,12 @@ class DilatedResNet50(nn.Module):
 
 def load_imagenet_weights(backbone: DilatedResNet50, path: str | Path) -> None:
     """Load torchvision's ImageNet ``resnet50`` state dict (``fc.*`` ignored; every other tensor required)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsFileError(
-            f"{path}: ImageNet weights file does not exist (save torchvision's "
-            "ResNet50_Weights.IMAGENET1K_V1 state dict there, e.g. resnet50-0676ba61.pth)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise WeightsFileError(f"{path}: cannot read as a torch checkpoint: {e}") from e
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsFileError(f"{path}: expected a resnet50 state dict, got {type(state).__name__}")
-    ours = backbone.state_dict()
+    obj = load_torch_file(
+        path,
+        "ImageNet weights",
+        hint="save torchvision's ResNet50_Weights.IMAGENET1K_V1 state dict there, e.g. resnet50-0676ba61.pth",
+    )
+    state = unwrap_state_dict(obj, str(path), ("state_dict",), expected="a resnet50 state dict")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing = [k for k in ours if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in ours]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(ours[k].shape)}"
-        for k in ours
-        if k in state and tuple(state[k].shape) != tuple(ours[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
-            if items:
-                parts.append(
-                    f"{len(items)} {label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                )
-        raise WeightsFileError(f"{path}: not a torchvision resnet50 state dict ({'; '.join(parts)})")
-    backbone.load_state_dict(state, strict=False)  # strict in effect: checked above, counters optional
+    load_strict(backbone, state, str(path), "a torchvision resnet50 state dict")
     log.info("loaded ImageNet resnet50 weights from %s", path)

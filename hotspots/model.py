@@ -31,9 +31,9 @@ from maskahand.hotspots.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DilatedResNet50,
-    WeightsFileError,
     load_imagenet_weights,
 )
+from maskahand.runtime.weights import WeightsFileError
 
 
 class ConvBNReLU(nn.Module):

@@ -21,9 +21,10 @@ import torch
 
 from maskahand.config import HotspotsConfig
 from maskahand.evaluation.predictor import Prediction
-from maskahand.hotspots.checkpoint import CheckpointMismatchError, extract_state, load_file, load_state
+from maskahand.hotspots.checkpoint import extract_state, load_file, load_state
 from maskahand.hotspots.intcam import intcam
 from maskahand.hotspots.model import HotspotsModel, uninitialised_model
+from maskahand.runtime.weights import WeightsFileError
 
 log = logging.getLogger(__name__)
 EVAL_MAX_LEN = 32  # their evaluation datasets: max_len -1 -> 32
@@ -32,19 +33,19 @@ EVAL_MAX_LEN = 32  # their evaluation datasets: max_len -1 -> 32
 def load_hotspots(checkpoint: str | Path, base: HotspotsConfig | None = None) -> HotspotsModel:
     """The model (eval mode, CPU) from any checkpoint form above."""
     from maskahand.configbase import from_dict
-    from maskahand.trainer.checkpoint import FORMAT
+    from maskahand.runtime.checkpoint_files import FORMAT
 
     raw = load_file(checkpoint)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         model_cfg = (raw.get("config") or {}).get("model")
         if not isinstance(model_cfg, dict):
-            raise CheckpointMismatchError(f"{checkpoint}: training checkpoint without a model config")
+            raise WeightsFileError(f"{checkpoint}: training checkpoint without a model config")
         cfg, state = from_dict(HotspotsConfig, model_cfg, "model."), raw["model"]
     else:
         state = extract_state(raw, str(checkpoint))
         fc = state.get("fc.weight", state.get("classifier.weight"))
         if fc is None:
-            raise CheckpointMismatchError(f"{checkpoint}: no classifier (fc.weight) in this state dict")
+            raise WeightsFileError(f"{checkpoint}: no classifier (fc.weight) in this state dict")
         cfg = base or HotspotsConfig()
         if isinstance(raw, dict) and isinstance(raw.get("config"), dict):  # our export of a run
             cfg = from_dict(HotspotsConfig, raw["config"], "model.")

@@ -10,15 +10,14 @@ import pytest
 import torch
 
 from maskahand.afformer.checkpoint import (
-    CheckpointMismatchError,
     from_reference_name,
     load_reference_checkpoint,
     to_reference_name,
     to_reference_state_dict,
 )
-from maskahand.afformer.encoder import WeightsFileError
 from maskahand.afformer.model import build_model
 from maskahand.config import AfformerConfig
+from maskahand.runtime.weights import WeightsFileError, WeightsMismatchError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -80,7 +79,7 @@ def test_shorter_time_table_fills_the_first_rows(opra_model):
     before = longer.decoder.block.cross_attn.rel_pos_t.detach().clone()
     report = load_reference_checkpoint(longer, to_reference_state_dict(opra_model))
     assert report.ok
-    assert report.extended == ["decoder.self2d_cross3d_block.cross_attn.rel_pos_t: 63 -> 127 rows"]
+    assert report.adapted == ["decoder.self2d_cross3d_block.cross_attn.rel_pos_t: 63 -> 127 rows"]
     table = longer.decoder.block.cross_attn.rel_pos_t.detach()
     assert torch.equal(table[:63], opra_model.decoder.block.cross_attn.rel_pos_t.detach())
     assert torch.equal(table[63:], before[63:])
@@ -95,7 +94,7 @@ def test_mismatches_are_reported(opra_model, tmp_path):
     del state["decoder.self2d_cross3d_block.cross_attn.rel_pos_t"]
     state["decoder.extra_thing.weight"] = torch.zeros(3)
     pretrain = build_model(AfformerConfig(num_heatmaps=1, num_actions=0))
-    with pytest.raises(CheckpointMismatchError) as err:
+    with pytest.raises(WeightsMismatchError) as err:
         load_reference_checkpoint(pretrain, state)
     text = str(err.value)
     assert "decoder.self2d_cross3d_block.cross_attn.rel_pos_t" in text
@@ -109,7 +108,7 @@ def test_mismatches_are_reported(opra_model, tmp_path):
     assert torch.equal(pretrain.state_dict()[block], opra_model.state_dict()[block])
     bad = tmp_path / "bad.ckpt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(CheckpointMismatchError, match="bad.ckpt"):
+    with pytest.raises(WeightsFileError, match="bad.ckpt"):
         load_reference_checkpoint(pretrain, bad)
 
 

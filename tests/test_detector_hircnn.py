@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from maskahand.config import DetectorConfig, HircnnConfig
-from maskahand.detector import WeightsError, build_detector
+from maskahand.detector import build_detector
 from maskahand.detector.hircnn import apply_state_rule, build_hircnn_model, select_hands
+from maskahand.runtime.weights import WeightsFileError
 
 CONTACT, NO_CONTACT = 2, 1
 
@@ -95,12 +96,12 @@ def test_detect_accepts_frames_of_different_sizes_and_boxes_stay_inside(real_fra
 
 
 def test_random_weights_are_refused_unless_allowed():
-    with pytest.raises(WeightsError, match=r"detector\.hircnn\.weights"):
+    with pytest.raises(WeightsFileError, match=r"detector\.hircnn\.weights"):
         build_detector(tiny_cfg())
 
 
 def test_missing_weights_file_names_option_and_layout(tmp_path):
-    with pytest.raises(WeightsError) as err:
+    with pytest.raises(WeightsFileError) as err:
         build_detector(tiny_cfg(str(tmp_path / "nope.pth")))
     msg = str(err.value)
     assert "nope.pth" in msg and "does not exist" in msg
@@ -113,10 +114,10 @@ def test_wrong_architecture_state_dict_is_refused(tmp_path):
     other = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=3)
     path = tmp_path / "mobilenet.pth"
     torch.save({"model": other.state_dict()}, path)
-    with pytest.raises(WeightsError) as err:
+    with pytest.raises(WeightsFileError) as err:
         build_detector(tiny_cfg(str(path)))
     msg = str(err.value)
-    assert "mobilenet.pth" in msg and "missing keys" in msg and "unexpected keys" in msg
+    assert "mobilenet.pth" in msg and "missing" in msg and "unexpected" in msg
     assert "fasterrcnn_resnet50_fpn_v2(num_classes=3)" in msg and "detector.hircnn.weights" in msg
 
 
@@ -125,7 +126,7 @@ def test_wrong_class_count_is_refused(tmp_path, random_model):
     sd["roi_heads.box_predictor.cls_score.weight"] = torch.zeros(91, 1024)  # a COCO head
     path = tmp_path / "coco_head.pth"
     torch.save(sd, path)
-    with pytest.raises(WeightsError, match=r"wrong shape: roi_heads\.box_predictor\.cls_score\.weight"):
+    with pytest.raises(WeightsFileError, match=r"mis-shaped: roi_heads\.box_predictor\.cls_score\.weight"):
         build_detector(tiny_cfg(str(path)))
 
 
@@ -136,7 +137,7 @@ def test_unreadable_or_tensorless_file_is_refused(tmp_path, content):
         torch.save({"model": {"epoch": 3}}, path)
     else:
         path.write_bytes(content)
-    with pytest.raises(WeightsError, match="bad.pth"):
+    with pytest.raises(WeightsFileError, match="bad.pth"):
         build_detector(tiny_cfg(str(path)))
 
 
@@ -219,5 +220,5 @@ def test_coco_file_of_another_architecture_is_refused(tmp_path):
 
     path = tmp_path / "coco.pth"
     torch.save({"backbone.body.conv1.weight": torch.zeros(1)}, path)
-    with pytest.raises(WeightsError, match=r"coco\.pth miss .*train\.coco_weights"):
+    with pytest.raises(WeightsFileError, match=r"coco\.pth: .*missing.*train\.coco_weights"):
         load_coco_init(build_hircnn_model(tiny_cfg().hircnn), path)

@@ -34,7 +34,7 @@ def save_checkpoint(path: Path, heatmaps: int, actions: int) -> Path:
     from maskahand.afformer import build_model
     from maskahand.config import AfformerConfig
     from maskahand.configbase import to_dict
-    from maskahand.trainer.checkpoint import FORMAT
+    from maskahand.runtime.checkpoint_files import FORMAT
 
     torch.manual_seed(0)
     cfg = AfformerConfig(

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from maskahand.config import HotspotsConfig
-from maskahand.hotspots.backbone import WeightsFileError
-from maskahand.hotspots.checkpoint import CheckpointMismatchError, load_checkpoint
+from maskahand.hotspots.checkpoint import load_checkpoint
 from maskahand.hotspots.intcam import intcam
 from maskahand.hotspots.model import HotspotsModel, build_model
+from maskahand.runtime.weights import WeightsFileError, WeightsMismatchError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -88,7 +88,9 @@ def test_missing_or_wrong_weights_fail_clearly(tmp_path):
 
     wrong = tmp_path / "r18.pth"
     torch.save(resnet18(weights=None).state_dict(), wrong)
-    with pytest.raises(WeightsFileError, match=r"r18.pth: not a torchvision resnet50.*missing.*mis-shaped"):
+    with pytest.raises(
+        WeightsFileError, match=r"r18.pth: does not match a torchvision resnet50.*missing.*mis-shaped"
+    ):
         build_model(HotspotsConfig(backbone_weights=str(wrong)))
 
 
@@ -309,7 +311,7 @@ def test_their_checkpoint_loads_every_tensor(their_checkpoint):
 
 def test_their_checkpoint_mismatches_are_listed(their_checkpoint, tmp_path):
     path, state = their_checkpoint
-    with pytest.raises(CheckpointMismatchError, match=r"mis-shaped: fc.weight: checkpoint \(7, 2048\)"):
+    with pytest.raises(WeightsMismatchError, match=r"mis-shaped: fc.weight: checkpoint \(7, 2048\)"):
         load_checkpoint(path, num_verbs=20)
     broken = dict(state)
     del broken["project.3.weight"]
@@ -317,10 +319,10 @@ def test_their_checkpoint_mismatches_are_listed(their_checkpoint, tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"net": broken, "epoch": 1}, bad)
     with pytest.raises(
-        CheckpointMismatchError, match=r"1 missing: project.3.weight.*1 unexpected: extra.weight"
+        WeightsMismatchError, match=r"1 missing: project.3.weight.*1 unexpected: extra.weight"
     ):
         load_checkpoint(bad, num_verbs=7)
-    with pytest.raises(CheckpointMismatchError, match="does not exist"):
+    with pytest.raises(WeightsFileError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pth", num_verbs=7)
 
 

@@ -18,9 +18,10 @@ from maskahand.afformer import build_model, load_reference_checkpoint
 from maskahand.config import PretrainRecipe
 from maskahand.configbase import load_config
 from maskahand.pretrain.task import EXPORT_NAME, PretrainTask, draw_variants
+from maskahand.runtime.checkpoint_files import list_checkpoints
 from maskahand.runtime.distributed import DistInfo
 from maskahand.trainer import TrainContext
-from maskahand.trainer.checkpoint import list_checkpoints, load_checkpoint
+from maskahand.trainer.checkpoint import load_checkpoint
 from maskahand.trainer.optim import afformer_param_groups
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -15,8 +15,9 @@ import torch
 
 from maskahand.config import OptimConfig, TrainConfig
 from maskahand.configbase import ConfigError
+from maskahand.runtime.checkpoint_files import list_checkpoints
 from maskahand.trainer import TrainingAborted, fit
-from maskahand.trainer.checkpoint import WeightsFileError, list_checkpoints, load_checkpoint, load_torch_file
+from maskahand.trainer.checkpoint import load_checkpoint
 from maskahand.trainer.schedule import lr_factor
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -199,17 +200,6 @@ def test_retention_keeps_the_last_n_and_every_mth(tmp_path, torch_one_thread):
     )
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 6, 7]
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
-
-
-def test_load_torch_file_names_the_file_and_what_it_is(tmp_path):
-    with pytest.raises(WeightsFileError, match=r"missing\.pt: backbone weights file does not exist"):
-        load_torch_file(tmp_path / "missing.pt", "backbone weights")
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a torch file")
-    with pytest.raises(KeyError, match=r"bad\.pt: cannot read hircnn weights"):
-        load_torch_file(bad, "hircnn weights", error=KeyError)
-    torch.save({"w": torch.ones(2)}, tmp_path / "ok.pt")
-    assert torch.equal(load_torch_file(tmp_path / "ok.pt")["w"], torch.ones(2))
 
 
 class GlobalBatchToyTask(ToyTask):

@@ -4,8 +4,8 @@
     final_checkpoint = fit(task, recipe.optim, recipe.train, out_dir, resume=None, config=recipe)
 
 See :mod:`maskahand.trainer.task` for the contract a recipe implements. Modules, one job each
-(rank/world/device and precision live below, in :mod:`maskahand.runtime`): ``optim`` (AdamW groups),
-``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention, ``load_torch_file``),
+(rank/world/device, precision and weights files live below, in :mod:`maskahand.runtime`): ``optim`` (AdamW groups),
+``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention),
 ``logging`` (progress, TensorBoard, log.jsonl), ``batching`` (the global batch's split over processes
 and accumulation), ``engine`` (``fit``). Names load on first use.
 """
@@ -19,17 +19,14 @@ __all__ = [
     "TrainTask",
     "TrainTaskProtocol",
     "TrainingAborted",
-    "WeightsFileError",
     "afformer_param_groups",
     "fit",
-    "load_torch_file",
     "step_generator",
     "to_device",
     "unwrap",
 ]
 
 if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.trainer.checkpoint import WeightsFileError, load_torch_file
     from maskahand.trainer.engine import TrainingAborted, fit
     from maskahand.trainer.optim import afformer_param_groups
     from maskahand.trainer.task import (

@@ -1,6 +1,7 @@
-"""Full training state on disk: atomic writes, retention, resume; and the one reader for weight files.
+"""Full training state on disk: atomic writes, retention, resume.
 
-A training checkpoint is ``<run>/checkpoints/step_00001234.pt`` holding a dict::
+A training checkpoint is ``<run>/checkpoints/step_00001234.pt`` (names and ``FORMAT``:
+``maskahand.runtime.checkpoint_files``) holding a dict::
 
     format, step, model, optimizer, schedule, precision, rng (one entry per rank),
     data (the data position), nonfinite, config (the resolved recipe), task (optional task state)
@@ -13,8 +14,7 @@ multiple of ``keep_every``.
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,62 +22,8 @@ import numpy as np
 import torch
 
 from maskahand.runtime.atomic import save_torch_atomic
-
-FORMAT = "maskahand-train-v1"
-CKPT_DIR = "checkpoints"
-_NAME = re.compile(r"^step_(\d{8,})\.pt$")
-
-
-class WeightsFileError(ValueError):
-    """A weights/checkpoint file is missing, unreadable or does not hold what it should."""
-
-
-def load_torch_file(
-    path: str | Path,
-    what: str = "checkpoint",
-    error: type[Exception] = WeightsFileError,
-    weights_only: bool = True,
-    safe_globals: Sequence[Any] = (),
-    hint: str = "",
-) -> Any:
-    """Read a torch file on the CPU without running pickled code (``weights_only``).
-
-    The one reader for weight and checkpoint files. Errors name the file and what it was meant to be
-    (``what``: "backbone weights", "hircnn weights", ...), end with ``hint`` (e.g. which option to set)
-    and are raised as ``error`` so each caller keeps its own exception type. ``safe_globals``: plain
-    classes the file may hold besides tensors and containers (e.g. ``argparse.Namespace``).
-    """
-    path = Path(path)
-    tail = f"; {hint}" if hint else ""
-    if not path.is_file():
-        raise error(f"{path}: {what} file does not exist{tail}")
-    try:
-        with torch.serialization.safe_globals(list(safe_globals)):
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise error(f"{path}: cannot read {what} as a torch file ({e}){tail}") from e
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:08d}.pt"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of the finished training checkpoints in ``run_dir/checkpoints``, oldest first."""
-    d = Path(run_dir) / CKPT_DIR
-    if not d.is_dir():
-        return []
-    found = []
-    for p in d.iterdir():
-        m = _NAME.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
+from maskahand.runtime.checkpoint_files import CKPT_DIR, FORMAT, checkpoint_name, list_checkpoints
+from maskahand.runtime.weights import WeightsFileError, load_torch_file
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int) -> Path:

@@ -25,11 +25,10 @@ from torch import nn
 from maskahand import configbase
 from maskahand.configbase import ConfigError, save_config, to_dict
 from maskahand.runtime import distributed as D
+from maskahand.runtime.checkpoint_files import latest_checkpoint, list_checkpoints
 from maskahand.runtime.precision import Precision
 from maskahand.trainer.batching import batch_split
 from maskahand.trainer.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     rng_state,
