@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 from maskahand.cli_util import add_config_option, load_recipe
+from maskahand.plugins import DATASETS
 
 log = logging.getLogger("maskahand.eval")
-DATASETS = ["opra", "epic_hotspots", "assistq"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(predictions are gathered by entry). Baselines need only the annotations."
         ),
     )
-    p.add_argument("--dataset", choices=DATASETS, default="opra")
+    p.add_argument("--dataset", choices=DATASETS.names(), default="opra", help=DATASETS.help_text())
     p.add_argument(
         "--data",
         metavar="ROOT",

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from maskahand.cli_util import add_config_option, load_recipe
+from maskahand.plugins import DATASETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "log.jsonl, config.yaml, afformer_finetuned.pth (authors' names). Score it with `maskahand eval`."
         ),
     )
-    p.add_argument("--dataset", choices=["opra", "epic_hotspots", "assistq"], default="opra")
+    p.add_argument("--dataset", choices=DATASETS.names(), default="opra", help=DATASETS.help_text())
     p.add_argument(
         "--data",
         required=True,
