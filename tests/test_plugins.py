@@ -134,7 +134,9 @@ def test_a_malformed_declaration_names_its_file(tmp_path, monkeypatch):
     ):
         ExtensionPoint("thing", "plugpkg_20d.things", "plugpkg_20d", "THING", "make").plugins()
     (pkg / "bad.py").write_text('THING = {"name": "bad", "help": "typo", "make": "make", "colour": 1}\n')
-    with pytest.raises(PluginError, match=r"bad\.py: THING needs .*; unknown keys \['colour'\] \(known: \[\]\)"):
+    with pytest.raises(
+        PluginError, match=r"bad\.py: THING needs .*; unknown keys \['colour'\] \(known: \[\]\)"
+    ):
         ExtensionPoint("thing", "plugpkg_20d.things", "plugpkg_20d", "THING", "make").plugins()
     (pkg / "bad.py").write_text('THING = {"name": "good", "help": "twice", "make": "make"}\n')
     with pytest.raises(PluginError, match="'good' is declared by plugpkg_20d"):
