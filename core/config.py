@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional
 
-from maskahand.configbase import RUNTIME, SECRET
+from maskahand.configbase import CHOICES, RUNTIME, SECRET
+from maskahand.plugins import DETECTOR_BACKENDS
 
 # --------------------------------------------------------------------------------------------------
 # Inputs and infrastructure
@@ -133,8 +134,8 @@ class DetectorConfig:
     # "auto": hircnn (the paper's detector) whenever its weights are configured (detector.hircnn.weights
     # or $MASKAHAND_HIRCNN_WEIGHTS), else mediapipe with a warning that contact is not judged.
     # validate() resolves it (load_config validates every recipe), so a saved config.yaml names the
-    # backend that ran.
-    backend: Literal["auto", "hircnn", "mediapipe", "precomputed"] = "auto"
+    # backend that ran. The other names: the registered backends (maskahand.plugins.DETECTOR_BACKENDS).
+    backend: str = field(default="auto", metadata={CHOICES: lambda: ["auto", *DETECTOR_BACKENDS.names()]})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=RUNTIME)
     batch_size: int = field(default=8, metadata=RUNTIME)
     amp: bool = field(default=True, metadata=RUNTIME)  # autocast on CUDA

@@ -22,6 +22,12 @@ class ConfigError(ValueError):
     """A config key is unknown, or its value has the wrong type or is not an allowed choice."""
 
 
+#: Field metadata key of a string whose allowed values are known only at run time (a registry's names):
+#: ``backend: str = field(default="auto", metadata={CHOICES: lambda: ["auto", *names()]})``. Checked
+#: like a ``Literal`` when the config is loaded.
+CHOICES = "choices"
+
+
 def _is_optional(tp: Any) -> tuple[bool, Any]:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -118,6 +124,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     for f in _fields(cls):
         if f.name in data:
             kwargs[f.name] = _coerce(data[f.name], hints[f.name], prefix + f.name)
+            if CHOICES in f.metadata and kwargs[f.name] not in (choices := list(f.metadata[CHOICES]())):
+                raise ConfigError(
+                    f"config key '{prefix}{f.name}': {kwargs[f.name]!r} is not one of {choices}"
+                )
         else:
             kwargs[f.name] = getattr(base, f.name)
     obj = cls(**kwargs)

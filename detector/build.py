@@ -1,10 +1,15 @@
-"""``build_detector``: the backend a ``DetectorConfig`` names (each backend's heavy imports load here)."""
+"""``build_detector``: the backend a ``DetectorConfig`` names (each backend's heavy imports load here).
+
+Backends are found by :data:`maskahand.plugins.DETECTOR_BACKENDS`: a module of this package (or an entry
+point's) declaring ``DETECTOR_BACKEND = {"name": ..., "help": ..., "factory": ...}``.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maskahand.detector.base import HandDetector
+from maskahand.detector.base import DetectorError, HandDetector
+from maskahand.plugins import DETECTOR_BACKENDS, UnknownPluginError
 
 if TYPE_CHECKING:
     from maskahand.config import DetectorConfig
@@ -13,16 +18,14 @@ if TYPE_CHECKING:
 def build_detector(cfg: DetectorConfig) -> HandDetector:
     """The backend named by ``cfg.backend``, ready to ``detect``."""
     cfg.validate()
-    if cfg.backend == "hircnn":
-        from maskahand.detector.hircnn import HircnnDetector
-
-        return HircnnDetector(cfg)
-    if cfg.backend == "mediapipe":
-        from maskahand.detector.mediapipe_hands import MediapipeDetector
-
-        return MediapipeDetector(cfg)
-    if cfg.backend == "precomputed":
-        from maskahand.detector.precomputed import PrecomputedDetector
-
-        return PrecomputedDetector(cfg)
-    raise ValueError(f"unknown detector backend {cfg.backend!r} (hircnn, mediapipe, precomputed)")
+    try:
+        factory = DETECTOR_BACKENDS.load(cfg.backend)
+    except UnknownPluginError:
+        names = ", ".join(DETECTOR_BACKENDS.names())
+        raise ValueError(f"unknown detector backend {cfg.backend!r} ({names})") from None
+    detector = factory(cfg)
+    if not isinstance(detector, HandDetector):
+        raise DetectorError(
+            f"detector backend {cfg.backend!r}: its factory returned {type(detector).__name__}"
+        )
+    return detector

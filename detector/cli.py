@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from maskahand.cli_util import UsageError, add_config_option, load_recipe
+from maskahand.plugins import DETECTOR_BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "detector",
         help="hand-interaction detectors: run on an image/video, train/eval hircnn on 100DOH",
-        description="Hand-interaction detectors (hircnn, mediapipe, precomputed) and 100DOH training.",
+        description=f"Hand-interaction detectors ({', '.join(DETECTOR_BACKENDS.names())}) and 100DOH training.",
     )
     dsub = p.add_subparsers(dest="detector_command", metavar="COMMAND", required=True)
 
@@ -31,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("input", metavar="IMAGE_OR_VIDEO", help="an image, a video file or an EPIC frame folder")
     run.add_argument("--out", required=True, metavar="FILE", help=".png/.jpg for an image, .mp4 for a video")
-    run.add_argument("--backend", choices=["hircnn", "mediapipe", "precomputed"], help="detector.backend")
+    run.add_argument(
+        "--backend",
+        choices=DETECTOR_BACKENDS.names(),
+        help=f"detector.backend: {DETECTOR_BACKENDS.help_text()}",
+    )
     run.add_argument("--weights", metavar="PTH", help="detector.hircnn.weights")
     add_config_option(run)
     run.set_defaults(func=_run)

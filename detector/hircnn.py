@@ -140,6 +140,14 @@ def file_digest(path: str | Path, length: int = 12) -> str:
     return h.hexdigest()[:length]
 
 
+DETECTOR_BACKEND = {
+    "name": "hircnn",
+    "help": "the authors' Faster R-CNN (hand state judged; needs detector.hircnn.weights)",
+    "factory": "HircnnDetector",
+    "detect_size": "torchvision",
+}
+
+
 class HircnnDetector(HandDetector):
     name = "hircnn"
 

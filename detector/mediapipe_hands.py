@@ -39,6 +39,14 @@ def landmarks_to_box(
     )
 
 
+DETECTOR_BACKEND = {
+    "name": "mediapipe",
+    "help": "MediaPipe Hands (offline, no weights file; contact NOT judged)",
+    "factory": "MediapipeDetector",
+    "contact_judged": False,
+}
+
+
 class MediapipeDetector(HandDetector):
     name = "mediapipe"
 

@@ -139,6 +139,14 @@ def default_frame_offset(video_id: str) -> int:
     return 1 if Path(video_id).suffix.lower() in VIDEO_SUFFIXES else 0
 
 
+DETECTOR_BACKEND = {
+    "name": "precomputed",
+    "help": "detections read from a file (EPIC-KITCHENS-100 pickles or JSON lines: detector.precomputed.path)",
+    "factory": "PrecomputedDetector",
+    "detect_size": "stored",
+}
+
+
 class PrecomputedDetector(HandDetector):
     name = "precomputed"
 

@@ -21,10 +21,14 @@ from maskahand.evaluation.benchmark import (
     Entry,
     Location,
     load_json,
-    register_reader,
     under,
 )
 
+DATASET = {
+    "name": "assistq",
+    "help": "AssistQ Buttons (ROOT/train.json, ROOT/test_v2.json)",
+    "reader": "read_assistq",
+}
 GT_SIZE = 256
 SPLIT_FILES = {"train": "train.json", "test": "test_v2.json"}
 
@@ -69,7 +73,6 @@ def parse_entry(raw: object, index: int, path: Location) -> Entry:
     )
 
 
-@register_reader("assistq")
 def read_assistq(annotations: Location | None, root: Location | None, split: str = "test") -> Benchmark:
     if annotations is None:
         if root is None:

@@ -2,17 +2,18 @@
 
 A :class:`Benchmark` is a list of :class:`Entry` (one demonstration video paired with one target image,
 with its annotated points per action); the evaluator, the ground-truth builder and the fine-tuning
-data all read only this, so a new benchmark is one reader function registered in :data:`READERS`.
+data all read only this, so a new benchmark is one module with a reader function and its ``DATASET``
+declaration (found by :data:`maskahand.plugins.DATASETS`: a module of this package or an entry point).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maskahand import storage
+from maskahand.plugins import DATASETS, UnknownPluginError
 
 #: A local file or folder (a Path), or an fsspec URL (a str such as ``s3://bucket/opra/test.json``).
 Location = Path | str
@@ -132,26 +133,19 @@ def load_json(path: Location) -> object:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from None
 
 
-Reader = Callable[..., Benchmark]  # reader(annotations: Location, root: Location | None, split) -> Benchmark
-READERS: dict[str, Reader] = {}
-
-
-def register_reader(name: str) -> Callable[[Reader], Reader]:
-    def deco(fn: Reader) -> Reader:
-        READERS[name] = fn
-        return fn
-
-    return deco
-
-
 def load_benchmark(
     name: str, annotations: str | Path | None = None, root: str | Path | None = None, split: str = "test"
 ) -> Benchmark:
-    """Read a benchmark by its registered name (``opra``, ``epic_hotspots``, ``assistq``)."""
-    from maskahand.evaluation import assistq, epic, opra  # noqa: F401  (registration)
-
-    if name not in READERS:
-        raise AnnotationError(f"unknown dataset {name!r}; known: {', '.join(sorted(READERS))}")
-    return READERS[name](
+    """Read a benchmark by its registered name (``opra``, ``epic_hotspots``, ``assistq``, a plugin's)."""
+    try:
+        reader = DATASETS.load(name)  # reader(annotations: Location | None, root: Location | None, split)
+    except UnknownPluginError as e:
+        raise AnnotationError(str(e)) from None
+    bench = reader(
         location(annotations) if annotations else None, location(root) if root else None, split=split
     )
+    if not isinstance(bench, Benchmark):
+        raise AnnotationError(
+            f"dataset {name!r}: its reader returned {type(bench).__name__}, not a Benchmark"
+        )
+    return bench

@@ -6,10 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from maskahand.cli_util import add_config_option, load_recipe
+from maskahand.cli_util import UsageError, add_config_option, load_recipe
+from maskahand.plugins import DATASETS
 
 log = logging.getLogger("maskahand.eval")
-DATASETS = ["opra", "epic_hotspots", "assistq"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(predictions are gathered by entry). Baselines need only the annotations."
         ),
     )
-    p.add_argument("--dataset", choices=DATASETS, default="opra")
+    p.add_argument("--dataset", choices=DATASETS.names(), default="opra", help=DATASETS.help_text())
     p.add_argument(
         "--data",
         metavar="ROOT",
@@ -80,9 +80,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(EvalRecipe, args, **{"eval.protocol": args.protocol})
     try:
         bench = load_benchmark(args.dataset, args.annotations, args.data, split=args.split)
-    except AnnotationError as e:
-        log.error("%s", e)
-        return 2
+    except AnnotationError as e:  # a missing or malformed annotation file: fix the command (exit 2)
+        raise UsageError(str(e)) from e
+    if args.checkpoint and bench.root is None:
+        raise UsageError("a checkpoint needs the images and clips: give --data ROOT")
     info = dist.init_distributed(recipe.eval.device)
     try:
         if args.baseline:
@@ -92,9 +93,6 @@ def run_eval_command(args: argparse.Namespace) -> int:
         else:
             from maskahand.evaluation.predictor import build_predictor
 
-            if bench.root is None:
-                log.error("a checkpoint needs the images and clips: give --data ROOT")
-                return 2
             predictor = build_predictor(args.model, args.checkpoint, recipe, info.device)
         protocols = _protocols(recipe.eval.protocol)
         if info.is_main:
@@ -117,7 +115,6 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def run_ground_command(args: argparse.Namespace) -> int:
-    from maskahand.cli_util import UsageError
     from maskahand.config import EvalRecipe
     from maskahand.evaluation.ground import ground, output_kind
 

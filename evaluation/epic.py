@@ -46,7 +46,6 @@ from maskahand.evaluation.benchmark import (
     Location,
     load_json,
     parent_of,
-    register_reader,
     under,
 )
 
@@ -60,6 +59,11 @@ EPIC_HOTSPOTS_VERBS = [
     "take", "put", "open", "close", "wash", "cut", "mix", "pour", "throw", "move",
     "remove", "dry", "turn-on", "turn", "shake", "turn-off", "peel", "adjust", "empty", "scoop",
 ]  # fmt: skip
+DATASET = {
+    "name": "epic_hotspots",
+    "help": "EPIC-Hotspots (Interaction Hotspots release: ROOT/data/epic/annotations.json)",
+    "reader": "read_epic_hotspots",
+}
 SPLITS = ("train", "test")
 FRAMES_DIR = "frames_rgb_flow/rgb/train"  # their ImageLoader('rgb'): every clip, test ones too
 
@@ -209,7 +213,6 @@ def _relative_prefix(images_dir: Location, root: Location | None) -> str | None:
         return None
 
 
-@register_reader("epic_hotspots")
 def read_epic_hotspots(annotations: Location | None, root: Location | None, split: str = "test") -> Benchmark:
     """``annotations`` defaults to ROOT/data/epic/annotations.json (else ROOT/annotations.json)."""
     if split not in SPLITS:

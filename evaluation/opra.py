@@ -22,11 +22,15 @@ from maskahand.evaluation.benchmark import (
     Entry,
     Location,
     load_json,
-    register_reader,
     under,
 )
 
 OPRA_ACTIONS = ["hold", "touch", "rotate", "push", "pull", "pick up", "put down"]
+DATASET = {
+    "name": "opra",
+    "help": "OPRA (authors' layout: ROOT/annotations/SPLIT.json)",
+    "reader": "read_opra",
+}
 REQUIRED = ("image_path", "video_path", "width", "height", "actions", "heatmaps")
 
 
@@ -71,7 +75,6 @@ def parse_entry(raw: object, index: int, path: Location, num_actions: int = len(
     )
 
 
-@register_reader("opra")
 def read_opra(annotations: Location | None, root: Location | None, split: str = "test") -> Benchmark:
     """``annotations`` defaults to ROOT/annotations/<split>.json."""
     if annotations is None:

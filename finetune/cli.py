@@ -8,9 +8,9 @@ maskahand finetune ... --resume [CHECKPOINT]                      # default: RUN
 from __future__ import annotations
 
 import argparse
-import sys
 
-from maskahand.cli_util import add_config_option, load_recipe
+from maskahand.cli_util import UsageError, add_config_option, load_recipe
+from maskahand.plugins import DATASETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "log.jsonl, config.yaml, afformer_finetuned.pth (authors' names). Score it with `maskahand eval`."
         ),
     )
-    p.add_argument("--dataset", choices=["opra", "epic_hotspots", "assistq"], default="opra")
+    p.add_argument("--dataset", choices=DATASETS.names(), default="opra", help=DATASETS.help_text())
     p.add_argument(
         "--data",
         required=True,
@@ -42,9 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from maskahand.config import FinetuneRecipe
     from maskahand.evaluation.benchmark import AnnotationError, load_benchmark
-    from maskahand.trainer.launch import run_training
-
-    from .task import FinetuneTask
 
     recipe = load_recipe(FinetuneRecipe, args, **{"train.out_dir": args.out, "train.resume": args.resume})
     try:
@@ -54,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
             if args.eval_split == "none"
             else load_benchmark(args.dataset, None, args.data, split=args.eval_split)
         )
-    except AnnotationError as e:
-        print(f"maskahand finetune: {e}", file=sys.stderr)
-        return 2
+    except AnnotationError as e:  # a missing or malformed annotation file: fix the command (exit 2)
+        raise UsageError(str(e)) from e
+    from maskahand.trainer.launch import run_training  # torch and the model: only once the data is there
+
+    from .task import FinetuneTask
+
     run_training(lambda: FinetuneTask(recipe, train, val, args.init), recipe, "finetune")
     return 0

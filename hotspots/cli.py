@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-from maskahand.cli_util import add_config_option, load_recipe
+from maskahand.cli_util import UsageError, add_config_option, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +98,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     try:
         recipe, tset = prepare(args)
-    except HotspotsDataError as e:
-        print(f"maskahand hotspots train: {e}", file=sys.stderr)
-        return 2
+    except HotspotsDataError as e:  # a missing or malformed training set: fix the command (exit 2)
+        raise UsageError(str(e)) from e
     if is_main():  # before the process group exists: torchrun's RANK
         log.info(
             "hotspots %s: %d items, %d verbs, %d epochs = %d steps",
@@ -114,45 +112,13 @@ def run_train(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from maskahand.hotspots.data import HotspotsDataError, read_image
-    from maskahand.hotspots.predict import HotspotsPredictor, load_hotspots
-    from maskahand.runtime.atomic import save_torch_atomic
-    from maskahand.runtime.distributed import resolve_device
-    from maskahand.shards.sheet import heatmap_overlay, save_image
-    from maskahand.video.sampling import resize_uint8
+    from maskahand.hotspots.predict import image_files, predict_images
 
-    files: list[Path] = []
-    for a in args.images:
-        p = Path(a)
-        files += (
-            sorted(f for f in p.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
-            if p.is_dir()
-            else [p]
-        )
+    files = image_files(args.images)
     try:
         images = [read_image(f) for f in files]
-    except HotspotsDataError as e:
-        print(f"maskahand hotspots predict: {e}", file=sys.stderr)
-        return 2
-    model = load_hotspots(args.checkpoint)
-    predictor = HotspotsPredictor(model, resolve_device(args.device), actions=False)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    maps = []
-    for f, img in zip(files, images):
-        m = predictor.heatmaps(img)  # (verbs, h, w)
-        maps.append(m)
-        size = model.cfg.image_size
-        shown = resize_uint8(img, size, size)
-        for v in range(m.shape[0]):
-            up = torch.nn.functional.interpolate(m[v][None, None], size=(size, size), mode="bilinear")[0, 0]
-            up = (up - up.min()) / (up.max() - up.min() + 1e-12)
-            save_image(heatmap_overlay(shown, up), out / f"{f.stem}.verb{v}.png")
-    save_torch_atomic(
-        {"images": [str(f) for f in files], "num_verbs": model.cfg.num_verbs, "maps": torch.stack(maps)},
-        out / "hotspots.pt",
-    )
-    log.info("wrote %s and %d overlays", out / "hotspots.pt", len(files) * model.cfg.num_verbs)
+    except HotspotsDataError as e:  # a missing or unreadable image: fix the command (exit 2)
+        raise UsageError(str(e)) from e
+    predict_images(files, images, args.checkpoint, Path(args.out), args.device)
     return 0

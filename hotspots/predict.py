@@ -1,4 +1,5 @@
-"""Interaction Hotspots as an evaluation predictor (``maskahand eval --model hotspots``).
+"""Interaction Hotspots predictions: the evaluation predictor (``maskahand eval --model hotspots``) and
+the maps of image files (``maskahand hotspots predict``: :func:`predict_images`).
 
 Checkpoints: a training checkpoint of ``maskahand hotspots train`` (``RUN/checkpoints/step_*.pt``, the model
 config inside), its export ``RUN/hotspots_model.pth``, or the authors' ``ckpt_E_20.pth`` (``{"net": ...}``;
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,51 @@ def build_predictor(checkpoint: str, recipe: Any, device: torch.device) -> Hotsp
     model = load_hotspots(checkpoint)
     log.info("Hotspots from %s (%d verbs)", checkpoint, model.cfg.num_verbs)
     return HotspotsPredictor(model, device, name=f"hotspots:{Path(checkpoint).name}")
+
+
+# --- `maskahand hotspots predict`: maps of image files, saved with overlays --------------------------------
+
+
+def image_files(paths: Sequence[str]) -> list[Path]:
+    """The images a command line names: files as given, a folder's .jpg/.jpeg/.png sorted by name."""
+    files: list[Path] = []
+    for a in paths:
+        p = Path(a)
+        files += (
+            sorted(f for f in p.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if p.is_dir()
+            else [p]
+        )
+    return files
+
+
+def predict_images(
+    files: list[Path], images: list[torch.Tensor], checkpoint: str | Path, out: Path, device: str = "auto"
+) -> Path:
+    """Write ``out/hotspots.pt`` ({images, num_verbs, maps (N, verbs, h, w)}) and one overlay PNG per
+    (image, verb) (``<stem>.verb<v>.png``); ``images`` are the uint8 (3, H, W) files. Returns the .pt path."""
+    from maskahand.runtime.atomic import save_torch_atomic
+    from maskahand.runtime.distributed import resolve_device
+    from maskahand.shards.sheet import heatmap_overlay, save_image
+    from maskahand.video.sampling import resize_uint8
+
+    model = load_hotspots(checkpoint)
+    predictor = HotspotsPredictor(model, resolve_device(device), actions=False)
+    out.mkdir(parents=True, exist_ok=True)
+    maps = []
+    for f, img in zip(files, images):
+        m = predictor.heatmaps(img)  # (verbs, h, w)
+        maps.append(m)
+        size = model.cfg.image_size
+        shown = resize_uint8(img, size, size)
+        for v in range(m.shape[0]):
+            up = torch.nn.functional.interpolate(m[v][None, None], size=(size, size), mode="bilinear")[0, 0]
+            up = (up - up.min()) / (up.max() - up.min() + 1e-12)
+            save_image(heatmap_overlay(shown, up), out / f"{f.stem}.verb{v}.png")
+
+    save_torch_atomic(
+        {"images": [str(f) for f in files], "num_verbs": model.cfg.num_verbs, "maps": torch.stack(maps)},
+        out / "hotspots.pt",
+    )
+    log.info("wrote %s and %d overlays", out / "hotspots.pt", len(files) * model.cfg.num_verbs)
+    return out / "hotspots.pt"

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from maskahand.cli_util import add_config_option
+from maskahand.plugins import DETECTOR_BACKENDS
 
 DESCRIPTION = """\
 Mine 32-frame hand-interaction clips (seed 002, section 4.2) from videos and EPIC-style frame folders
@@ -40,7 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(.csv/.tsv/.jsonl/.parquet) or video WebDataset tars (a .tar or {00000..00009}.tar)",
     )
     p.add_argument("--out", help="output folder or object-store URL (s3://bucket/prefix, gs://...)")
-    p.add_argument("--detector", choices=["hircnn", "mediapipe", "precomputed"], help="detector.backend")
+    p.add_argument(
+        "--detector",
+        choices=DETECTOR_BACKENDS.names(),
+        help="detector.backend (`maskahand detector run --help` describes each)",
+    )
     p.add_argument("--detections", help="detector.precomputed.path (precomputed backend)")
     p.add_argument("--weights", help="detector.hircnn.weights")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded local Ray)")

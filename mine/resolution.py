@@ -9,6 +9,7 @@ so detection must not see the stored (downscaled) frames. Per video:
   it anyway) and smaller ones are given at full size (the model upsamples them itself); mediapipe
   works on the full frame (its palm model sees all of it, its landmark model crops each hand from it);
   precomputed detections ignore pixels (their boxes are normalized), so they get the stored frames.
+  Each backend declares its rule (``detect_size`` in its ``DETECTOR_BACKEND``, ``maskahand.plugins``).
   ``mine.detect_max_side`` caps the longer side further;
 - the **storage size** is the source scaled so its longer side is at most ``mine.frame_max_side``;
 - the reader decodes once at the larger of the two and each copy is resized from that; boxes are
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from maskahand.config import DetectorConfig, MineConfig
+from maskahand.plugins import DETECTOR_BACKENDS
 from maskahand.video.sampling import output_size
 
 
@@ -39,12 +41,18 @@ class FrameSizes:
 
 def detector_max_side(detector: DetectorConfig, width: int, height: int, storage_side: int) -> int | None:
     """The longer side the detector works at for a ``width`` x ``height`` source (None: full frame)."""
-    if detector.backend == "hircnn":
+    backend = DETECTOR_BACKENDS.plugins().get(detector.backend)
+    rule = backend.options["detect_size"] if backend else "full"
+    if rule == "torchvision":
         h = detector.hircnn
         scale = min(h.min_size / min(width, height), h.max_size / max(width, height))
         return None if scale >= 1 else max(1, round(max(width, height) * scale))
-    if detector.backend == "precomputed":
+    if rule == "stored":
         return storage_side
+    if rule != "full":
+        raise ValueError(
+            f"detector backend {detector.backend!r}: detect_size {rule!r} is not full|stored|torchvision"
+        )
     return None  # mediapipe (and any backend that resizes internally): the full frame
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maskahand.config import DetectorConfig, MineConfig, MineRecipe, VideoConfig
+from maskahand.plugins import DETECTOR_BACKENDS
 
 RULE_NAME = "maskahand.clip_rule/1"
 
@@ -224,7 +225,8 @@ def rule_record(cfg: MineConfig, detector: DetectorConfig | None = None) -> dict
         "text": text,
     }
     if detector is not None:
-        judged = detector.backend != "mediapipe"
+        backend = DETECTOR_BACKENDS.plugins().get(detector.backend)  # None: "auto" not yet resolved
+        judged = bool(backend.options["contact_judged"]) if backend else True
         record["detector_backend"] = detector.backend
         record["contact_judged"] = judged
         if not judged:
