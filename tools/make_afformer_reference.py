@@ -26,6 +26,7 @@ import importlib
 import subprocess
 import sys
 import types
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,10 @@ def seed_tensor(name: str, shape: list[int] | tuple[int, ...]) -> torch.Tensor:
 
 
 OWN_BUFFERS = ("encoder.image_mean", "encoder.image_std")  # keep the model's values (ImageNet mean/std)
-UNSTORED_DECODER = ("decoder.self2d_cross3d_block.mlp.fc1.weight", "decoder.self2d_cross3d_block.mlp.fc2.weight")
+UNSTORED_DECODER = (
+    "decoder.self2d_cross3d_block.mlp.fc1.weight",
+    "decoder.self2d_cross3d_block.mlp.fc2.weight",
+)
 
 
 def is_stored(name: str) -> bool:
@@ -176,12 +180,16 @@ def make_inputs() -> tuple[dict[str, Any], dict[str, Any]]:
 def _attention(q, k, v, attn_bias=None, p=0.0, scale=None):
     """xformers.ops.memory_efficient_attention on (batch, tokens, heads, channels) tensors."""
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=p, scale=scale)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_bias, dropout_p=p, scale=scale
+    )
     return out.transpose(1, 2)
 
 
 class _Mlp(torch.nn.Module):
-    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=torch.nn.GELU, drop=0.0):
+    def __init__(
+        self, in_features, hidden_features=None, out_features=None, act_layer=torch.nn.GELU, drop=0.0
+    ):
         super().__init__()
         self.fc1 = torch.nn.Linear(in_features, hidden_features or in_features)
         self.act = act_layer()
@@ -246,7 +254,9 @@ def _stand_in_modules() -> dict[str, dict[str, Any]]:
         "detectron2.layers": {"get_norm": _get_norm, "LayerNorm": _ChannelsFirstLayerNorm},
         "detectron2.model_zoo": {"get_config": _unused("detectron2.model_zoo.get_config")},
         "detectron2.config": {"instantiate": _unused("detectron2.config.instantiate")},
-        "detectron2.checkpoint": {"DetectionCheckpointer": _unused("detectron2.checkpoint.DetectionCheckpointer")},
+        "detectron2.checkpoint": {
+            "DetectionCheckpointer": _unused("detectron2.checkpoint.DetectionCheckpointer")
+        },
         "detectron2.modeling": {},
         "detectron2.modeling.backbone": {},
         "detectron2.modeling.backbone.utils": {
@@ -333,7 +343,9 @@ def make_reference(theirs: Path, commit: str | None = None) -> dict[str, Any]:
     stand_ins = install_stand_ins()
     if stand_ins:
         print(f"stand-ins (not installed here): {', '.join(stand_ins)}", flush=True)
-    net = build_theirs(theirs)
+    with warnings.catch_warnings():  # torchvision: trainable_backbone_layers without weights (all trainable)
+        warnings.filterwarnings("ignore", message="Changing trainable_backbone_layers has no effect")
+        net = build_theirs(theirs)
     weights, stored, generated = reference_weights(net.state_dict())
     net.load_state_dict(weights, strict=True)
     inputs, targets = make_inputs()
@@ -362,13 +374,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_afformer_reference: {error}", file=sys.stderr)
         return 2
     if reference["authors_commit"] != AUTHORS_COMMIT:
-        print(f"note: the committed file was made from {AUTHORS_COMMIT}, this from {reference['authors_commit']}")
+        print(
+            f"note: the committed file was made from {AUTHORS_COMMIT}, this from {reference['authors_commit']}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "reference.pt"
     tmp = args.out / "reference.pt.partial"
     torch.save(reference, tmp)
     tmp.replace(path)
-    print(f"wrote {path}: {len(reference['state_dict'])} stored tensors, {len(reference['generated'])} by the seed rule")
+    print(
+        f"wrote {path}: {len(reference['state_dict'])} stored tensors, {len(reference['generated'])} by the seed rule"
+    )
     return 0
 
 
