@@ -17,7 +17,8 @@ from mutmut.mutation.data import SourceFileMutationData
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE = "mine/rule.py"
-PREFIX = "maskahand.mine.rule."
+MODULE = "maskahand.mine.rule"
+PREFIX = MODULE + "."
 
 
 def load_tool():
@@ -80,7 +81,7 @@ def test_mutmut_results_are_classified_and_an_incomplete_run_fails(tool, tmp_pat
         ("x_event_windows", 34, 1),  # skipped
     )
     build = write_meta(tmp_path / "build", codes, monkeypatch)
-    read = tool.read_results(tool.meta_path(build, FILE))
+    read = tool.read_results(tool.meta_path(build, MODULE))
     assert read == codes
     row = tool.summarize(read, 85.0)
     assert {k: row[k] for k in ("mutants", "killed", "survived", "no_tests", "other", "not_checked")} == {
@@ -136,7 +137,7 @@ def test_the_floor_decides_a_complete_run(tool):
 
 
 def test_no_results_a_failed_mutmut_or_an_interrupt_fail(tool, tmp_path):
-    empty = tool.summarize(tool.read_results(tool.meta_path(tmp_path, FILE)), 85.0)
+    empty = tool.summarize(tool.read_results(tool.meta_path(tmp_path, MODULE)), 85.0)
     assert empty["mutants"] == 0 and not empty["complete"]
     assert tool.problems(FILE, empty) == [
         "mine/rule.py: no mutant results (mutmut generated or checked none)"
@@ -151,7 +152,7 @@ def test_no_results_a_failed_mutmut_or_an_interrupt_fail(tool, tmp_path):
 def test_a_rerun_checks_the_mutants_an_interrupt_left(tool, tmp_path, monkeypatch):
     codes = codes_of(("x_f", 1, 2), ("x_f", 2, 1), ("x_f", 34, 1), ("x_f", None, 1), ("x_f", 0, 1))
     build = write_meta(tmp_path / "build", codes, monkeypatch)
-    meta = tool.meta_path(build, FILE)
+    meta = tool.meta_path(build, MODULE)
     assert tool.reset_interrupted(meta) == 2
     again = SourceFileMutationData(path="src/maskahand/mine/rule.py")
     again.load()  # mutmut still reads it (it refuses unknown keys)
@@ -274,6 +275,8 @@ def test_staging_with_todays_mapping(tool, tmp_path):
         "src/maskahand/mine/rule.py",
         "tests/test_x.py",
     ]
+    assert tool.module_name(project, "core/config.py") == "maskahand.config"  # core/ is the root package
+    assert tool.module_name(project, FILE) == MODULE
     config = tomllib.loads((build / "pyproject.toml").read_text())["tool"]["mutmut"]
     assert config["only_mutate"] == ["src/maskahand/mine/rule.py"]
     assert config["pytest_add_cli_args_test_selection"] == ["tests/test_x.py"]
@@ -299,7 +302,9 @@ def test_staging_with_the_root_as_the_package(tool, tmp_path):
         "src/maskahand/pyproject.toml",  # a file of the root package's folder
         "tests/test_x.py",
     ]
-    with pytest.raises(SystemExit, match="not a file of any package"):
+    assert tool.module_name(project, "core/config.py") == "maskahand.core.config"
+    assert tool.module_name(project, "cli.py") == "maskahand.cli"
+    with pytest.raises(SystemExit, match="video/io.py is not in the folder of any package"):
         tool.stage(project, "video/io.py", [], build, root=root)
     bad = make_repo(tmp_path / "bad", {"maskahand": ".venv/lib"}, ["maskahand"], {})
     with pytest.raises(SystemExit, match=r"maps to \.venv/lib, which is never staged"):

@@ -50,8 +50,15 @@ NEVER_STAGED = {".venv", "outputs", "runs", "build", ".git"}  # refused as (part
 SEPARATOR = "ǁ"  # mutmut's class/method separator in mangled names: xǁClassǁmethod__mutmut_3
 
 
-def module_name(file: str) -> str:
-    return "maskahand." + file.removesuffix(".py").replace("/", ".")
+def module_name(project: dict[str, Any], file: str) -> str:
+    """The installed module of a repository file: ``mine/rule.py`` -> ``maskahand.mine.rule`` (through the
+    package whose folder holds it, so ``core/config.py`` is ``maskahand.config`` while ``core/`` is the root
+    package, and ``maskahand.core.config`` once the root folder is)."""
+    path = Path(file)
+    for package, folder in package_folders(project).items():
+        if folder == path.parent:
+            return f"{package}.{path.stem}"
+    raise SystemExit(f"[tool.maskahand.mutate.modules]: {file} is not in the folder of any package")
 
 
 # -- configuration --
@@ -103,7 +110,7 @@ def stage(project: dict[str, Any], file: str, tests: list[str], build: Path, roo
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("tests", "benchmarks"):
         shutil.copytree(root / folder, build / folder, ignore=ignore)
-    target = str(Path("src") / Path(*module_name(file).split("."))) + ".py"
+    target = str(Path("src") / Path(*module_name(project, file).split("."))) + ".py"
     if not (build / target).is_file():
         raise SystemExit(f"[tool.maskahand.mutate.modules]: {file} is not a file of any package ({target})")
     text = (root / "pyproject.toml").read_text()
@@ -117,8 +124,9 @@ def stage(project: dict[str, Any], file: str, tests: list[str], build: Path, roo
 # -- results --
 
 
-def meta_path(build: Path, file: str) -> Path:
-    return build / "mutants" / "src" / (module_name(file).replace(".", "/") + ".py.meta")
+def meta_path(build: Path, module: str) -> Path:
+    """mutmut's result file of ``module`` (``maskahand.mine.rule``) in a staged copy."""
+    return build / "mutants" / "src" / (module.replace(".", "/") + ".py.meta")
 
 
 def read_results(meta: Path) -> dict[str, int | None]:
@@ -338,16 +346,16 @@ def reset_interrupted(meta: Path) -> int:
 
 
 def run_module(
-    file: str, tests: list[str], floor: float, build: Path, env: dict[str, str], children: int
+    file: str, module: str, tests: list[str], floor: float, build: Path, env: dict[str, str], children: int
 ) -> tuple[dict, bool]:
     """Run mutmut on one staged module; (its figures and mutants not killed, whether it was interrupted)."""
-    print(f"== mutmut {module_name(file)} (tests: {' '.join(tests)})", flush=True)
-    again = reset_interrupted(meta_path(build, file))
+    print(f"== mutmut {module} (tests: {' '.join(tests)})", flush=True)
+    again = reset_interrupted(meta_path(build, module))
     if again:
         print(f"   {again} mutants an earlier run left unchecked are checked now", flush=True)
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)]
     rc, interrupted = run_mutmut(cmd, build, env)
-    codes = read_results(meta_path(build, file))
+    codes = read_results(meta_path(build, module))
     row = summarize(codes, floor)
     row["mutmut_exit"] = rc
     row["interrupted"] = interrupted
@@ -385,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         build = (args.build / file.removesuffix(".py").replace("/", ".")).resolve()
         if not (args.keep and build.is_dir()):
             stage(project, file, tests, build)
-        rows[file], interrupted = run_module(file, tests, floor, build, env, args.children)
+        module = module_name(project, file)
+        rows[file], interrupted = run_module(file, module, tests, floor, build, env, args.children)
         if interrupted:
             left = [f for f in targets if f not in rows]
             if left:
