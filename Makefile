@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test mutate lint format demo mine synth bench-detector bench-mine bench-collection bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn bench-windows hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
+.PHONY: help venv test mutate afformer-reference lint format demo mine synth bench-detector bench-mine bench-collection bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn bench-windows hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,8 +37,14 @@ test: venv lint  ## lint, then the full test suite
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 MUTATE_ARGS ?=
-mutate: venv  ## mutation testing (mutmut) of the rule, ledger, writer, recipe, loss, metrics; kill rate per module
+mutate: venv  ## mutation testing (mutmut) of the rule, ledger, writer, recipe, loss, metrics; fails under the 85 % floor or when incomplete
 	$(PY) tools/mutate.py --shared $(SHARED) $(MUTATE_ARGS)
+
+THEIRS ?=
+COMMIT ?=
+afformer-reference: venv  ## regenerate tests/data/afformer_frozen_reference from the authors' code: THEIRS=checkout [COMMIT=sha]
+	@test -n "$(THEIRS)" || { echo "usage: make afformer-reference THEIRS=path/to/showlab/afformer [COMMIT=sha]"; exit 2; }
+	OMP_NUM_THREADS=2 $(PY) tools/make_afformer_reference.py --theirs $(THEIRS) $(if $(COMMIT),--commit $(COMMIT))
 
 DEMO := $(OUT)/demo
 # a small configuration a CPU pretrains in a minute or two (benchmarks/learn.py's), and grounding that fits it

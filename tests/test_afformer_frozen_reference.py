@@ -1,13 +1,13 @@
 """A frozen reference, not our own model: the authors' code's outputs for a fixed authors'-layout state
-dict (tests/data/afformer_frozen_reference/NOTE.md says how they were produced). Any change of our
+dict (tests/data/afformer_frozen_reference/NOTE.md says how they were produced; tools/make_afformer_reference.py
+regenerates them from a checkout of the authors' code). Any change of our
 forward pass, heads or loss that keeps the shapes but changes the numbers fails here."""
 
 from __future__ import annotations
 
-import zlib
+import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,26 +17,19 @@ from maskahand.config import AfformerConfig
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-DATA = Path(__file__).resolve().parent / "data" / "afformer_frozen_reference" / "reference.pt"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data" / "afformer_frozen_reference" / "reference.pt"
+TOOL = ROOT / "tools" / "make_afformer_reference.py"
 TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, fp32 on the CPU
 
 
-def rule_tensor(name: str, shape: list[int]) -> torch.Tensor:
-    """The seed rule of NOTE.md (the tensors the file does not store): numpy's legacy RandomState,
-    whose streams numpy keeps frozen, seeded with the tensor's name."""
-    rs = np.random.RandomState(zlib.crc32(name.encode()))
-    n = int(np.prod(shape))
-    if name.endswith("running_var"):
-        a = 0.5 + rs.rand(*shape)
-    elif name.endswith("running_mean"):
-        a = 0.1 * rs.randn(*shape)
-    elif name.endswith(".weight") and n == shape[0]:
-        a = 1.0 + 0.1 * rs.randn(*shape)
-    elif name.endswith(".bias"):
-        a = 0.1 * rs.randn(*shape)
-    else:
-        a = rs.randn(*shape) / np.sqrt(n / shape[0])
-    return torch.from_numpy(np.asarray(a, dtype=np.float32).reshape(shape))
+def generator_module():
+    """tools/make_afformer_reference.py, which made the file: its seed rule regenerates what it does not store."""
+    spec = importlib.util.spec_from_file_location("make_afformer_reference", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -51,9 +44,10 @@ def reference() -> dict:
 
 @pytest.fixture(scope="module")
 def model(reference):
+    seed_tensor = generator_module().seed_tensor
     state = {name: value.float() for name, value in reference["state_dict"].items()}
     for name, shape in reference["generated"].items():
-        state[name] = rule_tensor(name, shape)
+        state[name] = seed_tensor(name, shape)
         want = reference["generated_sums"][name]
         assert float(state[name].double().sum()) == pytest.approx(want, rel=1e-9, abs=1e-6), (
             f"{name}: the seed rule no longer gives the values the reference was made with"
