@@ -23,6 +23,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from maskahand.configbase import ConfigError, load_config
+from maskahand.rayutil import RayConnectError
+from maskahand.storage import BucketNotFoundError, StorageOptionsError
 
 T = TypeVar("T")
 
@@ -38,20 +40,20 @@ class UsageError(Exception):
     """Bad command-line arguments (a missing option, an input path that does not exist): exit status 2."""
 
 
+class UnusableInputError(Exception):
+    """An input named on the command line cannot be used at all (exit status 2), as opposed to one bad
+    entry of a collection, which is recorded and skipped. Stage errors mix it in (``VideoNotFoundError``,
+    ``ManifestError``), so this bottom layer names no stage."""
+
+
 def usage_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "fix the command or its config", exit status 2."""
-    from maskahand.mine.sources import ManifestError
-    from maskahand.rayutil import RayConnectError
-    from maskahand.storage import BucketNotFoundError, StorageOptionsError
-    from maskahand.video.errors import VideoNotFoundError
-
     return (
         UsageError,
+        UnusableInputError,  # a video that does not exist, a manifest that cannot be read at all
         ConfigError,
         RayConnectError,
         FileNotFoundError,
-        VideoNotFoundError,
-        ManifestError,  # --videos names a manifest that cannot be read at all
         BucketNotFoundError,  # nothing under it can be read or written
         StorageOptionsError,
     )

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from maskahand import storage
+from maskahand.cli_util import UnusableInputError
 from maskahand.config import MineInputConfig
 from maskahand.mine.ledger import fingerprint as local_fingerprint
 from maskahand.mine.ledger import video_stem
@@ -62,7 +63,7 @@ TAR_INDEX_BLOCK = 64 * 1024
 TAR_INDEX_THREADS = 8
 
 
-class ManifestError(ValueError):
+class ManifestError(ValueError, UnusableInputError):
     """A manifest that cannot be read at all (not Parquet/CSV/JSON-lines, no URL column): exit 2."""
 
     def __init__(self, path: str, reason: str) -> None:

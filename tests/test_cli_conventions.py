@@ -179,3 +179,24 @@ def test_run_handler_maps_exceptions_to_statuses(capsys, caplog):
     with caplog.at_level(logging.ERROR, logger="maskahand"):
         assert run_handler(_raises(KeyError("frames")), argparse.Namespace(verbose=True), "maskahand x") == 1
     assert "Traceback" in caplog.text and "KeyError: 'frames'" in caplog.text
+
+
+def test_a_stage_error_says_its_exit_status_by_its_base_not_by_a_list_in_core(capsys):
+    """core names no stage: a video that does not exist or an unreadable manifest is exit 2 through the
+    ``UnusableInputError`` they mix in; one truncated video is a runtime failure (1)."""
+    from maskahand.mine.sources import ManifestError
+    from maskahand.video.errors import TruncatedVideoError, VideoNotFoundError
+
+    quiet = argparse.Namespace(verbose=False)
+    assert (
+        run_handler(_raises(VideoNotFoundError("a.mp4", "no such file")), quiet, "maskahand m") == EXIT_USAGE
+    )
+    assert run_handler(_raises(ManifestError("l.csv", "no header line")), quiet, "maskahand m") == EXIT_USAGE
+    assert (
+        run_handler(_raises(TruncatedVideoError("b.mp4", "ends early")), quiet, "maskahand m") == EXIT_FAILURE
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        "maskahand m: a.mp4: not found: no such file",
+        "maskahand m: l.csv: cannot read the manifest: no header line",
+        "maskahand m: b.mp4: truncated: ends early",
+    ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from maskahand.cli_util import UnusableInputError
+
 
 class VideoError(Exception):
     """A video (file or frame folder) cannot be read; ``path`` names it and ``reason`` says why."""
@@ -20,7 +22,7 @@ class VideoError(Exception):
         return (type(self), (self.path, self.reason))
 
 
-class VideoNotFoundError(VideoError):
+class VideoNotFoundError(VideoError, UnusableInputError):
     kind = "not found"
 
 
