@@ -16,10 +16,11 @@ import torch
 from maskahand.afformer.checkpoint import load_reference_checkpoint, to_reference_state_dict
 from maskahand.afformer.encoder import WeightsFileError
 from maskahand.afformer.model import build_model
+from maskahand.afformer.param_groups import afformer_param_groups
 from maskahand.afformer.vit_weights import load_vit_weights
 from maskahand.config import AfformerConfig, FinetuneRecipe, OptimConfig, PretrainRecipe
 from maskahand.configbase import load_config
-from maskahand.trainer.optim import afformer_param_groups, build_optimizer
+from maskahand.trainer.optim import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from maskahand.afformer import build_model, load_reference_checkpoint
+from maskahand.afformer.param_groups import afformer_param_groups
 from maskahand.config import PretrainRecipe
 from maskahand.configbase import load_config
 from maskahand.pretrain.task import EXPORT_NAME, PretrainTask, draw_variants
 from maskahand.trainer import TrainContext
 from maskahand.trainer.checkpoint import list_checkpoints, load_checkpoint
 from maskahand.trainer.distributed import DistInfo
-from maskahand.trainer.optim import afformer_param_groups
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pretrain_support import SIZE, TINY, write_clip_shards, write_maskahand_shards  # noqa: E402

@@ -4,7 +4,7 @@
     final_checkpoint = fit(task, recipe.optim, recipe.train, out_dir, resume=None, config=recipe)
 
 See :mod:`maskahand.trainer.task` for the contract a recipe implements. Modules, one job each:
-``distributed`` (rank/world/device), ``precision`` (autocast, GradScaler), ``optim`` (AdamW groups),
+``distributed`` (rank/world/device), ``precision`` (autocast, GradScaler), ``optim`` (AdamW over the task's parameter groups),
 ``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention, ``load_torch_file``),
 ``logging`` (progress, TensorBoard, log.jsonl), ``batching`` (the global batch's split over processes
 and accumulation), ``engine`` (``fit``). Names load on first use.
@@ -21,7 +21,6 @@ __all__ = [
     "TrainTaskProtocol",
     "TrainingAborted",
     "WeightsFileError",
-    "afformer_param_groups",
     "fit",
     "init_distributed",
     "load_torch_file",
@@ -35,7 +34,6 @@ if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use
     from maskahand.trainer.checkpoint import WeightsFileError, load_torch_file
     from maskahand.trainer.distributed import DistInfo, init_distributed, resolve_device
     from maskahand.trainer.engine import TrainingAborted, fit
-    from maskahand.trainer.optim import afformer_param_groups
     from maskahand.trainer.task import (
         TrainContext,
         TrainTask,

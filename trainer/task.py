@@ -9,7 +9,7 @@ resume, the non-finite guard, progress, TensorBoard and ``log.jsonl``.
     class MyTask(TrainTask):
         def setup(self, ctx: TrainContext) -> None: ...          # optional: device, rank, world, seed
         def build_model(self) -> nn.Module: ...                 # fp32, on CPU: fit moves and wraps it
-        def param_groups(self, model, optim) -> list[dict]: ... # default: afformer_param_groups
+        def param_groups(self, model, optim) -> list[dict]: ... # AdamW groups (lr, weight decay)
         def train_batches(self, epoch: int, skip: int) -> Iterable[Batch]: ...
         def batch_size(self, batch) -> int: ...                 # samples in one batch (default: len(batch["key"]))
         def training_step(self, model, batch, step: int) -> tuple[Tensor, dict[str, float]]: ...
@@ -41,7 +41,8 @@ Rules the engine relies on (read these before writing a task):
 - Optional ``batch_sources(batch) -> list[str]``: the source (video) of each sample; the engine logs
   ``data/videos_per_batch``, the distinct sources in each logged step's global batch.
 - ``param_groups`` returns AdamW groups: dicts with ``params``, ``lr``, ``weight_decay`` and a
-  ``name`` (used for the per-group lr in the logs). The engine's schedule scales every group's
+  ``name`` (used for the per-group lr in the logs). Every task states its own (the model's rules:
+  Afformer's are :func:`maskahand.afformer.param_groups.afformer_param_groups`); there is no default. The engine's schedule scales every group's
   ``lr`` by the same factor, so relative factors (encoder x 0.1) stay.
 - ``evaluate`` runs every ``train.eval_every`` steps on every rank (gather with
   :mod:`maskahand.trainer.distributed` yourself if needed); the engine logs what rank 0 returns.
@@ -113,6 +114,8 @@ class TrainTaskProtocol(Protocol):
 
     def build_model(self) -> nn.Module: ...
 
+    def param_groups(self, model: nn.Module, optim: OptimConfig) -> list[dict]: ...
+
     def train_batches(self, epoch: int, skip: int) -> Iterable[Any]: ...
 
     def training_step(
@@ -132,9 +135,8 @@ class TrainTask:
         raise NotImplementedError
 
     def param_groups(self, model: nn.Module, optim: OptimConfig) -> list[dict]:
-        from maskahand.trainer.optim import afformer_param_groups
-
-        return afformer_param_groups(model, optim)
+        """The task's AdamW groups: which parameters train at which lr and weight decay (its model's rules)."""
+        raise NotImplementedError
 
     def train_batches(self, epoch: int, skip: int) -> Iterable[Any]:
         raise NotImplementedError
