@@ -37,9 +37,9 @@ def one_case(args: argparse.Namespace) -> dict:
     import torch
 
     from maskahand.afformer import build_model
+    from maskahand.afformer.actckpt import enable_activation_checkpointing
     from maskahand.afformer.param_groups import afformer_param_groups
     from maskahand.config import AfformerConfig, OptimConfig
-    from maskahand.trainer.actckpt import enable_activation_checkpointing
     from maskahand.trainer.optim import build_optimizer
     from maskahand.trainer.precision import Precision
 

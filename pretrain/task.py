@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskahand.afformer.actckpt import enable_activation_checkpointing
 from maskahand.afformer.model import GroundingModel
 from maskahand.afformer.param_groups import afformer_param_groups
 from maskahand.config import OptimConfig, PretrainRecipe, SynthConfig
@@ -123,6 +124,10 @@ class PretrainTask(TrainTask):
         """Afformer's groups (the authors' rules: encoder at lr x ``model.backbone_lr_factor``, no weight
         decay on normalisation layers; ViTDet: layer-wise lr decay)."""
         return afformer_param_groups(unwrap(model), optim)
+
+    def enable_activation_checkpointing(self, model: nn.Module) -> None:
+        """``train.activation_checkpointing``: recompute the encoder and decoder blocks in backward."""
+        enable_activation_checkpointing(unwrap(model))
 
     # -- data -------------------------------------------------------------------------------------
     def _prepare_maskahand(self, sample: Any) -> Any:

@@ -268,7 +268,7 @@ def test_loss_pools_input_size_targets_to_the_heatmap_size():
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
-    from maskahand.trainer.actckpt import enable_activation_checkpointing
+    from maskahand.afformer.actckpt import enable_activation_checkpointing
 
     video = torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)
     image = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)

@@ -142,7 +142,7 @@ def test_clips_mode_makes_fresh_targets_each_step_and_the_same_for_the_same_seed
 
 
 def test_activation_checkpointing_gives_the_same_gradients(shards, tmp_path, torch_one_thread):
-    from maskahand.trainer.actckpt import enable_activation_checkpointing
+    from maskahand.afformer.actckpt import enable_activation_checkpointing
 
     task = setup_task(PretrainTask(tiny(), shards=[str(shards)]), tmp_path)
     batch = next(iter(task.train_batches(0, 0)))
