@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sized
 import torch
 
 from maskahand.detector.evaluate import ImageGroundTruth, ImagePrediction
+from maskahand.trainer.distributed import all_gather_object
 from maskahand.trainer.precision import Precision
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,7 @@ def gather_predictions(
     ids: list[int], preds: list[ImagePrediction], gts: list[ImageGroundTruth]
 ) -> tuple[list[ImagePrediction], list[ImageGroundTruth]]:
     """All ranks' results, de-duplicated by image id (DistributedSampler pads with repeats)."""
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        parts: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, list(zip(ids, preds, gts)))
-        merged = {i: (p, g) for part in parts for i, p, g in part}
-    else:
-        merged = {i: (p, g) for i, p, g in zip(ids, preds, gts)}
+    parts = all_gather_object(list(zip(ids, preds, gts)))  # one part in a single process
+    merged = {i: (p, g) for part in parts for i, p, g in part}
     order = sorted(merged)
     return [merged[i][0] for i in order], [merged[i][1] for i in order]
