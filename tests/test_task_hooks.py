@@ -163,6 +163,16 @@ def test_a_task_that_does_not_say_how_refuses_the_flag_and_trains_without_it(tmp
     assert (tmp_path / "off" / "checkpoints").is_dir()
 
 
+def test_a_protocol_only_task_without_the_hook_is_refused_too(tmp_path):
+    class Plain:  # TrainTaskProtocol's methods, not a TrainTask subclass
+        inner = ToyTask()
+        build_model, param_groups = inner.build_model, inner.param_groups
+        train_batches, training_step = inner.train_batches, inner.training_step
+
+    with pytest.raises(ConfigError, match=r"train\.activation_checkpointing=true: Plain does not support"):
+        fit(Plain(), OptimConfig(precision="fp32"), _train(), tmp_path / "run")
+
+
 class Recorded(PretrainTask):
     """The pretraining task, keeping the model the engine trained."""
 
