@@ -37,10 +37,11 @@ def one_case(args: argparse.Namespace) -> dict:
     import torch
 
     from maskahand.afformer import build_model
+    from maskahand.afformer.actckpt import enable_activation_checkpointing
+    from maskahand.afformer.param_groups import afformer_param_groups
     from maskahand.config import AfformerConfig, OptimConfig
     from maskahand.runtime.precision import Precision
-    from maskahand.trainer.actckpt import enable_activation_checkpointing
-    from maskahand.trainer.optim import afformer_param_groups, build_optimizer
+    from maskahand.trainer.optim import build_optimizer
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

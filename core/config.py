@@ -483,7 +483,8 @@ class TrainConfig:
     eval_every: int = field(default=0, metadata=RUNTIME)  # task evaluation every N steps (0: at the end)
     # abort after this many non-finite losses in a row (each one is skipped and counted)
     max_nonfinite: int = field(default=5, metadata=RUNTIME)
-    # recompute encoder/decoder blocks in backward: less memory, same results, more time
+    # recompute encoder/decoder blocks in backward: less memory, same results, more time (the task does
+    # it: Afformer recipes; a task that cannot, e.g. hotspots, refuses the key)
     activation_checkpointing: bool = field(default=False, metadata=RUNTIME)
     shuffle: int = 200  # sample shuffle buffer per reader (0: in order)
     # pretraining reader: shards each DataLoader worker reads at once, interleaved (one shard per video:

@@ -4,8 +4,11 @@ Single process, or DDP when launched by torchrun (RANK/WORLD_SIZE/LOCAL_RANK in 
 ``torchrun --nproc-per-node 8 -m maskahand.cli detector train --data VOC2007 ...``.
 Checkpoints ``{model, optimizer, lr_scheduler, scaler, epoch, config}`` are written atomically to
 ``out_dir/checkpoint.pth`` (latest) and ``out_dir/model_<epoch>.pth``; ``train.resume`` continues.
-The epoch loop is torchvision's reference; distribution, precision (``amp``: fp16 + GradScaler on CUDA)
-and file writing come from :mod:`maskahand.runtime`.
+The epoch loop is torchvision's reference; distribution (process group, all-reduce, gather, shutdown),
+precision (``amp``: fp16 + GradScaler on CUDA) and file writing come from :mod:`maskahand.runtime`.
+It is not ``trainer.fit``: its epochs, per-process batch, SGD + per-epoch MultiStepLR, epoch-seeded
+randomness, checkpoint format, stop on a non-finite loss and per-epoch log all differ from the
+engine's (README, detector section, lists them).
 The ``model`` entry is the authors' layout, so any checkpoint loads as ``detector.hircnn.weights``.
 """
 
@@ -26,6 +29,7 @@ from maskahand.detector.hircnn import build_hircnn_model, load_coco_init, load_i
 from maskahand.detector.voc import VOCHandDataset, collate
 from maskahand.fsutil import append_jsonl, atomic_write_json
 from maskahand.runtime.atomic import save_torch_atomic
+from maskahand.runtime.distributed import all_reduce_mean, barrier, shutdown_distributed
 from maskahand.runtime.weights import load_torch_file
 
 log = logging.getLogger(__name__)
@@ -188,13 +192,10 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
             print_freq=tcfg.print_freq,
         )
         lr_scheduler.step()
-        loss_mean = torch.tensor(sum(losses) / max(1, len(losses)), dtype=torch.float64, device=device)
-        if distributed:
-            torch.distributed.all_reduce(loss_mean)
-            loss_mean /= world
+        loss_mean = all_reduce_mean(sum(losses) / max(1, len(losses)), device)
         record = {
             "epoch": epoch,
-            "loss_mean": float(loss_mean),  # averaged over ranks; "losses" are rank 0's iterations
+            "loss_mean": loss_mean,  # averaged over ranks; "losses" are rank 0's iterations
             "losses": losses,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.time() - t0,
@@ -220,9 +221,8 @@ def train(recipe: DetectorTrainRecipe) -> dict[str, Any]:
                 record["loss_mean"],
                 {k: round(v, 4) for k, v in record.items() if k.startswith("ap_")},
             )
-    if distributed:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    barrier()
+    shutdown_distributed()
     return record
 
 
@@ -246,6 +246,5 @@ def evaluate_weights(
         out.mkdir(parents=True, exist_ok=True)
         save_config(recipe, out)
         atomic_write_json(out / "metrics.json", metrics)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    shutdown_distributed()
     return metrics

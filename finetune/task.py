@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskahand.afformer.actckpt import enable_activation_checkpointing
 from maskahand.afformer.model import GroundingModel
-from maskahand.config import FinetuneRecipe
+from maskahand.afformer.param_groups import afformer_param_groups
+from maskahand.config import FinetuneRecipe, OptimConfig
 from maskahand.evaluation.benchmark import Benchmark, Entry, MediaError
 from maskahand.trainer import TrainTask, unwrap
 from maskahand.trainer.task import step_generator
@@ -163,6 +165,15 @@ class FinetuneTask(TrainTask):
         else:
             log.warning("--init none: the whole model starts from random weights")
         return model
+
+    def param_groups(self, model: nn.Module, optim: OptimConfig) -> list[dict]:
+        """Afformer's groups (the authors' rules: encoder at lr x ``model.backbone_lr_factor``, no weight
+        decay on normalisation layers; ViTDet: layer-wise lr decay)."""
+        return afformer_param_groups(unwrap(model), optim)
+
+    def enable_activation_checkpointing(self, model: nn.Module) -> None:
+        """``train.activation_checkpointing``: recompute the encoder and decoder blocks in backward."""
+        enable_activation_checkpointing(unwrap(model))
 
     # -- data -------------------------------------------------------------------------------------
     def sample(self, entry: Entry, clip_no: int) -> dict[str, Any]:

@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskahand.afformer.actckpt import enable_activation_checkpointing
 from maskahand.afformer.model import GroundingModel
-from maskahand.config import PretrainRecipe, SynthConfig
+from maskahand.afformer.param_groups import afformer_param_groups
+from maskahand.config import OptimConfig, PretrainRecipe, SynthConfig
 from maskahand.trainer import TrainTask, unwrap
 
 from .data import EpochBatches, PositionRecord, epoch_loader, pad_collate, uniform_indices
@@ -117,6 +119,15 @@ class PretrainTask(TrainTask):
                 "starts from torchvision's COCO fasterrcnn_resnet50_fpn_v2 checkpoint)"
             )
         return build_model(cfg)
+
+    def param_groups(self, model: nn.Module, optim: OptimConfig) -> list[dict]:
+        """Afformer's groups (the authors' rules: encoder at lr x ``model.backbone_lr_factor``, no weight
+        decay on normalisation layers; ViTDet: layer-wise lr decay)."""
+        return afformer_param_groups(unwrap(model), optim)
+
+    def enable_activation_checkpointing(self, model: nn.Module) -> None:
+        """``train.activation_checkpointing``: recompute the encoder and decoder blocks in backward."""
+        enable_activation_checkpointing(unwrap(model))
 
     # -- data -------------------------------------------------------------------------------------
     def _prepare_maskahand(self, sample: Any) -> Any:

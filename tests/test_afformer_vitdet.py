@@ -15,11 +15,12 @@ import torch
 
 from maskahand.afformer.checkpoint import load_reference_checkpoint, to_reference_state_dict
 from maskahand.afformer.model import build_model
+from maskahand.afformer.param_groups import afformer_param_groups
 from maskahand.afformer.vit_weights import load_vit_weights
 from maskahand.config import AfformerConfig, FinetuneRecipe, OptimConfig, PretrainRecipe
 from maskahand.configbase import load_config
 from maskahand.runtime.weights import WeightsFileError
-from maskahand.trainer.optim import afformer_param_groups, build_optimizer
+from maskahand.trainer.optim import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -269,7 +270,7 @@ def test_loss_pools_input_size_targets_to_the_heatmap_size():
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
-    from maskahand.trainer.actckpt import enable_activation_checkpointing
+    from maskahand.afformer.actckpt import enable_activation_checkpointing
 
     video = torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)
     image = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)

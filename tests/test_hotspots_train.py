@@ -166,3 +166,16 @@ def test_short_training_lowers_losses_then_eval_and_predict(standin, tmp_path):
     saved = torch.load(pred / "hotspots.pt", weights_only=True)
     assert saved["maps"].shape == (len(PAIRS), 7, 4, 4) and (saved["maps"] >= 0).all()
     assert len(list(pred.glob("*.png"))) == len(PAIRS) * 7
+
+
+def test_train_refuses_activation_checkpointing_naming_the_key(standin, tmp_path, capsys):
+    """Hotspots' task has no activation checkpointing: the shared key is refused (exit 2), not ignored."""
+    out = tmp_path / "run"
+    rc = cli_main(
+        ["hotspots", "train", "--dataset", "opra", "--data", str(standin), "--out", str(out),
+         "--weights", str(standin / "resnet50.pth"), *SMALL, "train.activation_checkpointing=true"]
+    )  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "train.activation_checkpointing=true: HotspotsTask does not support" in err
+    assert not (out / "checkpoints").exists()

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from maskahand.afformer import build_model, load_reference_checkpoint
+from maskahand.afformer.param_groups import afformer_param_groups
 from maskahand.config import PretrainRecipe
 from maskahand.configbase import load_config
 from maskahand.pretrain.task import EXPORT_NAME, PretrainTask, draw_variants
@@ -22,7 +23,6 @@ from maskahand.runtime.checkpoint_files import list_checkpoints
 from maskahand.runtime.distributed import DistInfo
 from maskahand.trainer import TrainContext
 from maskahand.trainer.checkpoint import load_checkpoint
-from maskahand.trainer.optim import afformer_param_groups
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pretrain_support import SIZE, TINY, write_clip_shards, write_maskahand_shards  # noqa: E402
@@ -143,7 +143,7 @@ def test_clips_mode_makes_fresh_targets_each_step_and_the_same_for_the_same_seed
 
 
 def test_activation_checkpointing_gives_the_same_gradients(shards, tmp_path, torch_one_thread):
-    from maskahand.trainer.actckpt import enable_activation_checkpointing
+    from maskahand.afformer.actckpt import enable_activation_checkpointing
 
     task = setup_task(PretrainTask(tiny(), shards=[str(shards)]), tmp_path)
     batch = next(iter(task.train_batches(0, 0)))

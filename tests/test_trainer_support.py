@@ -10,7 +10,7 @@ import sys
 import torch
 from torch import nn
 
-from maskahand.trainer import TrainTask
+from maskahand.trainer import TrainTask, unwrap
 
 
 class ToyNet(nn.Module):
@@ -18,7 +18,6 @@ class ToyNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cfg = type("Cfg", (), {"backbone_lr_factor": 0.1})()
         self.encoder = nn.Sequential(nn.Linear(6, 16), nn.GELU())
         self.head = nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 1))
 
@@ -44,6 +43,16 @@ class ToyTask(TrainTask):
 
     def build_model(self) -> nn.Module:
         return ToyNet()
+
+    def param_groups(self, model: nn.Module, optim) -> list[dict]:
+        """``encoder`` at lr x 0.1, ``head`` at lr, ``head_no_decay``: the LayerNorm, without weight decay."""
+        net = unwrap(model)
+        groups = {
+            "encoder": (list(net.encoder.parameters()), optim.lr * 0.1, optim.weight_decay),
+            "head": (list(net.head[1].parameters()), optim.lr, optim.weight_decay),
+            "head_no_decay": (list(net.head[0].parameters()), optim.lr, 0.0),
+        }
+        return [{"name": k, "params": p, "lr": lr, "weight_decay": wd} for k, (p, lr, wd) in groups.items()]
 
     def train_batches(self, epoch: int, skip: int):
         self.skips.append((epoch, skip))

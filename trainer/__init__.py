@@ -4,8 +4,8 @@
     final_checkpoint = fit(task, recipe.optim, recipe.train, out_dir, resume=None, config=recipe)
 
 See :mod:`maskahand.trainer.task` for the contract a recipe implements. Modules, one job each
-(rank/world/device, precision and weights files live below, in :mod:`maskahand.runtime`): ``optim`` (AdamW groups),
-``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention),
+(rank/world/device, precision and weights files live below, in :mod:`maskahand.runtime`): ``optim`` (AdamW
+over the task's parameter groups), ``schedule`` (warmup + cosine), ``checkpoint`` (full state, atomic, retention),
 ``logging`` (progress, TensorBoard, log.jsonl), ``batching`` (the global batch's split over processes
 and accumulation), ``engine`` (``fit``). Names load on first use.
 """
@@ -19,7 +19,6 @@ __all__ = [
     "TrainTask",
     "TrainTaskProtocol",
     "TrainingAborted",
-    "afformer_param_groups",
     "fit",
     "step_generator",
     "to_device",
@@ -28,7 +27,6 @@ __all__ = [
 
 if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
     from maskahand.trainer.engine import TrainingAborted, fit
-    from maskahand.trainer.optim import afformer_param_groups
     from maskahand.trainer.task import (
         TrainContext,
         TrainTask,

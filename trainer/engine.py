@@ -38,7 +38,7 @@ from maskahand.trainer.checkpoint import (
 from maskahand.trainer.logging import RunLogger
 from maskahand.trainer.optim import build_optimizer
 from maskahand.trainer.schedule import CosineSchedule
-from maskahand.trainer.task import TrainContext, to_device, unwrap
+from maskahand.trainer.task import TrainContext, refuse_activation_checkpointing, to_device, unwrap
 
 log = logging.getLogger("maskahand.trainer")
 
@@ -191,9 +191,7 @@ def fit(
     model: nn.Module = task.build_model()
     model.train()
     if train.activation_checkpointing:
-        from maskahand.trainer.actckpt import enable_activation_checkpointing
-
-        enable_activation_checkpointing(model)
+        _checkpoint_activations(task, model)
     model.to(device)
     groups = task.param_groups(model, optim)
     opt = build_optimizer(groups, optim, device)
@@ -392,6 +390,14 @@ def fit(
         return final
     finally:
         logger.close()
+
+
+def _checkpoint_activations(task: Any, model: nn.Module) -> None:
+    """``train.activation_checkpointing``: the task knows which of its model's blocks to recompute."""
+    hook = getattr(task, "enable_activation_checkpointing", None)
+    if hook is None:  # a task written against the protocol only
+        refuse_activation_checkpointing(task)
+    hook(model)
 
 
 def _evaluate(task: Any, model: nn.Module, step: int, logger: RunLogger) -> None:

@@ -9,7 +9,8 @@ resume, the non-finite guard, progress, TensorBoard and ``log.jsonl``.
     class MyTask(TrainTask):
         def setup(self, ctx: TrainContext) -> None: ...          # optional: device, rank, world, seed
         def build_model(self) -> nn.Module: ...                 # fp32, on CPU: fit moves and wraps it
-        def param_groups(self, model, optim) -> list[dict]: ... # default: afformer_param_groups
+        def param_groups(self, model, optim) -> list[dict]: ... # AdamW groups (lr, weight decay)
+        def enable_activation_checkpointing(self, model) -> None: ...  # optional: train.activation_checkpointing
         def train_batches(self, epoch: int, skip: int) -> Iterable[Batch]: ...
         def batch_size(self, batch) -> int: ...                 # samples in one batch (default: len(batch["key"]))
         def training_step(self, model, batch, step: int) -> tuple[Tensor, dict[str, float]]: ...
@@ -41,11 +42,15 @@ Rules the engine relies on (read these before writing a task):
 - Optional ``batch_sources(batch) -> list[str]``: the source (video) of each sample; the engine logs
   ``data/videos_per_batch``, the distinct sources in each logged step's global batch.
 - ``param_groups`` returns AdamW groups: dicts with ``params``, ``lr``, ``weight_decay`` and a
-  ``name`` (used for the per-group lr in the logs). The engine's schedule scales every group's
+  ``name`` (used for the per-group lr in the logs). Every task states its own (the model's rules:
+  Afformer's are :func:`maskahand.afformer.param_groups.afformer_param_groups`); there is no default. The engine's schedule scales every group's
   ``lr`` by the same factor, so relative factors (encoder x 0.1) stay.
 - ``evaluate`` runs every ``train.eval_every`` steps on every rank (gather with
   :mod:`maskahand.runtime.distributed` yourself if needed); the engine logs what rank 0 returns.
   ``visualize`` runs on rank 0 every ``train.image_every`` steps and returns an (H, W, 3) uint8 picture.
+- ``enable_activation_checkpointing(model)`` is called once, right after ``build_model``, when
+  ``train.activation_checkpointing`` is set: the task makes its model recompute blocks in backward
+  (Afformer: :mod:`maskahand.afformer.actckpt`). The default refuses the key with a ``ConfigError``.
 - Optional ``state_dict()`` / ``load_state_dict(d)`` on the task: extra state of THIS RANK (e.g. where
   its data loader stands), saved in checkpoints for every rank and given back to the same rank on a
   resume with the same number of processes (otherwise not restored, with a warning).
@@ -57,12 +62,13 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
+from maskahand.configbase import ConfigError
 from maskahand.runtime.distributed import DistInfo
 from maskahand.trainer.batching import BatchSplit, batch_split
 
@@ -113,6 +119,8 @@ class TrainTaskProtocol(Protocol):
 
     def build_model(self) -> nn.Module: ...
 
+    def param_groups(self, model: nn.Module, optim: OptimConfig) -> list[dict]: ...
+
     def train_batches(self, epoch: int, skip: int) -> Iterable[Any]: ...
 
     def training_step(
@@ -132,9 +140,13 @@ class TrainTask:
         raise NotImplementedError
 
     def param_groups(self, model: nn.Module, optim: OptimConfig) -> list[dict]:
-        from maskahand.trainer.optim import afformer_param_groups
+        """The task's AdamW groups: which parameters train at which lr and weight decay (its model's rules)."""
+        raise NotImplementedError
 
-        return afformer_param_groups(model, optim)
+    def enable_activation_checkpointing(self, model: nn.Module) -> None:
+        """``train.activation_checkpointing=true``: make ``model`` (as built, fp32 on the CPU) recompute
+        its blocks in backward. A task whose model cannot keeps this default, which refuses the key."""
+        refuse_activation_checkpointing(self)
 
     def train_batches(self, epoch: int, skip: int) -> Iterable[Any]:
         raise NotImplementedError
@@ -159,6 +171,13 @@ class TrainTask:
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         """Called on the main rank after the last step with the unwrapped model."""
+
+
+def refuse_activation_checkpointing(task: Any) -> NoReturn:
+    raise ConfigError(
+        f"train.activation_checkpointing=true: {type(task).__name__} does not support activation "
+        "checkpointing; set train.activation_checkpointing=false"
+    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -7,6 +7,9 @@ the instance, by one that runs under ``torch.utils.checkpoint``: parameter names
 results do not change; only what is kept for backward does (block inputs instead of every
 intermediate), at the price of a second forward of those blocks. Frozen batch norm and no dropout
 make the recomputation exact.
+
+The Afformer recipes (pretrain, finetune) apply it from their ``TrainTask.enable_activation_checkpointing``
+when ``train.activation_checkpointing`` is set; the engine asks the task, never the model.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import functools
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
-from maskahand.trainer.task import unwrap
 
 
 def _checkpointed(module: nn.Module) -> None:
@@ -35,9 +36,10 @@ def _checkpointed(module: nn.Module) -> None:
     module._maskahand_ckpt = True  # type: ignore[assignment]
 
 
-def enable_activation_checkpointing(model: nn.Module) -> int:
-    """Checkpoint Afformer's encoder bottlenecks and decoder block; returns how many modules changed."""
-    net = unwrap(model)
+def enable_activation_checkpointing(net: nn.Module) -> int:
+    """Checkpoint Afformer's encoder bottlenecks and decoder block; returns how many modules changed.
+
+    ``net``: the model itself (unwrap a DistributedDataParallel first)."""
     targets: list[nn.Module] = []
     body = getattr(getattr(net, "encoder", None), "body", None)
     if body is not None:
