@@ -18,6 +18,8 @@ from maskahand.fsutil import atomic_path
 def save_torch_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (fsynced, folder created if needed); returns ``path``."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through an open file: given a name, torch.save would record the temporary name inside the archive,
+    # so the same object would give different bytes on every run
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
     return path
