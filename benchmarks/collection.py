@@ -10,8 +10,9 @@
 2. Per-video overhead: ``--videos`` very short real H.264 videos (``--frames`` frames at 5 fps, made once
    with PyAV and cached) mined end to end vs ONE video with the same total frames, same detector
    (default ``precomputed`` with no detections: the cost measured is everything but detection). Both
-   from local files and from an S3 server (moto, started here on 127.0.0.1), after one untimed warm-up
-   run. Each figure is one run: on a shared machine, compare runs made at the same time. Per-video overhead =
+   from local files and from an S3 server (moto, started here on 127.0.0.1 in a process of its own, as a
+   real endpoint would be: not sharing this process's GIL), after one untimed warm-up run. Each figure is
+   one run: on a shared machine, compare runs made at the same time. Per-video overhead =
    (time for the many - time for the one) / videos; the goal compares it with a ``--frames``-frame
    video's own cost (its share of the single-video run).
 3. ``EXTRA_MEASUREMENTS``: functions ``(args, workdir) -> dict`` whose keys join the results (the resume
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -205,19 +207,21 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
         overhead_ratio_local=round(local["ratio"], 3),
     )
 
-    server, endpoint = start_s3()
+    server = start_s3(work)
     try:
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench-collection")
+        boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="bench-collection")
         t0 = time.perf_counter()
         for p in many:
             storage.upload_file(p, f"s3://bench-collection/many/{p.name}")
         storage.upload_file(one / "long.mp4", "s3://bench-collection/one/long.mp4")
         out["s3_upload_s"] = round(time.perf_counter() - t0, 2)
+        since = server.mark()
         many_s3, _ = mining_seconds(
             "s3://bench-collection/many/", detections, work / "s3-many", args.detector
         )
+        requests = count_requests(server, since)
         one_s3, _ = mining_seconds("s3://bench-collection/one/", detections, work / "s3-one", args.detector)
     finally:
         server.stop()
@@ -228,25 +232,93 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
         per_video_overhead_ms_s3=round(s3["per_video_overhead_ms"], 2),
         video_cost_ms_s3=round(s3["video_cost_ms"], 2),
         overhead_ratio_s3=round(s3["ratio"], 3),
+        s3_requests_many=requests,  # what mining the many videos asked the server, by kind
+        s3_requests_per_video=round(sum(requests.values()) / args.videos, 2),
     )
     out["overhead_goal"] = "per-video overhead <= 10% of a short video's own cost (ratio <= 0.1)"
     return out
 
 
-def start_s3() -> tuple[Any, str]:
-    from moto.server import ThreadedMotoServer
+class MotoProcess:
+    """moto's S3 server in a process of its own on 127.0.0.1 (``python -m moto.server``): it must not share
+    this process's GIL (the mining driver runs here), as a real S3 endpoint would not. Its request log
+    (``log``) is what :func:`count_requests` reads."""
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    def __init__(self, log: Path) -> None:
+        import socket
+        import subprocess
+
+        self.log = log
+        for _ in range(5):  # a free port can be taken between the probe and the server's bind: try again
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            with open(log, "wb") as sink:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            if self._wait(port):
+                self.endpoint = f"http://127.0.0.1:{port}"
+                return
+            self.stop()
+        raise RuntimeError(f"moto's server did not start (log: {log})")
+
+    def _wait(self, port: int) -> bool:
+        import socket
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def mark(self) -> int:
+        """Where the request log ends now: :func:`count_requests` counts from here."""
+        return self.log.stat().st_size
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - a server that ignores SIGTERM is killed
+            self.proc.kill()
+            self.proc.wait()
+
+
+_REQUEST = re.compile(rb'"(?:\x1b\[[0-9;]*m)*(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP')
+
+
+def count_requests(server: MotoProcess, since: int) -> dict[str, int]:
+    """Requests the server logged after ``since`` (:meth:`MotoProcess.mark`), by kind: ``GET``
+    (object reads), ``LIST`` (listings), ``HEAD``, ``PUT``, ..."""
+    with open(server.log, "rb") as f:
+        f.seek(since)
+        text = f.read()
+    counts: dict[str, int] = {}
+    for method, target in _REQUEST.findall(text):
+        kind = (
+            "LIST"
+            if method == b"GET" and (b"list-type" in target or target.count(b"/") < 2)
+            else method.decode()
+        )
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def start_s3(work: Path) -> MotoProcess:
+    server = MotoProcess(work / "moto.log")
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench-secret",
         AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint,
+        AWS_ENDPOINT_URL=server.endpoint,
     )
-    return server, endpoint
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
