@@ -225,14 +225,11 @@ class _Scheduler:
     def next_task(self, i: int) -> VideoTask:
         """The video slot ``i`` starts now: the one it was handed ahead, else the queue's first, else (the
         queue is empty: the run's tail) one handed ahead to a busy miner, rather than idling."""
-        slot = self.slots[i]
-        if slot.ahead is not None:
-            task, slot.ahead = slot.ahead, None
-            return task
-        if self.queue:
+        if self.slots[i].ahead is None and self.queue:
             return self.queue.popleft()
-        other = next(s for s in self.slots if s.ahead is not None)
-        task, other.ahead = other.ahead, None  # that miner drops its prefetch when it starts another
+        # its own, else another's (that miner drops its prefetch when it starts another video)
+        holder = self.slots[i] if self.slots[i].ahead is not None else next(s for s in self.slots if s.ahead)
+        task, holder.ahead = holder.ahead, None
         assert task is not None
         return task
 
