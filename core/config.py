@@ -288,6 +288,10 @@ class MineRayConfig:
     gpus_per_detector: float = 1.0
     cpus_per_detector: float = 1.0
     max_inflight_batches: int = 4  # backpressure, per miner: decoded batches not yet detected
+    # Each miner opens its next video (a URL or tar member) and reads its first block in the background
+    # while it mines the current one: the object store's per-video latency is not waited for. Outputs
+    # are the same either way; local files are not prefetched (nothing to hide).
+    prefetch: bool = True
     # Extra Ray resources each actor needs, e.g. {"decode": 1} with `ray start --resources '{"decode": 4}'`
     # on the nodes that should decode: places each stage on the nodes meant for it.
     decoder_resources: dict[str, float] = field(default_factory=dict)

@@ -330,9 +330,15 @@ def open_with_info(
     kwargs: dict[str, Any] = {} if block_size is None else {"block_size": block_size}
     if known and "size" in known and protocol(url) == "s3":
         try:
-            return fs.open(p, "rb", size=int(known["size"]), **kwargs), dict(known)
+            f = fs.open(p, "rb", size=int(known["size"]), **kwargs)
         except Exception as e:
             raise classify_error(e, url) from e
+        # s3fs reads the file's details on its first range read: without them it asks (a HEAD per
+        # object), unless this process listed the prefix itself (a Ray worker did not)
+        f.details = {"name": p, "size": int(known["size"]), "type": "file"}
+        if known.get("etag"):
+            f.details["ETag"] = f'"{known["etag"]}"'
+        return f, dict(known)
     try:
         f = fs.open(p, "rb", **kwargs)
         details = getattr(f, "details", None) or {"size": f.size}

@@ -32,6 +32,9 @@ class _Slot:
 
     miner: Any
     task: VideoTask | None = None
+    # the video this miner gets next, handed to it early to be prefetched (a URL or tar member; its
+    # task is here, not in the queue, until it starts: see _Scheduler.assign)
+    ahead: VideoTask | None = None
     gen: int = 0  # bumps with every assignment: results of an abandoned video are ignored
     started: float = 0.0
     decoding: bool = False
@@ -203,7 +206,7 @@ class _Scheduler:
             backend = self.recipe.detector.backend
             raise MineError(f"the {backend} detector could not be built: {_error_reason(e)}") from e
         for i in range(len(self.slots)):
-            if self.queue:
+            if self.has_work(i):
                 self.assign(i)
 
     def close(self) -> None:
@@ -215,21 +218,51 @@ class _Scheduler:
 
     # -- per-slot steps ----------------------------------------------------------------------------
 
+    def has_work(self, i: int) -> bool:
+        """Is there a video slot ``i`` may start: its own next one, the queue's, or another's next one?"""
+        return bool(self.queue) or any(s.ahead is not None for s in self.slots)
+
+    def next_task(self, i: int) -> VideoTask:
+        """The video slot ``i`` starts now: the one it was handed ahead, else the queue's first, else (the
+        queue is empty: the run's tail) one handed ahead to a busy miner, rather than idling."""
+        if self.slots[i].ahead is None and self.queue:
+            return self.queue.popleft()
+        # its own, else another's (that miner drops its prefetch when it starts another video)
+        holder = self.slots[i] if self.slots[i].ahead is not None else next(s for s in self.slots if s.ahead)
+        task, holder.ahead = holder.ahead, None
+        assert task is not None
+        return task
+
+    def take_ahead(self) -> VideoTask | None:
+        """The queue's first video, to hand to a miner ahead of time, when it is worth prefetching (a URL
+        or tar member that can be opened; a local file is opened as fast as it can be asked for)."""
+        from maskahand.video.source import needs_stream
+
+        if not self.recipe.workers.prefetch or not self.queue:
+            return None
+        task = self.queue[0]
+        if task.problem is not None or not needs_stream(task.source):
+            return None
+        return self.queue.popleft()
+
     def assign(self, i: int) -> None:
         slot = self.slots[i]
-        task = self.queue.popleft()
+        task = self.next_task(i)
+        slot.ahead = self.take_ahead()
         slot.task, slot.gen = task, slot.gen + 1
         slot.started = time.perf_counter()
         slot.decoding = slot.eof = slot.finishing = False
         slot.batches = slot.applied = slot.frames = slot.clips = 0
-        ref = slot.miner.start.remote(task.video_id, task.path, task.stem, self.detector_info, task)
+        ref = slot.miner.start.remote(
+            task.video_id, task.path, task.stem, self.detector_info, task, slot.ahead
+        )
         self.refs[ref] = ("start", i, slot.gen, None)
 
     def release(self, i: int) -> None:
         self.slots[i].task = None
         self.slots[i].gen += 1
         self.bar.update(1)
-        if self.queue and not self.slots[i].retired:
+        if self.has_work(i) and not self.slots[i].retired:
             self.assign(i)
 
     def fail(self, i: int, err: BaseException) -> None:
@@ -310,6 +343,9 @@ class _Scheduler:
         discard_video(self.out, task.stem)
         slot.task, slot.retired = None, True
         slot.gen += 1
+        if slot.ahead is not None:  # back to the queue, in order, for the surviving miners
+            self.queue.appendleft(slot.ahead)
+            slot.ahead = None
         self.queue.appendleft(task)
         log.warning(
             "%s: lost with its miner's node %s (%s): mining it again", task.video_id, slot.node_id, reason
@@ -318,7 +354,7 @@ class _Scheduler:
         if not live:
             raise MineError("every miner's node left the Ray cluster; rerun the same command to resume")
         for k in live:
-            if self.slots[k].task is None and self.queue:
+            if self.slots[k].task is None and self.has_work(k):
                 self.assign(k)
 
     def pump(self, i: int) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class VideoMiner:
         )
         self.video_cfg = mining_video_config(recipe)
         self.rule = rule_record(recipe.mine, recipe.detector)
+        self.prefetched: Prefetch | None = None  # the next video, opening in the background (not reset)
         self._reset()
 
     def _reset(self) -> None:
@@ -79,20 +81,37 @@ class VideoMiner:
     # -- one video ---------------------------------------------------------------------------------
 
     def start(
-        self, video_id: str, path: str, stem: str, detector: dict[str, str], task: Any = None
+        self,
+        video_id: str,
+        path: str,
+        stem: str,
+        detector: dict[str, str],
+        task: Any = None,
+        ahead: Any = None,
     ) -> dict[str, Any]:
         """Open the video (``task``: a :class:`~maskahand.mine.sources.VideoTask` naming a URL, a tar
-        member, spans or metadata; None: ``path`` is a local file or frame folder)."""
+        member, spans or metadata; None: ``path`` is a local file or frame folder).
+
+        ``ahead``: the task this miner gets next (a URL or tar member), prefetched in the background while
+        this one is mined (:class:`Prefetch`); its failure is raised by the ``start`` of that task.
+        """
         from maskahand.shards.writer import ShardWriter
         from maskahand.video import open_video
         from maskahand.video.source import StreamSource, needs_stream
 
         self.abort()
         self.video_id, self.path, self.stem, self.detector = video_id, path, stem, detector
+        ready = self._claim_prefetch(task)
+        if ahead is not None:
+            self.prefetched = Prefetch(ahead)
         if task is not None and task.problem is not None:
+            if ready is not None:
+                ready.discard()
             raise task.problem
         target: Any = task.source if task is not None else path
-        if needs_stream(target):  # a listed object's version is known: no request to ask it again
+        if ready is not None:
+            self.source = target = ready.result()  # the prefetch's typed error, if it failed, is this video's
+        elif needs_stream(target):  # a listed object's version is known: no request to ask it again
             known = task.fingerprint if task is not None else None
             self.source = target = StreamSource(target, known=known)
         self.reader = open_video(target, self.video_cfg)
@@ -206,6 +225,17 @@ class VideoMiner:
         self._close_reader()
         self._reset()
 
+    def _claim_prefetch(self, task: Any) -> Prefetch | None:
+        """The prefetch made for ``task`` (None: there is none); a prefetch of another video (its task
+        went to another miner) is dropped."""
+        pending, self.prefetched = self.prefetched, None
+        if pending is None:
+            return None
+        if task is not None and pending.is_for(task):
+            return pending
+        pending.discard()
+        return None
+
     def _next_frames(self) -> tuple[Any, list[int]]:
         """The next decoded batch and the span of each frame, frames outside every span dropped (not
         detected); decoding stops after the last span. Without spans: the batch as decoded, span 0."""
@@ -311,6 +341,56 @@ class VideoMiner:
                 **({"source": self.source_meta} if self.source_meta is not None else {}),
             }
         )
+
+
+class Prefetch:
+    """The next video of a miner, opened and its first block read in a background thread while the
+    current one is mined: the object store's latency (a request per video) is not waited for.
+
+    One at a time per miner, so memory stays bounded (one read-ahead block, ``VIDEO_BLOCK_SIZE``). The
+    thread only does I/O, which releases the GIL. A failure is kept and raised by :meth:`result`, in
+    the ``start`` of that video: it is recorded for that video alone, with its typed reason.
+    """
+
+    def __init__(self, task: Any) -> None:
+        from maskahand.video.source import StreamSource
+
+        self.task = task
+        self.source = StreamSource(task.source, known=task.fingerprint)
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._dropped = self._finished = False
+        self._thread = threading.Thread(target=self._run, name=f"prefetch {task.video_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.source.prefetch()
+        except BaseException as e:  # noqa: BLE001 - kept for the video's start(), which raises it
+            self.error = e
+        with self._lock:
+            self._finished = True
+            if self._dropped:
+                self.source.close()
+
+    def is_for(self, task: Any) -> bool:
+        return bool(task.video_id == self.task.video_id and task.source == self.task.source)
+
+    def result(self) -> Any:
+        """The opened :class:`~maskahand.video.source.StreamSource` (waits for the thread), or the
+        prefetch's error."""
+        self._thread.join()
+        if self.error is not None:
+            self.source.close()
+            raise self.error
+        return self.source
+
+    def discard(self) -> None:
+        """Not needed after all: closed now, or by the thread when it ends (nobody waits for it)."""
+        with self._lock:
+            self._dropped = True
+            if self._finished:
+                self.source.close()
 
 
 def _source_meta(task: Any, source: Any) -> dict[str, Any] | None:

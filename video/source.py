@@ -145,7 +145,21 @@ class StreamSource:
             return b""
         raw = self._ensure()
         raw.seek(self.input.meta_offset)
-        return raw.read(self.input.meta_size)
+        try:
+            return raw.read(self.input.meta_size)
+        except Exception as e:  # a failed range request: typed, naming the member
+            raise storage.classify_error(e, self.input.name) from e
+
+    def prefetch(self) -> None:
+        """Open the object and read the block where the video starts (from its ``KEY.json`` when that
+        comes first in the tar) into the file's read-ahead cache: the decoder's first reads then wait on
+        no request. Raises what the first open or read would (typed storage errors)."""
+        raw = self._ensure()
+        first = self.input.offset
+        if self.input.meta_size > 0:
+            first = min(first, self.input.meta_offset)
+        # one byte asked: the file's read-ahead fetches its whole block (VIDEO_BLOCK_SIZE) from there
+        RangeFile(raw, first, 1, self.input.name).read(1)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this version of the input: size and ETag (or mtime), plus the member's range."""
