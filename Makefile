@@ -24,10 +24,11 @@ $(STAMP): requirements/base.txt requirements/dev.txt requirements/nodeps.txt pyp
 
 venv: $(STAMP)  ## create or refresh the virtual environment from requirements/*.txt
 
-lint: venv  ## ruff check + ruff format --check + mypy (tools/typecheck.py)
+lint: venv  ## ruff check + ruff format --check + mypy (tools/typecheck.py) + import layers (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PY) tools/typecheck.py
+	$(BIN)/lint-imports
 
 format: venv  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

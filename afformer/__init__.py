@@ -42,16 +42,16 @@ __all__ = [
     "to_reference_state_dict",
 ]
 
-if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.afformer.checkpoint import (
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.core.lazy)
+    from .checkpoint import (
         from_reference_name,
         load_reference_checkpoint,
         to_reference_name,
         to_reference_state_dict,
     )
-    from maskahand.afformer.encoder import load_backbone_weights
-    from maskahand.afformer.loss import LossTerms, afformer_loss, heatmap_kl
-    from maskahand.afformer.model import (
+    from .encoder import load_backbone_weights
+    from .loss import LossTerms, afformer_loss, heatmap_kl
+    from .model import (
         Afformer,
         AfformerOutput,
         AfformerPrediction,
@@ -59,8 +59,8 @@ if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use
         GroundingModel,
         build_model,
     )
-    from maskahand.afformer.vit_weights import load_vit_weights
+    from .vit_weights import load_vit_weights
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

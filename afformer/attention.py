@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskahand.afformer.relpos import (
+from .relpos import (
     MASKED_LOGIT,
     dense_bias,
     fold_into_qk,

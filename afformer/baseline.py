@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from maskahand.afformer.encoder import BODY_CHANNELS, Encoder
-from maskahand.afformer.heads import Predictor
-from maskahand.afformer.layers import ChannelLayerNorm
-from maskahand.afformer.model import AfformerOutput, GroundingModel, check_inputs, frame_counts
-from maskahand.config import AfformerConfig
+from ..core.config import AfformerConfig
+from .encoder import BODY_CHANNELS, Encoder
+from .heads import Predictor
+from .layers import ChannelLayerNorm
+from .model import AfformerOutput, GroundingModel, check_inputs, frame_counts
 
 
 class DeconvStage(nn.Sequential):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from maskahand.runtime.weights import (
+from ..runtime.weights import (
     LoadReport,
     load_strict,
     load_torch_file,

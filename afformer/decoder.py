@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskahand.afformer.attention import AttentionMode, CrossAttention3d, SelfAttention2d
-from maskahand.afformer.layers import ChannelLayerNorm, Mlp
+from .attention import AttentionMode, CrossAttention3d, SelfAttention2d
+from .layers import ChannelLayerNorm, Mlp
 
 
 def halved_counts(counts: torch.Tensor | None) -> torch.Tensor | None:

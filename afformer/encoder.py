@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.models import resnet50
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
-from maskahand.runtime.weights import load_strict, load_torch_file, unwrap_state_dict
+from ..runtime.weights import load_strict, load_torch_file, unwrap_state_dict
 
 log = logging.getLogger(__name__)
 

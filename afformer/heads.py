@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from maskahand.afformer.layers import ChannelLayerNorm
+from .layers import ChannelLayerNorm
 
 
 class HeatmapUpsampler(nn.Module):

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maskahand.afformer.decoder import Decoder
-from maskahand.afformer.encoder import Encoder, level_index, load_backbone_weights
-from maskahand.afformer.heads import Predictor
-from maskahand.afformer.loss import LossTerms, action_probabilities, afformer_loss
-from maskahand.afformer.relpos import check_time_table
-from maskahand.config import AfformerConfig
+from ..core.config import AfformerConfig
+from .decoder import Decoder
+from .encoder import Encoder, level_index, load_backbone_weights
+from .heads import Predictor
+from .loss import LossTerms, action_probabilities, afformer_loss
+from .relpos import check_time_table
+from .simple_decoder import SimpleDecoder
+from .vit import ViTDetEncoder, ViTSpec
+from .vit_weights import load_vit_weights
 
 
 @dataclass
@@ -169,7 +172,6 @@ class Afformer(GroundingModel):
 
 
 def vit_spec(cfg: AfformerConfig):
-    from maskahand.afformer.vit import ViTSpec
 
     return ViTSpec(
         dim=cfg.vit_dim,
@@ -193,8 +195,6 @@ class AfformerViTDet(GroundingModel):
 
     def __init__(self, cfg: AfformerConfig):
         super().__init__()
-        from maskahand.afformer.simple_decoder import SimpleDecoder
-        from maskahand.afformer.vit import ViTDetEncoder
 
         self.cfg = cfg
         self.encoder = ViTDetEncoder(vit_spec(cfg), cfg.attention, cfg.vit_chunk)  # type: ignore[assignment]
@@ -205,7 +205,6 @@ class AfformerViTDet(GroundingModel):
         self.init_encoder(cfg)
 
     def init_encoder(self, cfg: AfformerConfig) -> None:
-        from maskahand.afformer.vit_weights import load_vit_weights
 
         if cfg.backbone_weights:
             load_vit_weights(self.encoder, cfg.backbone_weights)  # type: ignore[arg-type]
@@ -274,7 +273,8 @@ def build_model(cfg: AfformerConfig) -> GroundingModel:
     if cfg.arch == "afformer":
         return Afformer(cfg)
     if cfg.arch == "r50_deconv":
-        from maskahand.afformer.baseline import R50Deconv
+        # deferred: import cycle with maskahand.afformer.baseline
+        from .baseline import R50Deconv
 
         return R50Deconv(cfg)
     raise ValueError(f"unknown model arch {cfg.arch!r}")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 if TYPE_CHECKING:
-    from maskahand.config import OptimConfig
+    from ..core.config import OptimConfig
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from maskahand.afformer.attention import AttentionMode, CrossAttention3d
-from maskahand.afformer.layers import Mlp
+from .attention import AttentionMode, CrossAttention3d
+from .layers import Mlp
 
 
 class CrossBlock(nn.Module):

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskahand.afformer.attention import AttentionMode, attend, merge_heads
-from maskahand.afformer.layers import Mlp
-from maskahand.afformer.relpos import gather_rel_pos, spatial_rel_logits
+from .attention import AttentionMode, attend, merge_heads
+from .layers import Mlp
+from .relpos import gather_rel_pos, spatial_rel_logits
 
 # detectron2 configs/common/data/constants.py imagenet_rgb256_mean / _std (mask_rcnn_vitdet.py uses them),
 # on the 0..255 scale, RGB

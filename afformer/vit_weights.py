@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from maskahand.afformer.checkpoint import LIGHTNING_PREFIX
-from maskahand.afformer.vit import ViTDetEncoder
-from maskahand.runtime.weights import Renamer, WeightsFileError, load_strict, read_weights, unwrap_state_dict
+from ..runtime.weights import Renamer, WeightsFileError, load_strict, read_weights, unwrap_state_dict
+from .checkpoint import LIGHTNING_PREFIX
+from .vit import ViTDetEncoder
 
 log = logging.getLogger(__name__)
 

@@ -162,8 +162,8 @@ def make_videos(cache: Path, videos: int, frames: int) -> tuple[list[Path], Path
 def mining_seconds(
     videos: str, detections: Path, out: Path, detector: str, extra: list[str] | None = None
 ) -> tuple[float, dict[str, Any]]:
-    from maskahand.config import MineRecipe
-    from maskahand.configbase import apply_overrides
+    from maskahand.core.config import MineRecipe
+    from maskahand.core.configbase import apply_overrides
     from maskahand.mine.pipeline import mine
 
     overrides = [f"detector.backend={detector}", "mine.frame_max_side=160", *(extra or [])]
@@ -189,8 +189,8 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
     prefetch), each figure the fastest of its runs: what other work on a shared machine adds is noise.
     A run's time is ``mine``'s wall time less its start-up (Ray actors started, detector loaded, first
     batch decoded: once per run, whatever the number of videos)."""
-    from maskahand import storage
-    from maskahand.rayutil import init_ray
+    from maskahand.core import storage
+    from maskahand.core.rayutil import init_ray
 
     many, one = make_videos(cache, args.videos, args.frames)
     detections = cache / "no-detections.jsonl"

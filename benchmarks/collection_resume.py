@@ -92,8 +92,8 @@ def write_config(out: str, recipe_args: list[str]) -> None:
     """``out/config.yaml`` as this version's ``mine`` writes it (a kept output is resumed, not refused)."""
     import dataclasses
 
-    from maskahand.config import MineRecipe
-    from maskahand.configbase import apply_overrides, save_config
+    from maskahand.core.config import MineRecipe
+    from maskahand.core.configbase import apply_overrides, save_config
     from maskahand.mine.rule import mining_video_config
 
     recipe = apply_overrides(MineRecipe(), recipe_args)
@@ -104,7 +104,7 @@ def make_output(listing: Path, out: str, recipe_args: list[str]) -> None:
     """``out`` holding config.yaml and a ledger with every video of ``listing`` finished."""
     import tempfile
 
-    from maskahand import storage
+    from maskahand.core import storage
 
     write_config(out, recipe_args)
     with tempfile.TemporaryDirectory() as tmp:

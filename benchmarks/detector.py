@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from maskahand.config import DetectorConfig, VideoConfig
+from maskahand.core.config import DetectorConfig, VideoConfig
 
 SOURCES = ["videos/hands_pillow.mp4", "videos/ego4d_stirring.mp4", "videos/opra_espresso_vp9.mp4"]
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
-        from maskahand.fsutil import atomic_write_text
+        from maskahand.core.fsutil import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     return 0

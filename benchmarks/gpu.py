@@ -173,8 +173,8 @@ def bench_detector(args: argparse.Namespace) -> list[Row]:
 
 
 def mine_recipe(args: argparse.Namespace):
-    from maskahand.config import MineRecipe
-    from maskahand.configbase import apply_overrides
+    from maskahand.core.config import MineRecipe
+    from maskahand.core.configbase import apply_overrides
 
     return apply_overrides(
         MineRecipe(),
@@ -214,7 +214,7 @@ def bench_synth(args: argparse.Namespace) -> list[Row]:
     import torch
 
     from benchmarks.synth import bench_batched, load_clips, stage_split
-    from maskahand.config import SynthConfig
+    from maskahand.core.config import SynthConfig
     from maskahand.shards.schema import ClipSample
     from maskahand.synth.recipe import sample_params
 
@@ -273,7 +273,7 @@ def bench_afformer(args: argparse.Namespace) -> list[Row]:
     import torch
 
     from benchmarks.model import gpu_runs
-    from maskahand.config import AfformerConfig
+    from maskahand.core.config import AfformerConfig
 
     cfg = AfformerConfig()
     frames = 32
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("bench-gpu: no CUDA device on this machine; the GPU benchmarks need one (nothing run)")
         return 0
-    from maskahand.fsutil import atomic_write_text
+    from maskahand.core.fsutil import atomic_write_text
 
     torch.cuda.set_device(args.device)
     index = torch.device(args.device).index or 0

@@ -33,14 +33,14 @@ def build(model: str, size: int):
 
     torch.manual_seed(0)
     if model == "hotspots":
-        from maskahand.config import HotspotsConfig
+        from maskahand.core.config import HotspotsConfig
         from maskahand.hotspots.model import HotspotsModel
 
         net = HotspotsModel(HotspotsConfig(num_verbs=7, image_size=size))  # random backbone: timing only
         params = [p for p in net.parameters() if p.requires_grad]
         return net, torch.optim.Adam(params, lr=1e-4, weight_decay=5e-4)
     from maskahand.afformer.model import build_model
-    from maskahand.config import AfformerConfig
+    from maskahand.core.config import AfformerConfig
 
     net = build_model(AfformerConfig(num_heatmaps=7, num_actions=7, image_size=size))
     groups = net.param_groups(3e-4, 0.05)

@@ -113,7 +113,7 @@ def train_clips(clips: Path, out: Path, held: str) -> Path:
 
 
 def _write(d: Path, kind: str, samples: list) -> None:
-    from maskahand.config import ShardWriterConfig
+    from maskahand.core.config import ShardWriterConfig
     from maskahand.shards.writer import ShardWriter
 
     if d.exists():
@@ -216,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
-    from maskahand.config import PretrainRecipe
-    from maskahand.configbase import load_config
+    from maskahand.core.config import PretrainRecipe
+    from maskahand.core.configbase import load_config
     from maskahand.pretrain.evaluate import center_bias_kld, pretext_kld
     from maskahand.pretrain.task import PretrainTask
     from maskahand.trainer import fit

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maskahand.config import MineRecipe
+from maskahand.core.config import MineRecipe
 
 NAIVE_KEEP_EVERY = 6
 
@@ -65,8 +65,8 @@ def naive_mine(videos: list[Path], recipe: MineRecipe) -> dict[str, Any]:
 
 
 def pipeline_mine(videos: list[Path], recipe: MineRecipe) -> dict[str, Any]:
+    from maskahand.core.rayutil import init_ray
     from maskahand.mine.pipeline import mine
-    from maskahand.rayutil import init_ray
 
     t0 = time.perf_counter()
     init_ray(recipe.ray)
@@ -103,8 +103,8 @@ def rates(r: dict[str, Any]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maskahand.cli_util import load_recipe
-    from maskahand.fsutil import atomic_write_json
+    from maskahand.core.cli_util import load_recipe
+    from maskahand.core.fsutil import atomic_write_json
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.mine", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="../shared/data", help="shared data folder (uses its videos/)")

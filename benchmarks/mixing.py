@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from maskahand.config import PretrainRecipe, ShardWriterConfig
-from maskahand.configbase import load_config
+from maskahand.core.config import PretrainRecipe, ShardWriterConfig
+from maskahand.core.configbase import load_config
 from maskahand.shards.reader import buffer_shuffle, list_shards, maskahand_dataset
 from maskahand.shards.schema import MASKAHAND_SCHEMA, MaskAHandSample, make_key
 from maskahand.shards.writer import ShardWriter

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskahand.cli_util import add_config_option, load_recipe
-from maskahand.config import AfformerConfig
+from maskahand.core.cli_util import add_config_option, load_recipe
+from maskahand.core.config import AfformerConfig
 
 MODES = ("efficient", "reference")
 ENCODERS = ("r50_fpn", "vitdet_b")
@@ -62,8 +62,8 @@ def encoder_config(cfg: AfformerConfig, encoder: str) -> AfformerConfig:
     """``cfg`` for ``encoder``: the ViTDet-B rows take the authors' model settings (the recipe preset)."""
     if encoder == "r50_fpn":
         return cfg
-    from maskahand.config import VITDET_B_MODEL
-    from maskahand.configbase import apply_overrides
+    from maskahand.core.config import VITDET_B_MODEL
+    from maskahand.core.configbase import apply_overrides
 
     model_keys = [o for o in VITDET_B_MODEL if o.startswith("model.")]
     return apply_overrides(ModelBenchRecipe(model=cfg), model_keys).model
@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("CUDA not available: GPU runs skipped", file=sys.stderr)
     print_table(rows)
-    from maskahand.configbase import save_config
-    from maskahand.fsutil import atomic_write_text
+    from maskahand.core.configbase import save_config
+    from maskahand.core.fsutil import atomic_write_text
 
     out = Path(args.out)
     save_config(recipe, out)

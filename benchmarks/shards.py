@@ -241,7 +241,7 @@ def bench_heatmaps(min_seconds: float) -> list[dict[str, object]]:
 def render_targets(clips: list[np.ndarray], variants: int = 4) -> list[torch.Tensor]:
     """MaskAHand targets (default recipe, 256 x 256) from the middle frame of each clip: a hand box in
     the lower middle of the frame stands in for a detection (the encoding does not care where)."""
-    from maskahand.config import SynthConfig
+    from maskahand.core.config import SynthConfig
     from maskahand.synth import recipe as rc
 
     cfg = SynthConfig()

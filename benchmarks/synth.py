@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from maskahand.config import SynthConfig
+from maskahand.core.config import SynthConfig
 from maskahand.shards.schema import ClipSample
 
 VIDEOS = ("hands_pillow.mp4", "hands_teddy.mp4", "ego4d_stirring.mp4")
@@ -32,7 +32,7 @@ VIDEOS = ("hands_pillow.mp4", "hands_teddy.mp4", "ego4d_stirring.mp4")
 
 def load_clips(data: Path, clip_length: int = 32) -> list[ClipSample]:
     """Real clips: frames at 5 fps (max side 480) with mediapipe hand boxes; frames with hands interact."""
-    from maskahand.config import DetectorConfig, VideoConfig
+    from maskahand.core.config import DetectorConfig, VideoConfig
     from maskahand.detector import build_detector
     from maskahand.video import open_video
 

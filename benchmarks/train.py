@@ -39,7 +39,7 @@ def one_case(args: argparse.Namespace) -> dict:
     from maskahand.afformer import build_model
     from maskahand.afformer.actckpt import enable_activation_checkpointing
     from maskahand.afformer.param_groups import afformer_param_groups
-    from maskahand.config import AfformerConfig, OptimConfig
+    from maskahand.core.config import AfformerConfig, OptimConfig
     from maskahand.runtime.precision import Precision
     from maskahand.trainer.optim import build_optimizer
 
@@ -93,7 +93,7 @@ def make_shards(out: Path, clips: int, frames: int) -> Path:
     """MaskAHand shards at 256 x 256 with ``frames`` frames per clip, by the real recipe."""
     import torch
 
-    from maskahand.config import ShardWriterConfig, SynthConfig
+    from maskahand.core.config import ShardWriterConfig, SynthConfig
     from maskahand.shards.schema import CLIP_SCHEMA, ClipSample
     from maskahand.shards.writer import ShardWriter
     from maskahand.synth.pipeline import synthesize_clips
@@ -126,8 +126,8 @@ def reader_rate(shards: Path, batch: int, frames: int, workers: int) -> dict:
     """Samples/s of the pretraining reader alone (decode, trim, pad, batch), one epoch."""
     import torch
 
-    from maskahand.config import PretrainRecipe
-    from maskahand.configbase import load_config
+    from maskahand.core.config import PretrainRecipe
+    from maskahand.core.configbase import load_config
     from maskahand.pretrain.task import PretrainTask
     from maskahand.runtime.distributed import DistInfo
     from maskahand.trainer import TrainContext

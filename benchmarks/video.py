@@ -11,7 +11,7 @@ import time
 
 
 def measure(path: str, backend: str, fps: float, max_side: int | None) -> tuple[int, int, float, str]:
-    from maskahand.config import VideoConfig
+    from maskahand.core.config import VideoConfig
     from maskahand.video import open_video
 
     start = time.perf_counter()

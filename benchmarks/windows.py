@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mined", required=True, help="a `maskahand mine` output folder")
     p.add_argument("--json", help="also write the table as JSON here")
     args = p.parse_args(argv)
-    from maskahand.config import MineRecipe
-    from maskahand.configbase import load_config
+    from maskahand.core.config import MineRecipe
+    from maskahand.core.configbase import load_config
 
     mined = Path(args.mined)
     if not (mined / "ledger.jsonl").is_file():

@@ -1,3 +1,5 @@
-"""maskahand: MaskAHand self-supervised pretraining and Afformer for video-to-image affordance grounding."""
+"""maskahand.core: the bottom layer (configs, atomic files, storage, exit statuses); no torch.
 
-__version__ = "0.1.0"
+Import its modules directly (``from maskahand.core.config import MineRecipe``); the package itself
+exports nothing.
+"""

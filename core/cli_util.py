@@ -17,14 +17,16 @@ and signal errors by raising: :class:`UsageError` or ``ConfigError`` for 2, anyt
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from maskahand.configbase import ConfigError, load_config
-from maskahand.rayutil import RayConnectError
-from maskahand.storage import BucketNotFoundError, StorageOptionsError
+from . import storage
+from .configbase import ConfigError, load_config
+from .rayutil import RayConnectError
+from .storage import BucketNotFoundError, StorageOptionsError
 
 T = TypeVar("T")
 
@@ -97,14 +99,11 @@ def load_recipe(cls: type[T], args: argparse.Namespace, **set_fields: Any) -> T:
     )
     storage_cfg = getattr(recipe, "storage", None)
     if storage_cfg is not None:  # URL inputs and outputs of this command (and of its forked data workers)
-        from maskahand import storage
-
         storage.configure(storage_cfg.options)
     return recipe
 
 
 def _yaml_scalar(v: Any) -> str:
-    import json
 
     if isinstance(v, str):
         return json.dumps(v)  # quoted: a path like "1.mp4" or "null" stays a string

@@ -2,7 +2,7 @@
 
 Numbers come from the papers (see ``../shared/docs/PAPER_FACTS.md``; seed 002 is Afformer + MaskAHand).
 Each stage command loads its recipe (the ``*Recipe`` dataclasses at the bottom) with
-:func:`maskahand.configbase.load_config`, so ``maskahand mine ... mine.fps=5 detector.batch_size=8``
+:func:`maskahand.core.configbase.load_config`, so ``maskahand mine ... mine.fps=5 detector.batch_size=8``
 overrides a field by its dotted path, and the resolved recipe is written next to the outputs.
 
 Field comments say where a default comes from when it is the paper's.
@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional
 
-from maskahand.configbase import CHOICES, RUNTIME, SECRET
-from maskahand.plugins import DETECTOR_BACKENDS
+from .configbase import CHOICES, RUNTIME, SECRET
+from .plugins import DETECTOR_BACKENDS
 
 # --------------------------------------------------------------------------------------------------
 # Inputs and infrastructure
@@ -134,7 +134,7 @@ class DetectorConfig:
     # "auto": hircnn (the paper's detector) whenever its weights are configured (detector.hircnn.weights
     # or $MASKAHAND_HIRCNN_WEIGHTS), else mediapipe with a warning that contact is not judged.
     # validate() resolves it (load_config validates every recipe), so a saved config.yaml names the
-    # backend that ran. The other names: the registered backends (maskahand.plugins.DETECTOR_BACKENDS).
+    # backend that ran. The other names: the registered backends (maskahand.core.plugins.DETECTOR_BACKENDS).
     backend: str = field(default="auto", metadata={CHOICES: lambda: ["auto", *DETECTOR_BACKENDS.names()]})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=RUNTIME)
     batch_size: int = field(default=8, metadata=RUNTIME)

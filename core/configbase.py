@@ -15,6 +15,9 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from . import storage
+from .fsutil import atomic_write_text
+
 T = TypeVar("T")
 
 
@@ -285,8 +288,6 @@ def dump_config(cfg: Any) -> str:
 
 def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path | str:
     """Write the resolved config next to a stage's outputs (atomically); returns its path (or URL)."""
-    from maskahand import storage
-    from maskahand.fsutil import atomic_write_text
 
     if storage.is_url(str(out_dir)):  # an object store: one PUT, whole or not at all
         url = storage.join(str(out_dir), name)
@@ -361,7 +362,6 @@ def check_resume(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> No
     below them) may change between runs. Any other difference raises :class:`ConfigChangedError` (a
     ``ConfigError``: the command exits with status 2) naming every changed key, ``synth.variants: 2 -> 3``.
     """
-    from maskahand import storage
 
     if storage.is_url(str(out_dir)):
         path: Any = storage.join(str(out_dir), name)

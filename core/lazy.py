@@ -11,7 +11,7 @@ Every package ``__init__.py`` of ``maskahand`` reads::
     if TYPE_CHECKING:  # the exports, as type checkers and editors see them; loaded on first use
         from maskahand.video.reader import VideoReader, open_video
     else:
-        from maskahand.lazy import lazy_exports
+        from maskahand.core.lazy import lazy_exports
 
         __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)
 

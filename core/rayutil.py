@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from typing import Any
 
-from maskahand.config import RayConfig
+from .config import RayConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def _default_token_file_exists() -> bool:
 
 def _local_token_header() -> dict[str, str]:
     """``{"authorization": "Bearer ..."}`` from where Ray keeps the token, or ``{}`` when there is none."""
+    # deferred: ray at import
     from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]  # private, no stub
 
     loader = AuthenticationTokenLoader.instance()
@@ -61,6 +63,7 @@ def _local_token_header() -> dict[str, str]:
 
 def probe_gcs(address: str, header: dict[str, str] | None, timeout: float = PROBE_TIMEOUT_S) -> str:
     """One GCS call: ``"ok"``, ``"unauthenticated"`` or ``"unavailable"`` (nothing answers / other error)."""
+    # deferred: grpc, ray at import
     import grpc
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
@@ -81,6 +84,7 @@ def probe_gcs(address: str, header: dict[str, str] | None, timeout: float = PROB
 
 def _set_auth_mode(mode: str) -> None:
     """Make this process (and the processes it starts) use ``mode``; Ray re-reads its config."""
+    # deferred: ray at import
     from ray._raylet import Config  # type: ignore[attr-defined]  # private, no stub
 
     if os.environ.get(AUTH_MODE_ENV) != mode:
@@ -130,6 +134,7 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, Any]:
 
     Returns the cluster's resources. Reuses an already-initialised Ray (tests start one per session).
     """
+    # deferred: ray at import
     import ray
 
     cfg = cfg or RayConfig()
@@ -163,10 +168,10 @@ def node_record() -> dict[str, str]:
     Mining and synthesis record it per video / per shard, so a cluster run shows which node did what
     (several nodes on one machine share the host name, never the node id).
     """
-    import socket
 
     record = {"host": socket.gethostname()}
     try:
+        # deferred: ray at import
         import ray
 
         if ray.is_initialized():

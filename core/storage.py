@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob as _glob
+import logging
 import os
 import re
 import shutil
@@ -26,6 +28,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
+
+from .fsutil import atomic_path, atomic_write_bytes
 
 __all__ = [
     "BucketNotFoundError",
@@ -162,7 +166,6 @@ def configure(options: Mapping[str, Any] | None) -> None:
 def _quiet_client_logs() -> None:
     """The storage clients log routine facts at INFO ("Found credentials in environment variables"):
     keep them to warnings unless someone set their level."""
-    import logging
 
     for name in ("aiobotocore", "botocore", "s3fs", "fsspec", "gcsfs"):
         logger = logging.getLogger(name)
@@ -186,6 +189,7 @@ def options_for(proto: str) -> dict[str, Any]:
 
 def filesystem(url: str) -> tuple[Any, str]:
     """``(fsspec filesystem, path inside it)`` for a URL."""
+    # deferred: fsspec at import
     import fsspec
 
     proto = protocol(url)
@@ -457,8 +461,6 @@ def listdir(path: str | os.PathLike[str]) -> list[str]:
 def glob(pattern: str) -> list[str]:
     """Full names matching a glob (``*``, ``**``, ``?``, ``[..]``), sorted."""
     if not is_url(pattern):
-        import glob as _glob
-
         return sorted(_glob.glob(str(local_path(pattern)), recursive=True))
     fs, p = _fresh(pattern)
     try:
@@ -497,8 +499,6 @@ def parent(path: str | os.PathLike[str]) -> str:
 def put_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write a whole file or object atomically (local: temporary file + rename; object store: one PUT)."""
     if not is_url(str(path)):
-        from maskahand.fsutil import atomic_write_bytes
-
         atomic_write_bytes(local_path(path), data)
         return
     url = str(path)
@@ -512,8 +512,6 @@ def put_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def upload_file(local: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Copy a complete local file to ``path`` so that readers see all of it or nothing."""
     if not is_url(str(path)):
-        from maskahand.fsutil import atomic_path
-
         with atomic_path(local_path(path)) as tmp:
             shutil.copyfile(local, tmp)
         return

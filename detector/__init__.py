@@ -23,16 +23,16 @@ __all__ = [
     "build_detector",
 ]
 
-if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.detector.base import (
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.core.lazy)
+    from .base import (
         HAND_STATES,
         DetectionsFileError,
         DetectorError,
         Hand,
         HandDetector,
     )
-    from maskahand.detector.build import build_detector
+    from .build import build_detector
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -101,6 +101,7 @@ class HandDetector:
 
 def split_frames(frames: Any) -> list[torch.Tensor]:
     """Validate ``frames`` and return them as a list of uint8 (3, H, W) tensors."""
+    # deferred: torch at import
     import torch
 
     if isinstance(frames, torch.Tensor):

@@ -1,6 +1,6 @@
 """``build_detector``: the backend a ``DetectorConfig`` names (each backend's heavy imports load here).
 
-Backends are found by :data:`maskahand.plugins.DETECTOR_BACKENDS`: a module of this package (or an entry
+Backends are found by :data:`maskahand.core.plugins.DETECTOR_BACKENDS`: a module of this package (or an entry
 point's) declaring ``DETECTOR_BACKEND = {"name": ..., "help": ..., "factory": ...}``.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maskahand.detector.base import DetectorError, HandDetector
-from maskahand.plugins import DETECTOR_BACKENDS, UnknownPluginError
+from ..core.plugins import DETECTOR_BACKENDS, UnknownPluginError
+from .base import DetectorError, HandDetector
 
 if TYPE_CHECKING:
-    from maskahand.config import DetectorConfig
+    from ..core.config import DetectorConfig
 
 
 def build_detector(cfg: DetectorConfig) -> HandDetector:

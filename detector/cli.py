@@ -11,8 +11,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from maskahand.cli_util import UsageError, add_config_option, load_recipe
-from maskahand.plugins import DETECTOR_BACKENDS
+from ..core.cli_util import UsageError, add_config_option, load_recipe
+from ..core.config import DetectorRecipe, DetectorTrainRecipe
+from ..core.configbase import save_config
+from ..core.plugins import DETECTOR_BACKENDS
+from . import build_detector
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from maskahand.config import DetectorRecipe
-    from maskahand.configbase import save_config
-    from maskahand.detector import build_detector
-    from maskahand.detector.draw import annotate_image, annotate_video, is_image
-    from maskahand.runtime.weights import WeightsFileError
+    # deferred: numpy, torch at import
+    from ..runtime.weights import WeightsFileError
+    from .draw import annotate_image, annotate_video, is_image
 
     recipe = load_recipe(
         DetectorRecipe, args, **{"detector.backend": args.backend, "detector.hircnn.weights": args.weights}
@@ -95,9 +96,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from maskahand.config import DetectorTrainRecipe
-    from maskahand.detector.train import train
-    from maskahand.runtime.distributed import is_main
+    # deferred: numpy, torch, torchvision at import
+    from ..runtime.distributed import is_main
+    from .train import train
 
     recipe = load_recipe(
         DetectorTrainRecipe,
@@ -116,9 +117,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from maskahand.config import DetectorTrainRecipe
-    from maskahand.detector.train import evaluate_weights
-    from maskahand.runtime.distributed import is_main
+    # deferred: numpy, torch, torchvision at import
+    from ..runtime.distributed import is_main
+    from .train import evaluate_weights
 
     recipe = load_recipe(DetectorTrainRecipe, args, **{"train.data_root": args.data})
     metrics = evaluate_weights(

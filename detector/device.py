@@ -6,10 +6,11 @@ import contextlib
 
 import torch
 
+from ..runtime.distributed import resolve_device as resolve
+
 
 def resolve_device(choice: str) -> torch.device:
     """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is an error."""
-    from maskahand.runtime.distributed import resolve_device as resolve  # one device rule for every stage
 
     return resolve(choice, key="detector.device")
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from maskahand.config import DetectorRecipe
-from maskahand.detector.base import Hand, HandDetector
+from ..core.config import DetectorRecipe
+from ..core.fsutil import atomic_path, atomic_write_bytes
+from ..video import open_video
+from .base import Hand, HandDetector
 
 STATE_COLORS = {"contact": (230, 40, 40), "no_contact": (40, 200, 60), "unknown": (250, 200, 0)}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -16,6 +19,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 def draw_hands(image: torch.Tensor, hands: Sequence[Hand]) -> torch.Tensor:
     """uint8 (3, H, W) with each hand's box, state and score drawn on it."""
+    # deferred: torchvision at import
     from torchvision.utils import draw_bounding_boxes
 
     if not hands:
@@ -41,7 +45,6 @@ def draw_hands(image: torch.Tensor, hands: Sequence[Hand]) -> torch.Tensor:
 
 def _font_path() -> str | None:
     """A TrueType font for readable labels (matplotlib ships DejaVu Sans); None: PIL's tiny default."""
-    import importlib.util
 
     spec = importlib.util.find_spec("matplotlib")
     if spec is None or spec.origin is None:
@@ -51,9 +54,8 @@ def _font_path() -> str | None:
 
 
 def annotate_image(detector: HandDetector, src: Path, out: Path) -> list[Hand]:
+    # deferred: torchvision at import
     from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png
-
-    from maskahand.fsutil import atomic_write_bytes
 
     try:
         image = decode_image(str(src), mode=ImageReadMode.RGB)
@@ -74,11 +76,9 @@ def annotate_image(detector: HandDetector, src: Path, out: Path) -> list[Hand]:
 
 def annotate_video(detector: HandDetector, src: Path, out: Path, recipe: DetectorRecipe) -> int:
     """Detect on frames sampled at ``video.fps`` and encode them with drawings to an H.264 mp4."""
+    # deferred: av, tqdm at import
     import av
     from tqdm import tqdm
-
-    from maskahand.fsutil import atomic_path
-    from maskahand.video import open_video
 
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out {out}: a video is written as .mp4")

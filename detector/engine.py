@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sized
 
 import torch
 
-from maskahand.detector.evaluate import ImageGroundTruth, ImagePrediction
-from maskahand.runtime.distributed import all_gather_object, is_main
-from maskahand.runtime.precision import Precision
+from ..runtime.distributed import all_gather_object, is_main
+from ..runtime.precision import Precision
+from .evaluate import ImageGroundTruth, ImagePrediction
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def train_one_epoch(
     print_freq: int = 20,
 ) -> list[float]:
     """One pass over ``loader``; returns the total loss of every iteration (on this rank)."""
+    # deferred: tqdm at import
     from tqdm import tqdm
 
     prec = precision or Precision("fp32", device)
@@ -76,6 +77,7 @@ def predict(
     model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = True
 ) -> tuple[list[int], list[ImagePrediction], list[ImageGroundTruth]]:
     """Raw model outputs (before the deployment rule) with their ground truth, on this rank."""
+    # deferred: tqdm at import
     from tqdm import tqdm
 
     model.eval()

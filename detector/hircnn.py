@@ -14,16 +14,16 @@ from typing import Any, cast
 
 import torch
 
-from maskahand.config import DetectorConfig, HircnnConfig
-from maskahand.detector.base import Box, Hand, HandDetector, HandState, box_iou
-from maskahand.detector.device import inference_autocast, resolve_device
-from maskahand.runtime.weights import (
+from ..core.config import DetectorConfig, HircnnConfig
+from ..runtime.weights import (
     WeightsFileError,
     is_bn_counter,
     load_strict,
     load_torch_file,
     unwrap_state_dict,
 )
+from .base import Box, Hand, HandDetector, HandState, box_iou
+from .device import inference_autocast, resolve_device
 
 NUM_CLASSES = 3
 LABEL_TO_STATE: dict[int, HandState] = {1: "no_contact", 2: "contact"}
@@ -42,6 +42,7 @@ def build_hircnn_model(
 
     ``train_kwargs`` go to torchvision's ``FasterRCNN`` (e.g. ``box_batch_size_per_image``).
     """
+    # deferred: torchvision at import
     from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
 
     return fasterrcnn_resnet50_fpn_v2(

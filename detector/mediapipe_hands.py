@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskahand.config import DetectorConfig, MediapipeConfig
-from maskahand.detector.base import DetectorError, Hand, HandDetector
-from maskahand.native_log import native_stderr_to_debug
+from ..core.config import DetectorConfig, MediapipeConfig
+from ..core.native_log import native_stderr_to_debug
+from .base import DetectorError, Hand, HandDetector
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class MediapipeDetector(HandDetector):
     def __init__(self, cfg: DetectorConfig) -> None:
         try:
             with native_stderr_to_debug(log, "mediapipe"):
+                # deferred: mediapipe at import
                 import mediapipe as mp
                 from mediapipe.python.solutions import hands as mp_hands
         except ImportError as e:

@@ -33,9 +33,10 @@ from typing import Any, cast
 
 import torch
 
-from maskahand.config import DetectorConfig, PrecomputedConfig
-from maskahand.detector.base import HAND_STATES, DetectionsFileError, Hand, HandDetector, HandState
-from maskahand.runtime.weights import PICKLE_ERRORS, RestrictedUnpickler
+from ..core.config import DetectorConfig, PrecomputedConfig
+from ..core.fsutil import atomic_write_bytes, atomic_write_text
+from ..runtime.weights import PICKLE_ERRORS, RestrictedUnpickler
+from .base import HAND_STATES, DetectionsFileError, Hand, HandDetector, HandState
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 SUFFIX_FORMAT = {".pkl": "epic", ".pickle": "epic", ".jsonl": "jsonl"}
@@ -66,9 +67,11 @@ def load_bytes_list_pickle(path: str | Path) -> list[bytes]:
 
 
 def read_epic(path: str | Path, contact_states: Iterable[int]) -> dict[str, VideoDetections]:
+    # deferred: google at import
     from google.protobuf.message import DecodeError
 
-    from maskahand.detector.epic_proto import Detections
+    # deferred: google at import
+    from .epic_proto import Detections
 
     contact = set(contact_states)
     videos: dict[str, VideoDetections] = {}
@@ -118,13 +121,11 @@ def read_jsonl(path: str | Path) -> dict[str, VideoDetections]:
 
 def write_epic(path: str | Path, messages: Sequence[Any]) -> None:
     """Write ``Detections`` messages as the EPIC release does: a pickled list of serialized bytes."""
-    from maskahand.fsutil import atomic_write_bytes
 
     atomic_write_bytes(path, pickle.dumps([m.SerializeToString() for m in messages]))
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    from maskahand.fsutil import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 

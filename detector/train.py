@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
 
-from maskahand.config import DetectorTrainRecipe, HircnnConfig
-from maskahand.configbase import save_config, to_dict
-from maskahand.detector.engine import amp_precision, gather_predictions, predict, train_one_epoch
-from maskahand.detector.evaluate import hand_metrics
-from maskahand.detector.hircnn import build_hircnn_model, load_coco_init, load_into, read_state_dict
-from maskahand.detector.voc import VOCHandDataset, collate
-from maskahand.fsutil import append_jsonl, atomic_write_json
-from maskahand.runtime.atomic import save_torch_atomic
-from maskahand.runtime.distributed import all_reduce_mean, barrier, shutdown_distributed
-from maskahand.runtime.weights import load_torch_file
+from ..core.config import DetectorTrainRecipe, HircnnConfig
+from ..core.configbase import save_config, to_dict
+from ..core.fsutil import append_jsonl, atomic_write_json
+from ..runtime.atomic import save_torch_atomic
+from ..runtime.distributed import all_reduce_mean, barrier, init_distributed, shutdown_distributed
+from ..runtime.weights import load_torch_file
+from .engine import amp_precision, gather_predictions, predict, train_one_epoch
+from .evaluate import hand_metrics
+from .hircnn import build_hircnn_model, load_coco_init, load_into, read_state_dict
+from .voc import VOCHandDataset, collate
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,6 @@ BACKBONE_LAYERS = ["layer4", "layer3", "layer2", "layer1", "conv1"]
 
 def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     """(rank, world_size, device); initialises the process group when torchrun set the environment."""
-    from maskahand.runtime.distributed import init_distributed  # shared with the trainer
 
     info = init_distributed(device_choice, key="detector.device")
     return info.rank, info.world_size, info.device
@@ -55,7 +56,6 @@ def freeze_backbone_layers(model: Any, trainable: int) -> None:  # a torchvision
 
 def freeze_backbone_batch_norm(model: Any) -> None:  # a torchvision FasterRCNN
     """BatchNorm2d of the ResNet body -> FrozenBatchNorm2d, as torchvision builds pretrained backbones."""
-    from torchvision.ops.misc import FrozenBatchNorm2d
 
     for module in list(model.backbone.body.modules()):
         for name, child in list(module.named_children()):
@@ -94,7 +94,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _eval_cfg(hcfg: HircnnConfig, score_threshold: float) -> HircnnConfig:
-    from dataclasses import replace
 
     return replace(hcfg, score_threshold=score_threshold)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ..core.fsutil import atomic_write_bytes
+
 LABEL_NO_CONTACT = 1
 LABEL_CONTACT = 2
 
@@ -102,7 +104,6 @@ def read_split(root: str | Path, split: str) -> list[str]:
 
 def write_voc_xml(path: str | Path, ann: ImageAnnotation) -> None:
     """Write an annotation in the 100DOH layout (used to build datasets and by tests)."""
-    from maskahand.fsutil import atomic_write_bytes
 
     root = ET.Element("annotation")
     ET.SubElement(root, "filename").text = ann.filename
@@ -150,6 +151,7 @@ class VOCHandDataset(torch.utils.data.Dataset):
         return self.root / "JPEGImages" / self.annotations[index].filename
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # deferred: torchvision at import
         from torchvision.io import ImageReadMode, decode_image
 
         path = self.image_path(index)

@@ -11,14 +11,17 @@ the action probabilities of all clips are summed, as the authors merge a video's
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from maskahand.config import AfformerConfig
-from maskahand.evaluation.predictor import Prediction
+from ..core.config import AfformerConfig
+from ..core.configbase import from_dict
+from ..runtime.checkpoint_files import FORMAT, latest_checkpoint
+from .predictor import Prediction
 
 log = logging.getLogger(__name__)
 HEATMAP_KEY = "predictor.heatmap.up2.weight"  # (dim/2, num_heatmaps, 2, 2)
@@ -36,7 +39,6 @@ def vitdet_config_from_state_dict(state: dict[str, torch.Tensor], cfg: AfformerC
     depth, trainable blocks, absolute-table grid, window and global blocks (window blocks have the shortest
     relative tables, 2 * window - 1 rows; global blocks the longest, 2 * img_size / patch - 1), and the
     decoder's width, heads and table sizes."""
-    import math
 
     patch = int(state["encoder.patch_embed.proj.weight"].shape[-1])
     dim = int(state["encoder.pos_embed"].shape[-1])
@@ -106,11 +108,10 @@ def config_from_state_dict(state: dict[str, torch.Tensor], base: AfformerConfig)
 
 def load_afformer(checkpoint: str | Path, base: AfformerConfig | None = None):
     """(model in eval mode on the CPU, its config) from any checkpoint form above."""
-    from maskahand.afformer import build_model, from_reference_name, load_reference_checkpoint
-    from maskahand.afformer.checkpoint import read_state_dict
-    from maskahand.configbase import from_dict
-    from maskahand.runtime.checkpoint_files import FORMAT, latest_checkpoint
-    from maskahand.runtime.weights import WeightsFileError, load_torch_file
+    # deferred: numpy, torchvision at import
+    from ..afformer import build_model, from_reference_name, load_reference_checkpoint
+    from ..afformer.checkpoint import read_state_dict
+    from ..runtime.weights import WeightsFileError, load_torch_file
 
     if Path(checkpoint).is_dir():  # a run folder: its latest training checkpoint
         found = latest_checkpoint(checkpoint)

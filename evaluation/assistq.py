@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from maskahand.evaluation.benchmark import (
+from .benchmark import (
     AnnotationError,
     Benchmark,
     Entry,
@@ -97,6 +97,7 @@ def read_assistq(annotations: Location | None, root: Location | None, split: str
 
 def box_map(boxes: list[tuple[float, float, float, float]], source_wh: tuple[int, int], size: int = GT_SIZE):
     """Their boxes2heatmap after their resize: boxes scaled to ``size``, truncated, filled with 1, summed."""
+    # deferred: torch at import
     import torch
 
     w, h = source_wh

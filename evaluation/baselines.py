@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from maskahand.evaluation.predictor import Prediction
+from .predictor import Prediction
 
 CENTER_BIAS_SIZE = 224
 EPS_256 = 1e-12

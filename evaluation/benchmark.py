@@ -3,7 +3,7 @@
 A :class:`Benchmark` is a list of :class:`Entry` (one demonstration video paired with one target image,
 with its annotated points per action); the evaluator, the ground-truth builder and the fine-tuning
 data all read only this, so a new benchmark is one module with a reader function and its ``DATASET``
-declaration (found by :data:`maskahand.plugins.DATASETS`: a module of this package or an entry point).
+declaration (found by :data:`maskahand.core.plugins.DATASETS`: a module of this package or an entry point).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskahand import storage
-from maskahand.plugins import DATASETS, UnknownPluginError
+from ..core import storage
+from ..core.plugins import DATASETS, UnknownPluginError
 
 #: A local file or folder (a Path), or an fsspec URL (a str such as ``s3://bucket/opra/test.json``).
 Location = Path | str

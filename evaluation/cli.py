@@ -6,8 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from maskahand.cli_util import UsageError, add_config_option, load_recipe
-from maskahand.plugins import DATASETS
+from ..core.cli_util import UsageError, add_config_option, load_recipe
+from ..core.config import EvalRecipe
+from ..core.configbase import save_config
+from ..core.plugins import DATASETS
+from .benchmark import AnnotationError, load_benchmark
 
 log = logging.getLogger("maskahand.eval")
 
@@ -68,14 +71,12 @@ def _protocols(choice: str) -> list[str]:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from maskahand.config import EvalRecipe
-    from maskahand.configbase import save_config
-    from maskahand.evaluation.benchmark import AnnotationError, load_benchmark
-    from maskahand.evaluation.evaluate import run_eval
-    from maskahand.evaluation.groundtruth import GroundTruth
-    from maskahand.evaluation.predictor import Predictor
-    from maskahand.evaluation.report import results_markdown, write_outputs
-    from maskahand.runtime import distributed as dist
+    # deferred: numpy, torch, tqdm at import
+    from ..runtime import distributed as dist
+    from .evaluate import run_eval
+    from .groundtruth import GroundTruth
+    from .predictor import Predictor
+    from .report import results_markdown, write_outputs
 
     recipe = load_recipe(EvalRecipe, args, **{"eval.protocol": args.protocol})
     try:
@@ -87,11 +88,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
     info = dist.init_distributed(recipe.eval.device)
     try:
         if args.baseline:
-            from maskahand.evaluation.baselines import build_baseline
+            # deferred: torch at import
+            from .baselines import build_baseline
 
             predictor: Predictor = build_baseline(args.baseline)
         else:
-            from maskahand.evaluation.predictor import build_predictor
+            # deferred: torch at import
+            from .predictor import build_predictor
 
             predictor = build_predictor(args.model, args.checkpoint, recipe, info.device)
         protocols = _protocols(recipe.eval.protocol)
@@ -115,8 +118,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def run_ground_command(args: argparse.Namespace) -> int:
-    from maskahand.config import EvalRecipe
-    from maskahand.evaluation.ground import ground, output_kind
+    # deferred: PIL, numpy, torch at import
+    from .ground import ground, output_kind
 
     try:
         output_kind(args.out)

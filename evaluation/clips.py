@@ -10,13 +10,17 @@ like the target image, resized to ``image_size`` x ``image_size`` (bilinear, ant
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 import torch
 
-from maskahand import storage
-from maskahand.config import EvalConfig, VideoConfig
+from ..core import storage
+from ..core.config import EvalConfig, VideoConfig
+from ..video import VideoReader, open_video
+from ..video.folder import folder_frames, probe_folder
+from ..video.sampling import resize_uint8
 
 MediaPath = Path | str  # a local path, or an fsspec URL (images and video files are read from the store)
 
@@ -35,7 +39,6 @@ def clip_windows(n: int, length: int, stride: int) -> list[tuple[int, int]]:
 
 
 def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
-    from maskahand.video.sampling import resize_uint8
 
     return resize_uint8(images, size, size)
 
@@ -62,6 +65,7 @@ def open_image_file(path: MediaPath) -> IO[bytes]:
 
 def load_image(path: MediaPath, size: int) -> torch.Tensor:
     """uint8 (3, size, size) RGB; errors name the file."""
+    # deferred: torchvision at import
     from torchvision.io import ImageReadMode, decode_image
 
     raw = read_image_bytes(path)
@@ -81,9 +85,6 @@ def load_clips(
 ) -> list[torch.Tensor]:
     """The clips of one video, each uint8 (T, 3, S, S); ``frame_range`` (first, last frame number, both
     inclusive) keeps only that part of a frame folder (an EPIC clip of a whole-video folder)."""
-    from dataclasses import replace
-
-    from maskahand.video import open_video
 
     vcfg = replace(video or VideoConfig(), fps=cfg.clip_fps, max_side=None)
     reader = open_video(path, vcfg) if frame_range is None else open_frame_range(path, frame_range, vcfg)
@@ -106,8 +107,6 @@ def clip_span(extra: dict) -> tuple[int, int] | None:
 
 def open_frame_range(folder: MediaPath, frame_range: tuple[int, int], vcfg: VideoConfig):
     """A reader over the ``frame_N.jpg`` files of ``folder`` with first <= N <= last."""
-    from maskahand.video import VideoReader
-    from maskahand.video.folder import folder_frames, probe_folder
 
     if isinstance(folder, Path) and folder.is_file():
         raise ValueError(f"{folder}: a frame range needs a frame folder")

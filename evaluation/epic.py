@@ -38,8 +38,8 @@ import logging
 import math
 from pathlib import Path
 
-from maskahand import storage
-from maskahand.evaluation.benchmark import (
+from ..core import storage
+from .benchmark import (
     AnnotationError,
     Benchmark,
     Entry,

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from maskahand.config import EvalConfig, VideoConfig
-from maskahand.evaluation.benchmark import Benchmark, Entry, MediaError
-from maskahand.evaluation.groundtruth import GroundTruth
-from maskahand.evaluation.metrics import (
+from ..core.config import EvalConfig, VideoConfig
+from ..runtime import distributed as dist
+from .benchmark import Benchmark, Entry, MediaError
+from .clips import clip_span, load_clips, load_frame_list, load_image
+from .groundtruth import GroundTruth
+from .metrics import (
     HOTSPOTS_RES,
     Scores28,
     Scores256,
@@ -33,7 +35,7 @@ from maskahand.evaluation.metrics import (
     sim_256,
     top1_accuracy,
 )
-from maskahand.evaluation.predictor import Predictor
+from .predictor import Predictor
 
 log = logging.getLogger(__name__)
 THUMB = 64
@@ -92,13 +94,9 @@ def score_entry(
 ) -> EntryResult:
     clips, image = [], None
     if predictor.needs_media:
-        from maskahand.evaluation.clips import clip_span, load_clips, load_image
-
         try:
             image = load_image(bench.resolve(entry.image), cfg.image_size)
             if "frames" in entry.extra:  # a frame list (AssistQ): one clip of at most 64 frames, as theirs
-                from maskahand.evaluation.clips import load_frame_list
-
                 clips = [load_frame_list([bench.resolve(f) for f in entry.extra["frames"]], cfg.image_size)]
             else:
                 span = clip_span(entry.extra)  # an EPIC clip: a frame range of its video's folder
@@ -147,7 +145,6 @@ def run_eval(
     progress: bool = True,
 ) -> EvalResult | None:
     """Evaluate; returns the result on rank 0 and None on the other ranks."""
-    from maskahand.runtime import distributed as dist
 
     rank, world = dist.rank_world()
     # rank 0 builds the ground-truth caches first; the others then read them

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import torch
 
-from maskahand import storage
-from maskahand.config import EvalRecipe
-from maskahand.evaluation.benchmark import Location, location
-from maskahand.evaluation.opra import OPRA_ACTIONS
-from maskahand.evaluation.overlay import VIDEO_FORMATS
+from ..core import storage
+from ..core.config import EvalRecipe
+from ..runtime.distributed import resolve_device
+from .benchmark import Location, location
+from .clips import load_clips, load_image, read_image_bytes
+from .opra import OPRA_ACTIONS
+from .overlay import VIDEO_FORMATS, predict_windows, sampled_frames, write_overlay_video
+from .predictor import build_predictor
 
 log = logging.getLogger(__name__)
 IMAGE_FORMATS = (".png", ".jpg", ".jpeg")
@@ -47,8 +50,6 @@ def ground(
     model: str = "afformer",
     top: int = 3,
 ) -> dict:
-    from maskahand.evaluation.predictor import build_predictor
-    from maskahand.runtime.distributed import resolve_device
 
     output_kind(out)
     predictor = build_predictor(model, checkpoint, recipe, resolve_device(recipe.eval.device))
@@ -68,8 +69,8 @@ def ground_image(
 ) -> dict:
     """The summed map of every evaluation clip over the target image, written to ``out`` (PNG/JPEG);
     ``title=False`` leaves out the title bar (the picture then has the image's own size)."""
-    from maskahand.evaluation.clips import load_clips, load_image
-    from maskahand.shards.sheet import heatmap_overlay, save_image, titled
+    # deferred: cv2 at import
+    from ..shards.sheet import heatmap_overlay, save_image, titled
 
     cfg = recipe.eval
     clips = load_clips(video, cfg, recipe.video)
@@ -115,8 +116,6 @@ def ground_video(
     title: str | None = None,
 ) -> dict:
     """The moving overlay (see :mod:`maskahand.evaluation.overlay`) written to ``out`` (.mp4/.webm/.gif)."""
-    from maskahand.evaluation.clips import load_image
-    from maskahand.evaluation.overlay import predict_windows, sampled_frames, write_overlay_video
 
     cfg = recipe.eval
     square = load_image(image, cfg.image_size)
@@ -138,9 +137,8 @@ def ground_video(
 
 def full_image(path: Location) -> torch.Tensor:
     """uint8 (3, H, W) RGB at the file's own size (a file or a URL); errors name the file."""
+    # deferred: torchvision at import
     from torchvision.io import ImageReadMode, decode_image
-
-    from maskahand.evaluation.clips import read_image_bytes
 
     data = torch.frombuffer(bytearray(read_image_bytes(path)), dtype=torch.uint8)
     try:

@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskahand import storage
-from maskahand.evaluation.benchmark import Benchmark, Location
-from maskahand.evaluation.metrics import HOTSPOTS_RES, gt_map_28, gt_map_256
-from maskahand.fsutil import atomic_path
+from ..core import storage
+from ..core.fsutil import atomic_path
+from .assistq import box_map
+from .benchmark import Benchmark, Location
+from .clips import open_image_file
+from .metrics import HOTSPOTS_RES, gt_map_28, gt_map_256
 
 log = logging.getLogger(__name__)
 GT_VERSION = 1
@@ -87,6 +89,7 @@ class GroundTruth:
         self._flat256 = self._load_or_build(path, (total,), np.float32, self._fill_256)
 
     def _fill_256(self, out: np.ndarray) -> None:
+        # deferred: tqdm at import
         from tqdm import tqdm
 
         entries = self.bench.entries
@@ -101,10 +104,8 @@ class GroundTruth:
             out[off : off + maps.numel()] = maps.reshape(-1).float().numpy()
 
     def _box_maps(self, e) -> torch.Tensor:
+        # deferred: PIL at import
         from PIL import Image
-
-        from maskahand.evaluation.assistq import box_map
-        from maskahand.evaluation.clips import open_image_file
 
         path = self.bench.resolve(e.image)
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from maskahand.evaluation.benchmark import (
+from .benchmark import (
     AnnotationError,
     Benchmark,
     Entry,

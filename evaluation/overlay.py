@@ -22,7 +22,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from maskahand.config import EvalConfig, VideoConfig
+from ..core.config import EvalConfig, VideoConfig
+from ..core.fsutil import atomic_path
+from ..video import open_video
+from .clips import resize_square
+from .opra import OPRA_ACTIONS
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +62,8 @@ def predict_windows(
     predictor, frames: torch.Tensor, image: torch.Tensor, cfg: EvalConfig, top: int, progress: bool = True
 ) -> WindowMaps:
     """Predict every demo window of ``frames`` (uint8 (T, 3, S, S) at clip_fps) alone."""
+    # deferred: tqdm at import
     from tqdm import tqdm
-
-    from maskahand.evaluation.opra import OPRA_ACTIONS
 
     windows = demo_windows(len(frames), cfg.clip_length, cfg.clip_stride)
     heats: list[torch.Tensor] = []
@@ -81,8 +84,6 @@ def predict_windows(
 
 def sampled_frames(path: Path | str, cfg: EvalConfig, video: VideoConfig) -> torch.Tensor:
     """The whole video at ``clip_fps``, uint8 (T, 3, S, S) (the model's input size)."""
-    from maskahand.evaluation.clips import resize_square
-    from maskahand.video import open_video
 
     reader = open_video(path, replace(video, fps=cfg.clip_fps, max_side=None))
     frames = [resize_square(b.frames, cfg.image_size) for b in reader.batches(16)]
@@ -100,6 +101,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 def colour_bar(height: int, vmax: float, font, size: int) -> Image.Image:
     """A vertical jet bar (1 at the top) with its scale: 0 and ``vmax`` (per-pixel probability)."""
+    # deferred: cv2 at import
     import cv2
 
     ramp = np.linspace(255, 0, height).astype(np.uint8)[:, None].repeat(BAR_WIDTH, 1)
@@ -116,7 +118,8 @@ class OverlayPainter:
     """Paints output frames: video frame | image with the window's heatmap | colour bar, text above."""
 
     def __init__(self, image: torch.Tensor, maps: WindowMaps, height: int, video_aspect: float, title: str):
-        from maskahand.shards.sheet import heatmap_overlay
+        # deferred: cv2 at import
+        from ..shards.sheet import heatmap_overlay
 
         self.height = height
         size = max(10, height // 22)
@@ -173,11 +176,9 @@ def write_overlay_video(
     on_frame: Callable[[int], None] | None = None,
 ) -> int:
     """Encode the overlay of ``video`` (decoded again at ``eval.overlay_fps``) to ``out``; frames written."""
+    # deferred: av, tqdm at import
     import av
     from tqdm import tqdm
-
-    from maskahand.fsutil import atomic_path
-    from maskahand.video import open_video
 
     suffix = out.suffix.lower()
     if suffix not in VIDEO_FORMATS:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from maskahand.evaluation.benchmark import Benchmark
-from maskahand.evaluation.evaluate import EvalResult
-from maskahand.evaluation.groundtruth import GroundTruth
-from maskahand.fsutil import atomic_write_json, atomic_write_text
+from ..core.fsutil import atomic_write_json, atomic_write_text
+from .benchmark import Benchmark
+from .clips import load_image
+from .evaluate import EvalResult
+from .groundtruth import GroundTruth
 
 # PAPER_FACTS (seed 002 tables 1, 2 and the AssistQ table). 256: KLD (and top-1 %); 28: KLD / SIM / AUC-J.
 PAPER_ROWS: dict[tuple[str, str], list[tuple[str, dict[str, float]]]] = {
@@ -138,7 +139,8 @@ def pick_best_median_worst(bench: Benchmark, result: EvalResult) -> list[tuple[s
 
 def write_overlays(path: Path, bench: Benchmark, result: EvalResult, gt: GroundTruth, size: int) -> Path:
     """Per pick: the target image with the predicted heatmap, then with the ground truth."""
-    from maskahand.shards.sheet import grid, heatmap_overlay, save_image, titled
+    # deferred: PIL, cv2 at import
+    from ..shards.sheet import grid, heatmap_overlay, save_image, titled
 
     cells = []
     keys = {k: i for i, k in enumerate(gt.pair_keys)}
@@ -168,8 +170,6 @@ def _background(bench: Benchmark, entry, size: int) -> torch.Tensor:
     """The target image when it is available, else a grey square (annotation-only runs)."""
     if bench.root is not None:
         try:
-            from maskahand.evaluation.clips import load_image
-
             return load_image(bench.resolve(entry.image), size)
         except (OSError, ValueError):
             pass

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from maskahand.cli_util import UsageError, add_config_option, load_recipe
-from maskahand.plugins import DATASETS
+from ..core.cli_util import UsageError, add_config_option, load_recipe
+from ..core.config import FinetuneRecipe
+from ..core.plugins import DATASETS
+from ..evaluation.benchmark import AnnotationError, load_benchmark
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskahand.config import FinetuneRecipe
-    from maskahand.evaluation.benchmark import AnnotationError, load_benchmark
 
     recipe = load_recipe(FinetuneRecipe, args, **{"train.out_dir": args.out, "train.resume": args.resume})
     try:
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except AnnotationError as e:  # a missing or malformed annotation file: fix the command (exit 2)
         raise UsageError(str(e)) from e
-    from maskahand.trainer.launch import run_training  # torch and the model: only once the data is there
-
+    # deferred: numpy, torch, torchvision at import
+    from ..trainer.launch import run_training  # torch and the model: only once the data is there
     from .task import FinetuneTask
 
     run_training(lambda: FinetuneTask(recipe, train, val, args.init), recipe, "finetune")

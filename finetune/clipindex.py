@@ -14,10 +14,13 @@ import logging
 from fractions import Fraction
 from pathlib import Path
 
-from maskahand.config import EvalConfig, VideoConfig
-from maskahand.evaluation.benchmark import Benchmark, Entry
-from maskahand.evaluation.clips import clip_span, clip_windows
-from maskahand.video.sampling import FpsSampler
+from ..core import storage
+from ..core.config import EvalConfig, VideoConfig
+from ..evaluation.benchmark import Benchmark, Entry
+from ..evaluation.clips import clip_span, clip_windows
+from ..video.folder import frame_files
+from ..video.sampling import FpsSampler
+from ..video.source import StreamSource
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,8 @@ def sampled_count(times: list[float], fps: float, source_fps: float | None) -> i
 def file_frame_times(path: Path | str) -> tuple[list[float], float | None]:
     """Presentation times of a video file's (or URL's) playable packets, and its frame rate; no decoding
     (an object is streamed: only the blocks the demuxer reads are fetched)."""
-    from maskahand import storage
-    from maskahand.video.probe import open_container
-    from maskahand.video.source import StreamSource
+    # deferred: av at import
+    from ..video.probe import open_container
 
     source = StreamSource(path) if isinstance(path, str) and storage.is_url(path) else Path(path)
     try:
@@ -63,7 +65,6 @@ def folder_frame_times(
     folder: Path | str, frame_range: tuple[int, int] | None, video: VideoConfig
 ) -> list[float]:
     """Times of a frame folder's images (file-name number / ``video.folder_fps``), within ``frame_range``."""
-    from maskahand.video.folder import frame_files
 
     files = frame_files(folder)
     first, last = frame_range if frame_range is not None else (None, None)

@@ -30,13 +30,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskahand.afformer.actckpt import enable_activation_checkpointing
-from maskahand.afformer.model import GroundingModel
-from maskahand.afformer.param_groups import afformer_param_groups
-from maskahand.config import FinetuneRecipe, OptimConfig
-from maskahand.evaluation.benchmark import Benchmark, Entry, MediaError
-from maskahand.trainer import TrainTask, unwrap
-from maskahand.trainer.task import step_generator
+from ..afformer import build_model, from_reference_name, load_reference_checkpoint, to_reference_state_dict
+from ..afformer.actckpt import enable_activation_checkpointing
+from ..afformer.model import GroundingModel
+from ..afformer.param_groups import afformer_param_groups
+from ..core.config import FinetuneRecipe, OptimConfig
+from ..evaluation.afformer_predictor import AfformerPredictor
+from ..evaluation.assistq import box_map
+from ..evaluation.benchmark import Benchmark, Entry, MediaError
+from ..evaluation.clips import clip_span, load_clips, load_frame_list, load_image, open_image_file
+from ..evaluation.metrics import gt_map_28, gt_map_256, resize_bilinear
+from ..runtime.atomic import save_torch_atomic
+from ..runtime.checkpoint_files import FORMAT
+from ..runtime.weights import WeightsMismatchError, load_torch_file
+from ..trainer import TrainTask, unwrap
+from ..trainer.task import step_generator
+from .clipindex import clip_index
 
 log = logging.getLogger(__name__)
 HEAD_PREFIX = "predictor."
@@ -46,9 +55,6 @@ def load_init(model: nn.Module, checkpoint: str) -> list[str]:
     """Load ``checkpoint`` into ``model``; tensors of the heads that do not fit (a pretrained 1-heatmap
     model into a per-action one) stay freshly initialised. Returns those names; anything else that does
     not fit is an error."""
-    from maskahand.afformer import from_reference_name, load_reference_checkpoint
-    from maskahand.runtime.checkpoint_files import FORMAT
-    from maskahand.runtime.weights import WeightsMismatchError, load_torch_file
 
     raw = load_torch_file(checkpoint, "initial checkpoint")
     state = raw["model"] if isinstance(raw, dict) and raw.get("format") == FORMAT else raw
@@ -69,7 +75,6 @@ def load_init(model: nn.Module, checkpoint: str) -> list[str]:
 
 def training_target(entry: Entry, num_actions: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(num_actions, size, size) heatmaps (zeros for absent actions) and the (num_actions,) multi-hot."""
-    from maskahand.evaluation.metrics import gt_map_256
 
     heat = torch.zeros(num_actions, size, size)
     hot = torch.zeros(num_actions)
@@ -84,7 +89,6 @@ def training_target(entry: Entry, num_actions: int, size: int) -> tuple[torch.Te
 
 def training_target_28(entry: Entry, num_actions: int, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
     """The Hotspots-protocol target: per distinct action ``gt_map_28`` of the entry's points (at ``size``)."""
-    from maskahand.evaluation.metrics import gt_map_28, resize_bilinear
 
     heat = torch.zeros(num_actions, size, size)
     hot = torch.zeros(num_actions)
@@ -106,10 +110,8 @@ def resize_heatmap_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
 
 def box_target(bench: Benchmark, entry: Entry, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """AssistQ: the filled button boxes at ``size`` (one channel) and a single "press" action."""
+    # deferred: PIL at import
     from PIL import Image
-
-    from maskahand.evaluation.assistq import box_map
-    from maskahand.evaluation.clips import open_image_file
 
     with open_image_file(bench.resolve(entry.image)) as f, Image.open(f) as im:
         heat = box_map(entry.extra["boxes"], im.size, size).float()
@@ -134,8 +136,6 @@ class FinetuneTask(TrainTask):
     def clip_index(self) -> list[tuple[int, int]]:
         """``(entry position, clip number)`` for every clip: one epoch's samples (computed once)."""
         if self._clips is None:
-            from maskahand.finetune.clipindex import clip_index
-
             self._clips = clip_index(self.bench, self.recipe.eval, self.recipe.video)
             log.info(
                 "fine-tuning epoch: %d clips of %d entries (one sample per clip, as the authors)",
@@ -149,7 +149,6 @@ class FinetuneTask(TrainTask):
         return len(self.clip_index())
 
     def build_model(self) -> nn.Module:
-        from maskahand.afformer import build_model
 
         n = self.bench.num_actions
         cfg = replace(self.recipe.model, num_heatmaps=n, num_actions=n)
@@ -179,15 +178,13 @@ class FinetuneTask(TrainTask):
     def sample(self, entry: Entry, clip_no: int) -> dict[str, Any]:
         """Clip ``clip_no`` of ``entry`` (the last one when the video decodes to fewer clips than its
         container's frame times promised) with the entry's training target."""
-        from maskahand.evaluation.clips import clip_span, load_clips, load_image
-        from maskahand.pretrain.data import uniform_indices
+        # deferred: cv2, webdataset at import
+        from ..pretrain.data import uniform_indices
 
         cfg = replace(self.recipe.eval, image_size=self.size)
         try:
             image = load_image(self.bench.resolve(entry.image), self.size)
             if "frames" in entry.extra:  # AssistQ: the entry's frame list is its one clip
-                from maskahand.evaluation.clips import load_frame_list
-
                 clips = [load_frame_list([self.bench.resolve(f) for f in entry.extra["frames"]], self.size)]
             else:
                 span = clip_span(entry.extra)  # an EPIC clip: a frame range of its video's folder
@@ -243,8 +240,8 @@ class FinetuneTask(TrainTask):
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
         if self.val is None:
             return {}
-        from maskahand.evaluation.afformer_predictor import AfformerPredictor
-        from maskahand.evaluation.evaluate import run_eval
+        # deferred: tqdm at import
+        from ..evaluation.evaluate import run_eval
 
         net = cast(GroundingModel, unwrap(model))
         was = net.training
@@ -275,8 +272,6 @@ class FinetuneTask(TrainTask):
         return out
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
-        from maskahand.afformer import to_reference_state_dict
-        from maskahand.runtime.atomic import save_torch_atomic
 
         save_torch_atomic(to_reference_state_dict(model), out_dir / "afformer_finetuned.pth")
 

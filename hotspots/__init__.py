@@ -25,11 +25,11 @@ __all__ = [
     "to_reference_state_dict",
 ]
 
-if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.hotspots.backbone import DilatedResNet50, load_imagenet_weights
-    from maskahand.hotspots.checkpoint import load_checkpoint, to_reference_state_dict
-    from maskahand.hotspots.model import HotspotsModel, HotspotsOutput, build_model
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.core.lazy)
+    from .backbone import DilatedResNet50, load_imagenet_weights
+    from .checkpoint import load_checkpoint, to_reference_state_dict
+    from .model import HotspotsModel, HotspotsOutput, build_model
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from maskahand.runtime.weights import load_strict, load_torch_file, unwrap_state_dict
+from ..runtime.weights import load_strict, load_torch_file, unwrap_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class DilatedResNet50(nn.Module):
 
     def __init__(self, dilation: Literal["first_block", "every_block"] = "first_block") -> None:
         super().__init__()
+        # deferred: torchvision at import
         from torchvision.models import resnet50
 
         net = resnet50(weights=None)

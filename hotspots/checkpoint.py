@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from maskahand.config import HotspotsConfig
-from maskahand.hotspots.model import HotspotsModel, uninitialised_model
-from maskahand.runtime.weights import load_strict, load_torch_file, rename_by_prefix, unwrap_state_dict
+from ..core.config import HotspotsConfig
+from ..runtime.weights import load_strict, load_torch_file, rename_by_prefix, unwrap_state_dict
+from .model import HotspotsModel, uninitialised_model
 
 log = logging.getLogger(__name__)
 

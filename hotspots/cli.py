@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
+from pathlib import Path
 
-from maskahand.cli_util import UsageError, add_config_option, load_recipe
+from ..core.cli_util import UsageError, add_config_option, load_recipe
+from ..core.config import HotspotsRecipe
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def prepare(args: argparse.Namespace):
     """(recipe, training set): the recipe completed from the data (verbs, the dataset's loss, max_iters)."""
-    from dataclasses import replace
 
-    from maskahand.config import HotspotsRecipe
-    from maskahand.hotspots.data import load_training_set, steps_per_epoch
+    # deferred: numpy, torch at import
+    from .data import load_training_set, steps_per_epoch
 
     recipe = load_recipe(
         HotspotsRecipe,
@@ -91,10 +93,11 @@ def prepare(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from maskahand.hotspots.data import HotspotsDataError
-    from maskahand.hotspots.task import HotspotsTask
-    from maskahand.runtime.distributed import is_main
-    from maskahand.trainer.launch import run_training
+    # deferred: numpy, torch at import
+    from ..runtime.distributed import is_main
+    from ..trainer.launch import run_training
+    from .data import HotspotsDataError
+    from .task import HotspotsTask
 
     try:
         recipe, tset = prepare(args)
@@ -110,10 +113,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from maskahand.hotspots.data import HotspotsDataError, read_image
-    from maskahand.hotspots.predict import image_files, predict_images
+    # deferred: numpy, torch at import
+    from .data import HotspotsDataError, read_image
+    from .predict import image_files, predict_images
 
     files = image_files(args.images)
     try:

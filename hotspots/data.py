@@ -28,7 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskahand.config import HotspotsDataConfig
+from ..core.config import HotspotsDataConfig, VideoConfig
+from ..evaluation.benchmark import AnnotationError, load_benchmark
+from ..evaluation.epic import default_annotations
+from ..video import open_video
+from ..video.sampling import resize_uint8
 
 
 class HotspotsDataError(ValueError):
@@ -69,7 +73,6 @@ def load_training_set(cfg: HotspotsDataConfig, root: str | Path) -> TrainingSet:
 
 
 def _opra(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
-    from maskahand.evaluation.benchmark import AnnotationError, load_benchmark
 
     try:
         bench = load_benchmark("opra", cfg.annotations, root, split=cfg.split)
@@ -85,7 +88,6 @@ def _opra(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
 
 
 def _epic(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
-    from maskahand.evaluation.epic import default_annotations
 
     path = Path(cfg.annotations) if cfg.annotations else Path(default_annotations(root))
     try:
@@ -130,6 +132,7 @@ def _epic(cfg: HotspotsDataConfig, root: Path) -> TrainingSet:
 
 def read_image(path: str | Path) -> torch.Tensor:
     """uint8 (3, H, W) RGB; errors name the file."""
+    # deferred: torchvision at import
     from torchvision.io import ImageReadMode, decode_image
 
     path = Path(path)
@@ -147,8 +150,6 @@ def read_clip_frames(item: Item, fps: float) -> torch.Tensor:
     """All frames of an item's demonstration, uint8 (T, 3, H, W)."""
     if item.frames:
         return torch.stack([read_image(f) for f in item.frames])
-    from maskahand.config import VideoConfig
-    from maskahand.video import open_video
 
     reader = open_video(item.video, VideoConfig(fps=fps))
     batches = [b.frames for b in reader.batches(16)]
@@ -166,7 +167,6 @@ def window(n: int, max_len: int, rng: np.random.Generator | None) -> tuple[int, 
 
 
 def resize_shorter(images: torch.Tensor, size: int) -> torch.Tensor:
-    from maskahand.video.sampling import resize_uint8
 
     h, w = images.shape[-2:]
     if h <= w:

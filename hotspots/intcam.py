@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from maskahand.hotspots.model import HotspotsModel
+from .model import HotspotsModel
 
 
 def intcam(model: HotspotsModel, images: torch.Tensor, verbs: Sequence[int] | None = None) -> torch.Tensor:

@@ -25,15 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from maskahand.config import HotspotsConfig
-from maskahand.hotspots.backbone import (
+from ..core.config import HotspotsConfig
+from ..runtime.weights import WeightsFileError
+from .backbone import (
     FEAT_DIM,
     IMAGENET_MEAN,
     IMAGENET_STD,
     DilatedResNet50,
     load_imagenet_weights,
 )
-from maskahand.runtime.weights import WeightsFileError
 
 
 class ConvBNReLU(nn.Module):

@@ -21,12 +21,17 @@ from typing import Any
 
 import torch
 
-from maskahand.config import HotspotsConfig
-from maskahand.evaluation.predictor import Prediction
-from maskahand.hotspots.checkpoint import extract_state, load_file, load_state
-from maskahand.hotspots.intcam import intcam
-from maskahand.hotspots.model import HotspotsModel, uninitialised_model
-from maskahand.runtime.weights import WeightsFileError
+from ..core.config import HotspotsConfig
+from ..core.configbase import from_dict
+from ..evaluation.predictor import Prediction
+from ..runtime.atomic import save_torch_atomic
+from ..runtime.checkpoint_files import FORMAT
+from ..runtime.distributed import resolve_device
+from ..runtime.weights import WeightsFileError
+from ..video.sampling import resize_uint8
+from .checkpoint import extract_state, load_file, load_state
+from .intcam import intcam
+from .model import HotspotsModel, uninitialised_model
 
 log = logging.getLogger(__name__)
 EVAL_MAX_LEN = 32  # their evaluation datasets: max_len -1 -> 32
@@ -34,8 +39,6 @@ EVAL_MAX_LEN = 32  # their evaluation datasets: max_len -1 -> 32
 
 def load_hotspots(checkpoint: str | Path, base: HotspotsConfig | None = None) -> HotspotsModel:
     """The model (eval mode, CPU) from any checkpoint form above."""
-    from maskahand.configbase import from_dict
-    from maskahand.runtime.checkpoint_files import FORMAT
 
     raw = load_file(checkpoint)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
@@ -72,8 +75,6 @@ class HotspotsPredictor:
     def heatmaps(self, image: torch.Tensor) -> torch.Tensor:
         key = hashlib.sha1(image.contiguous().numpy().tobytes()).hexdigest()
         if key not in self._maps:
-            from maskahand.video.sampling import resize_uint8
-
             size = self.model.cfg.image_size
             img = resize_uint8(image, size, size).unsqueeze(0).to(self.device)
             self._maps[key] = intcam(self.model, img)[0].float().cpu()
@@ -83,7 +84,6 @@ class HotspotsPredictor:
     def action_scores(self, clips: list[torch.Tensor]) -> torch.Tensor | None:
         if not self.actions or not clips:
             return None
-        from maskahand.video.sampling import resize_uint8
 
         size = self.model.cfg.image_size
         total = None
@@ -130,10 +130,8 @@ def predict_images(
 ) -> Path:
     """Write ``out/hotspots.pt`` ({images, num_verbs, maps (N, verbs, h, w)}) and one overlay PNG per
     (image, verb) (``<stem>.verb<v>.png``); ``images`` are the uint8 (3, H, W) files. Returns the .pt path."""
-    from maskahand.runtime.atomic import save_torch_atomic
-    from maskahand.runtime.distributed import resolve_device
-    from maskahand.shards.sheet import heatmap_overlay, save_image
-    from maskahand.video.sampling import resize_uint8
+    # deferred: PIL, cv2 at import
+    from ..shards.sheet import heatmap_overlay, save_image
 
     model = load_hotspots(checkpoint)
     predictor = HotspotsPredictor(model, resolve_device(device), actions=False)

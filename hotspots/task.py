@@ -19,16 +19,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskahand.config import HotspotsRecipe
-from maskahand.hotspots.data import (
+from ..core.config import HotspotsRecipe
+from ..runtime.atomic import save_torch_atomic
+from ..trainer.task import TrainContext, TrainTask, unwrap
+from .checkpoint import to_reference_state_dict
+from .data import (
     HotspotsSamples,
     TrainingSet,
     collate,
     epoch_order,
     steps_per_epoch,
 )
-from maskahand.hotspots.model import HotspotsModel
-from maskahand.trainer.task import TrainContext, TrainTask, unwrap
+from .intcam import intcam
+from .model import HotspotsModel, build_model
 
 
 class HotspotsTask(TrainTask):
@@ -44,7 +47,6 @@ class HotspotsTask(TrainTask):
     def build_model(self) -> nn.Module:
         if self._model is not None:
             return self._model
-        from maskahand.hotspots.model import build_model
 
         return build_model(self.recipe.model)
 
@@ -93,7 +95,6 @@ class HotspotsTask(TrainTask):
 
     def visualize(self, model: nn.Module, batch: dict, step: int) -> np.ndarray | None:
         """The first inactive image beside its hotspot map for the true verb."""
-        from maskahand.hotspots.intcam import intcam
 
         net = cast(HotspotsModel, unwrap(model))
         image = batch["inactive"][:1]
@@ -108,8 +109,6 @@ class HotspotsTask(TrainTask):
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         """``RUN/hotspots_model.pth`` in their format (``{"net": state_dict}``, their names): their code loads it."""
-        from maskahand.hotspots.checkpoint import to_reference_state_dict
-        from maskahand.runtime.atomic import save_torch_atomic
 
         net = cast(HotspotsModel, unwrap(model))
         save_torch_atomic(

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 __all__ = ["HandRule", "MineError", "format_summary", "mine", "plan"]
 
-if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.mine.pipeline import MineError, format_summary, mine, plan
-    from maskahand.mine.rule import HandRule
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.core.lazy)
+    from .pipeline import MineError, format_summary, mine, plan
+    from .rule import HandRule
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskahand.cli_util import add_config_option
-from maskahand.plugins import DETECTOR_BACKENDS
+from ..core.cli_util import UsageError, add_config_option, load_recipe
+from ..core.config import MineRecipe
+from ..core.plugins import DETECTOR_BACKENDS
+from .pipeline import format_summary, mine
+from .show import render_sheet
 
 DESCRIPTION = """\
 Mine 32-frame hand-interaction clips (seed 002, section 4.2) from videos and EPIC-style frame folders
@@ -64,8 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_mine(args: argparse.Namespace) -> int:
-    from maskahand.cli_util import UsageError, load_recipe
-    from maskahand.config import MineRecipe
 
     if not args.videos or not args.out:
         raise UsageError("--videos and --out are required (or `maskahand mine show OUT --out sheet.png`)")
@@ -79,7 +80,6 @@ def run_mine(args: argparse.Namespace) -> int:
             "ray.address": args.address,
         },
     )
-    from maskahand.mine.pipeline import format_summary, mine  # Ray, torch: after the arguments are checked
 
     summary = mine(
         recipe, args.videos, args.out, retry_failed=args.retry_failed, progress=not args.no_progress
@@ -92,8 +92,6 @@ def run_mine(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Draw clips of a `maskahand mine` output: frames with hand boxes coloured by state, interacting ones marked."""
-    from maskahand.cli_util import UsageError
-    from maskahand.mine.show import render_sheet
 
     if not Path(args.dir).is_dir():
         raise UsageError(f"{args.dir} is not a folder (a `maskahand mine` output)")

@@ -54,8 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from maskahand import storage
-from maskahand.fsutil import (
+from ..core import storage
+from ..core.fsutil import (
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,

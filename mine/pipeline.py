@@ -26,18 +26,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maskahand import storage
-from maskahand.config import MineRecipe
-from maskahand.configbase import check_resume, save_config
-from maskahand.mine.ledger import (
+from ..core import storage
+from ..core.config import MineRecipe
+from ..core.configbase import check_resume, save_config
+from ..core.rayutil import init_ray
+from ..video import VideoError
+from .ledger import (
     Ledger,
     clean_unclaimed,
     rebuild_manifest,
     summarize,
     write_summary,
 )
-from maskahand.mine.rule import mining_video_config, rule_record
-from maskahand.mine.scheduler import MineError, VideoTask, run_scheduler
+from .rule import mining_video_config, rule_record
+from .scheduler import MineError, VideoTask, run_scheduler
+from .sources import iter_inputs
 
 __all__ = ["MineError", "format_summary", "mine", "plan"]
 
@@ -58,8 +61,6 @@ def plan(
     Returns every video id of the input, the tasks still to do, and the ledger. A manifest is streamed:
     only the ids and the tasks to do are kept (a resumed run over millions of rows holds little).
     """
-    from maskahand.mine.sources import iter_inputs
-    from maskahand.video import VideoError
 
     out = _out_location(out_dir)
     storage.configure(recipe.storage.options)
@@ -122,7 +123,6 @@ def mine(
     ``fault(point, video_id)`` is a test hook called at ``"published"`` (shards in place, ledger line not
     yet written) and ``"recorded"`` (ledger line written); raising there simulates a crash.
     """
-    from maskahand.rayutil import init_ray
 
     recipe.detector.validate()  # detector.backend=auto -> the backend that runs, before anything reads it
     out = _out_location(out_dir)

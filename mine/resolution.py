@@ -9,7 +9,7 @@ so detection must not see the stored (downscaled) frames. Per video:
   it anyway) and smaller ones are given at full size (the model upsamples them itself); mediapipe
   works on the full frame (its palm model sees all of it, its landmark model crops each hand from it);
   precomputed detections ignore pixels (their boxes are normalized), so they get the stored frames.
-  Each backend declares its rule (``detect_size`` in its ``DETECTOR_BACKEND``, ``maskahand.plugins``).
+  Each backend declares its rule (``detect_size`` in its ``DETECTOR_BACKEND``, ``maskahand.core.plugins``).
   ``mine.detect_max_side`` caps the longer side further;
 - the **storage size** is the source scaled so its longer side is at most ``mine.frame_max_side``;
 - the reader decodes once at the larger of the two and each copy is resized from that; boxes are
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from maskahand.config import DetectorConfig, MineConfig
-from maskahand.plugins import DETECTOR_BACKENDS
-from maskahand.video.sampling import output_size
+from ..core.config import DetectorConfig, MineConfig
+from ..core.plugins import DETECTOR_BACKENDS
+from ..video.sampling import output_size
 
 
 @dataclass(frozen=True)

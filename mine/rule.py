@@ -17,7 +17,7 @@ Two ways to place the windows (``windows``):
 - ``"grid"``: windows ``0, S, 2S, ...`` over the whole video, a window kept when one of its frames
   counts with ``score >= contact_score`` (the paper's text, read literally).
 
-Choices this module makes (all in :class:`~maskahand.config.MineConfig`):
+Choices this module makes (all in :class:`~maskahand.core.config.MineConfig`):
 
 - ``unknown`` hands (detectors without a contact state, e.g. mediapipe) count as interacting under
   ``unknown_rule="score"`` when their score >= ``unknown_score``; ``"never"`` ignores them.
@@ -37,8 +37,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from maskahand.config import DetectorConfig, MineConfig, MineRecipe, VideoConfig
-from maskahand.plugins import DETECTOR_BACKENDS
+from ..core.config import DetectorConfig, MineConfig, MineRecipe, VideoConfig
+from ..core.plugins import DETECTOR_BACKENDS
 
 RULE_NAME = "maskahand.clip_rule/1"
 

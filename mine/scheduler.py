@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maskahand import storage
-from maskahand.config import MineRecipe
-from maskahand.mine.ledger import Ledger, VideoRecord, discard_video, publish_video
-from maskahand.mine.sources import VideoTask
+from ..core import storage
+from ..core.config import MineRecipe
+from ..video.source import needs_stream
+from .ledger import Ledger, VideoRecord, discard_video, publish_video
+from .sources import VideoTask
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def _error_reason(err: BaseException) -> str:
 
 def _resources(recipe: MineRecipe, n_videos: int) -> tuple[int, int, dict[str, Any], dict[str, Any]]:
     """(detector actors, miner actors, miner options, detector options) fitted to the cluster."""
+    # deferred: ray at import
     import ray
 
     w = recipe.workers
@@ -159,10 +161,12 @@ class _Scheduler:
         progress: bool,
         fault: Callable[[str, str], None] | None,
     ) -> None:
+        # deferred: ray, tqdm at import
         import ray
         from tqdm import tqdm
 
-        from maskahand.mine.worker import DetectorWorker, VideoMiner
+        # deferred: numpy, torch at import
+        from .worker import DetectorWorker, VideoMiner
 
         self.recipe, self.out, self.ledger, self.fault = recipe, out, ledger, fault
         self.queue = deque(todo)
@@ -197,6 +201,7 @@ class _Scheduler:
         )
 
     def start(self) -> None:
+        # deferred: ray at import
         import ray
         from ray.exceptions import RayError
 
@@ -210,6 +215,7 @@ class _Scheduler:
                 self.assign(i)
 
     def close(self) -> None:
+        # deferred: ray at import
         import ray
 
         self.bar.close()
@@ -236,7 +242,6 @@ class _Scheduler:
     def take_ahead(self) -> VideoTask | None:
         """The queue's first video, to hand to a miner ahead of time, when it is worth prefetching (a URL
         or tar member that can be opened; a local file is opened as fast as it can be asked for)."""
-        from maskahand.video.source import needs_stream
 
         if not self.recipe.workers.prefetch or not self.queue:
             return None
@@ -266,6 +271,7 @@ class _Scheduler:
             self.assign(i)
 
     def fail(self, i: int, err: BaseException) -> None:
+        # deferred: ray at import
         from ray.exceptions import RayActorError
 
         slot = self.slots[i]
@@ -303,6 +309,7 @@ class _Scheduler:
 
     def fail_video(self, i: int, err: BaseException) -> None:
         """The video failed (not its node): record it, and give the slot a fresh miner if this one died."""
+        # deferred: ray at import
         import ray
         from ray.exceptions import RayActorError
 
@@ -384,6 +391,7 @@ class _Scheduler:
     # -- the event loop ----------------------------------------------------------------------------
 
     def loop(self) -> None:
+        # deferred: ray at import
         import ray
         from ray.exceptions import RayActorError, RayError
 
@@ -498,6 +506,7 @@ def _actor_row(actor: Any) -> dict[str, Any]:
     """The actor's row in the GCS actor table (``State``: ALIVE, RESTARTING, DEAD, ...; ``Address.NodeID``),
     or {} when it cannot be read."""
     try:
+        # deferred: ray at import
         from ray._private.state import actors
 
         return dict(actors(actor_id=actor._actor_id.hex()))
@@ -507,6 +516,7 @@ def _actor_row(actor: Any) -> dict[str, Any]:
 
 def _node_lost(node_id: str) -> bool:
     """Has the Ray node ``node_id`` left the cluster (dead or gone)? False when unknown."""
+    # deferred: ray at import
     import ray
 
     if not node_id:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskahand.fsutil import read_jsonl
-from maskahand.mine.ledger import MANIFEST, SHARDS
+from ..core.fsutil import read_jsonl
+from .ledger import MANIFEST, SHARDS
 
 
 class ShowError(RuntimeError):
@@ -29,9 +29,10 @@ def pick_clips(rows: list[dict], max_clips: int) -> list[dict]:
 
 def render_sheet(out_dir: str | Path, sheet_path: str | Path, max_clips: int = 6, frames_per_clip: int = 8):
     """Draw the picked clips (frames with boxes coloured by state, interacting frames marked '*')."""
-    from maskahand.shards.reader import clip_dataset
-    from maskahand.shards.sheet import save_image, stack
-    from maskahand.shards.show import clip_sheet
+    # deferred: PIL, cv2, numpy, torch at import
+    from ..shards.reader import clip_dataset
+    from ..shards.sheet import save_image, stack
+    from ..shards.show import clip_sheet
 
     out = Path(out_dir)
     manifest = out / MANIFEST

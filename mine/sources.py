@@ -26,20 +26,21 @@ import io
 import json
 import os
 import re
+import tarfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maskahand import storage
-from maskahand.cli_util import UnusableInputError
-from maskahand.config import MineInputConfig
-from maskahand.mine.ledger import fingerprint as local_fingerprint
-from maskahand.mine.ledger import video_stem
-from maskahand.video.discover import VIDEO_EXTENSIONS, discover_videos
-from maskahand.video.errors import TruncatedVideoError, VideoError, VideoNotFoundError
-from maskahand.video.source import VideoInput
+from ..core import storage
+from ..core.cli_util import UnusableInputError
+from ..core.config import MineInputConfig
+from ..video.discover import VIDEO_EXTENSIONS, discover_videos
+from ..video.errors import TruncatedVideoError, VideoError, VideoNotFoundError
+from ..video.source import VideoInput
+from .ledger import fingerprint as local_fingerprint
+from .ledger import video_stem
 
 __all__ = [
     "MANIFEST_EXTENSIONS",
@@ -115,7 +116,7 @@ def discover_inputs(arg: str, cfg: MineInputConfig | None = None) -> list[VideoT
 
     Raises :class:`~maskahand.video.errors.VideoNotFoundError` (nothing there),
     :class:`ManifestError` (a manifest that cannot be read), and the storage errors of the listing
-    (:class:`~maskahand.storage.BucketNotFoundError`, ...): these stop the run before it starts.
+    (:class:`~maskahand.core.storage.BucketNotFoundError`, ...): these stop the run before it starts.
     """
     return list(iter_inputs(arg, cfg))
 
@@ -136,6 +137,7 @@ def iter_inputs(arg: str, cfg: MineInputConfig | None = None) -> Iterator[VideoT
 
 def _discover(text: str, cfg: MineInputConfig) -> list[VideoTask]:
     if BRACES.search(text):
+        # deferred: braceexpand at import
         from braceexpand import braceexpand
 
         return _from_names(list(braceexpand(text)), _pattern_root(text))
@@ -272,7 +274,6 @@ class TarMember:
 def index_tar(url: str) -> tuple[list[TarMember], int, str | None]:
     """The regular-file members of a tar (name, data offset, size), the tar's size, and why the index
     stopped early (None: it read to the end). Reads member headers only (seeks over the data)."""
-    import tarfile
 
     f, version = storage.open_with_info(url, block_size=TAR_INDEX_BLOCK)
     size = int(version["size"])
@@ -390,6 +391,7 @@ def read_manifest_rows(path: str, batch_rows: int = 65536) -> Iterator[dict[str,
 
 
 def _parquet_rows(f: Any, path: str, batch_rows: int) -> Iterator[dict[str, Any]]:
+    # deferred: pyarrow at import
     import pyarrow as pa
     import pyarrow.parquet as pq
 

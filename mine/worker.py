@@ -24,19 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from maskahand import storage
-from maskahand.config import DetectorConfig, MineRecipe
-from maskahand.mine.ledger import STAGING, frames_log_name, upload_video
-from maskahand.mine.resolution import FrameSizes, frame_sizes
-from maskahand.mine.rule import (
+from ..core import storage
+from ..core.config import DetectorConfig, MineRecipe
+from ..core.rayutil import node_record
+from ..detector import build_detector
+from ..shards.schema import ClipSample, make_key
+from ..video import open_video
+from ..video.sampling import resize_uint8
+from ..video.source import StreamSource, VideoInput, needs_stream
+from .ledger import STAGING, frames_log_name, upload_video
+from .resolution import FrameSizes, frame_sizes
+from .rule import (
     StreamingClipSelector,
     frame_interacts,
     hand_interacts,
     mining_video_config,
     rule_record,
 )
-from maskahand.rayutil import node_record
 
 
 class VideoMiner:
@@ -95,9 +101,8 @@ class VideoMiner:
         ``ahead``: the task this miner gets next (a URL or tar member), prefetched in the background while
         this one is mined (:class:`Prefetch`); its failure is raised by the ``start`` of that task.
         """
-        from maskahand.shards.writer import ShardWriter
-        from maskahand.video import open_video
-        from maskahand.video.source import StreamSource, needs_stream
+        # deferred: cv2, torchvision at import
+        from ..shards.writer import ShardWriter
 
         self.abort()
         self.video_id, self.path, self.stem, self.detector = video_id, path, stem, detector
@@ -144,7 +149,6 @@ class VideoMiner:
 
         The frames returned are for the detector, at its input size; the storage-size copy stays here.
         """
-        from maskahand.video.sampling import resize_uint8
 
         batch, spans_of = self._next_frames()
         if batch is None:
@@ -293,9 +297,6 @@ class VideoMiner:
     # -- clips -------------------------------------------------------------------------------------
 
     def _write_clip(self, span, items: list[tuple[np.ndarray, int, float, list[dict]]]) -> None:
-        import torch
-
-        from maskahand.shards.schema import ClipSample, make_key
 
         frames = torch.from_numpy(np.stack([image for image, _, _, _ in items]))
         indices = [index for _, index, _, _ in items]
@@ -353,7 +354,6 @@ class Prefetch:
     """
 
     def __init__(self, task: Any) -> None:
-        from maskahand.video.source import StreamSource
 
         self.task = task
         self.source = StreamSource(task.source, known=task.fingerprint)
@@ -396,7 +396,6 @@ class Prefetch:
 def _source_meta(task: Any, source: Any) -> dict[str, Any] | None:
     """What the input says about a video, for its clips: the manifest row's key and other columns, or
     a tar member's key, tar and ``KEY.json``. None for plain files (their clips stay as before)."""
-    from maskahand.video.source import VideoInput
 
     if task is None:
         return None
@@ -436,7 +435,6 @@ class DetectorWorker:
     """One detector instance; ``detect`` returns plain dicts so results are cheap to ship."""
 
     def __init__(self, cfg: DetectorConfig) -> None:
-        from maskahand.detector import build_detector
 
         self.detector = build_detector(cfg)
         self.busy_seconds = 0.0
@@ -450,7 +448,6 @@ class DetectorWorker:
         }
 
     def detect(self, frames: np.ndarray, video_id: str, indices: list[int]) -> list[list[dict[str, Any]]]:
-        import torch
 
         t0 = time.perf_counter()
         batch = torch.from_numpy(np.array(frames))  # the object-store array is read-only

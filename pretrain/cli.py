@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from maskahand.cli_util import add_config_option, load_recipe
+from ..core.cli_util import add_config_option, load_recipe
+from ..core.config import PretrainRecipe
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskahand.config import PretrainRecipe
-    from maskahand.trainer.launch import run_training
-
+    # deferred: cv2, numpy, torch, torchvision at import
+    from ..trainer.launch import run_training
     from .task import PretrainTask
 
     recipe = load_recipe(PretrainRecipe, args, **{"train.out_dir": args.out, "train.resume": args.resume})

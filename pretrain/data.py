@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from maskahand.shards.reader import buffer_shuffle, rank_and_world, worker_and_count
+from ..shards.reader import buffer_shuffle, rank_and_world, worker_and_count
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskahand.afformer.checkpoint import LIGHTNING_PREFIX, to_reference_state_dict
-from maskahand.afformer.loss import heatmap_kl
-from maskahand.config import PretrainRecipe
-
+from ..afformer.checkpoint import LIGHTNING_PREFIX, to_reference_state_dict
+from ..afformer.loss import heatmap_kl
+from ..core.config import PretrainRecipe
+from ..shards import maskahand_dataset
 from .data import pad_collate, uniform_indices
+from .task import resize_heatmaps, resize_square
 
 
 def authors_state_dict(model: nn.Module) -> dict[str, Any]:
@@ -29,9 +30,6 @@ def held_out_batches(
     shards: Any, recipe: PretrainRecipe, batch_size: int = 4, max_samples: int | None = None
 ):
     """Every (sample, target) of ``shards`` in order, batched: frames trimmed to ``train.num_frames``."""
-    from maskahand.shards import maskahand_dataset
-
-    from .task import resize_heatmaps, resize_square
 
     size = recipe.model.image_size
     buf: list[Any] = []
@@ -132,6 +130,7 @@ def center_bias_kld(
 
 def _heat_rgb(heat: torch.Tensor) -> torch.Tensor:
     """(H, W) heatmap -> (H, W, 3) float colours in [0, 1] (matplotlib's jet), scaled to its max."""
+    # deferred: matplotlib at import
     import matplotlib
 
     h = heat.float().cpu()

@@ -27,12 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskahand.afformer.actckpt import enable_activation_checkpointing
-from maskahand.afformer.model import GroundingModel
-from maskahand.afformer.param_groups import afformer_param_groups
-from maskahand.config import OptimConfig, PretrainRecipe, SynthConfig
-from maskahand.trainer import TrainTask, unwrap
-
+from ..afformer import build_model
+from ..afformer.actckpt import enable_activation_checkpointing
+from ..afformer.model import GroundingModel
+from ..afformer.param_groups import afformer_param_groups
+from ..core.config import OptimConfig, PretrainRecipe, SynthConfig
+from ..runtime.atomic import save_torch_atomic
+from ..shards import clip_dataset, list_shards, maskahand_dataset
+from ..synth import recipe as rc
+from ..synth.recipe import interacting_hands
+from ..trainer import TrainTask, unwrap
 from .data import EpochBatches, PositionRecord, epoch_loader, pad_collate, uniform_indices
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,6 @@ def expand_shards(sources: list[str] | None) -> list[str] | None:
     """Folders, files or brace patterns -> one list of shard paths (errors name the bad source)."""
     if not sources:
         return None
-    from maskahand.shards import list_shards
 
     return [url for src in sources for url in list_shards(src)]
 
@@ -103,7 +106,6 @@ class PretrainTask(TrainTask):
 
     # -- model ------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from maskahand.afformer import build_model
 
         cfg = self.recipe.model
         if cfg.num_heatmaps != 1 or cfg.num_actions != 0:
@@ -139,7 +141,6 @@ class PretrainTask(TrainTask):
         return sample
 
     def _prepare_clip(self, sample: Any) -> Any:
-        from maskahand.synth.recipe import interacting_hands
 
         if not interacting_hands(sample.meta):
             log.debug("clip %s has no interacting hand box: not used for pretraining", sample.key)
@@ -152,7 +153,6 @@ class PretrainTask(TrainTask):
         return sample
 
     def _make_dataset(self, rank: int, world_size: int, seed: int) -> Any:
-        from maskahand.shards import clip_dataset, maskahand_dataset
 
         make = maskahand_dataset if self.shards else clip_dataset
         return make(
@@ -204,7 +204,6 @@ class PretrainTask(TrainTask):
         return resize_square(targets, size), normalise_heatmaps(resize_heatmaps(heatmaps, size))
 
     def _synthesize(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from maskahand.synth import recipe as rc
 
         cfg = self.synth
         device = batch["frames"].device
@@ -236,11 +235,13 @@ class PretrainTask(TrainTask):
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
         if not self.val_shards:
             return {}
+        # deferred: import cycle with maskahand.pretrain.evaluate
         from .evaluate import pretext_kld
 
         return {"val_kld": pretext_kld(model, self.val_shards, self.recipe, self.ctx.device)}
 
     def visualize(self, model: nn.Module, batch: dict[str, Any], step: int) -> np.ndarray | None:
+        # deferred: import cycle with maskahand.pretrain.evaluate
         from .evaluate import overlay_row
 
         with torch.no_grad():
@@ -253,8 +254,8 @@ class PretrainTask(TrainTask):
         return overlay_row(batch["frames"][0, n // 2], targets[0], pred[0, 0], heatmaps[0, 0])
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
-        from maskahand.runtime.atomic import save_torch_atomic
 
+        # deferred: import cycle with maskahand.pretrain.evaluate
         from .evaluate import authors_state_dict
 
         save_torch_atomic(authors_state_dict(model), out_dir / EXPORT_NAME)

@@ -1,7 +1,7 @@
 """The one atomic torch writer: ``torch.save`` into a temporary file beside the target, then rename.
 
-JSON, text and bytes have their atomic writers in :mod:`maskahand.fsutil` (``core``, no torch); this is
-the same temp-and-replace (:func:`maskahand.fsutil.atomic_path`) for torch objects: a kill or an error at
+JSON, text and bytes have their atomic writers in :mod:`maskahand.core.fsutil` (``core``, no torch); this is
+the same temp-and-replace (:func:`maskahand.core.fsutil.atomic_path`) for torch objects: a kill or an error at
 any moment leaves the old file or the whole new one, never a partial file under the target's name.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from maskahand.fsutil import atomic_path
+from ..core.fsutil import atomic_path
 
 
 def save_torch_atomic(obj: Any, path: str | Path) -> Path:

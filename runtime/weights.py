@@ -17,7 +17,7 @@ may stay untrained".
 
 Errors: :class:`WeightsFileError` (a ``ValueError``) names the file and what is wrong with it;
 :class:`WeightsMismatchError` is the one subclass for tensors that do not fit the model. Neither is a
-usage error: a command that meets one exits with status 1 (``maskahand.cli_util.run_handler``), except
+usage error: a command that meets one exits with status 1 (``maskahand.core.cli_util.run_handler``), except
 ``detector run``, which reports an unusable ``detector.hircnn.weights`` as a usage error (2).
 """
 
@@ -75,6 +75,7 @@ def read_safetensors(path: str | Path, what: str = "weights", hint: str = "") ->
     does not install: without it the error says so."""
     path = _existing(path, what, hint)
     try:
+        # deferred: optional dependency
         from safetensors.torch import load_file
     except ImportError as e:
         raise WeightsFileError(

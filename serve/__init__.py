@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 __all__ = ["GroundingEngine", "build_app"]
 
 if TYPE_CHECKING:  # the exports, as type checkers and editors see them; loaded on first use
-    from maskahand.serve.app import build_app
-    from maskahand.serve.engine import GroundingEngine
+    from .app import build_app
+    from .engine import GroundingEngine
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -18,9 +18,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request  # at module level: FastAPI resolves the handler's annotation by name here
+from fastapi import (
+    FastAPI,
+    Request,  # at module level: FastAPI resolves the handler's annotation by name here
+)
+from fastapi.responses import HTMLResponse, JSONResponse
 
-from maskahand.serve.engine import BusyError, GroundingEngine
+from ..video.errors import VideoError
+from .engine import BusyError, GroundingEngine
+from .uploads import UploadError, check_image, check_video, display_name
 
 log = logging.getLogger(__name__)
 TOKEN_HEADER = "x-maskahand-token"
@@ -41,7 +47,6 @@ def available_examples(root: str | None) -> dict[str, tuple[Path, Path]]:
 
 
 def _json(status: int, body: dict[str, Any]):
-    from fastapi.responses import JSONResponse
 
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
@@ -72,14 +77,10 @@ class BodyLimit:
 
 def build_app(engine: GroundingEngine, token: str | None = None, model_name: str = ""):
     """The ASGI application (FastAPI inside the body-size guard)."""
-    from fastapi import FastAPI
-    from fastapi.responses import HTMLResponse
+    # deferred: starlette at import
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
-
-    from maskahand.serve.uploads import UploadError, check_image, check_video, display_name
-    from maskahand.video.errors import VideoError
 
     cfg = engine.recipe.serve
     examples = available_examples(cfg.examples_dir)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+import socket
 
-from maskahand.cli_util import add_config_option, load_recipe
+from ..core.cli_util import UsageError, add_config_option, load_recipe
+from ..core.config import ServeRecipe
+from .engine import GroundingEngine
 
 log = logging.getLogger("maskahand.serve")
 TOKEN_ENV = "MASKAHAND_SERVE_TOKEN"
@@ -39,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    import ipaddress
 
     if host == "localhost":
         return True
@@ -51,9 +54,6 @@ def is_loopback(host: str) -> bool:
 
 def check_bindable(host: str, port: int) -> None:
     """A :class:`UsageError` when ``host:port`` cannot be bound (in use, not an address of this machine)."""
-    import socket
-
-    from maskahand.cli_util import UsageError
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -78,8 +78,6 @@ def open_server_warning(host: str, port: int) -> str:
 
 
 def run_serve_command(args: argparse.Namespace) -> int:
-    from maskahand.cli_util import UsageError
-    from maskahand.config import ServeRecipe
 
     recipe = load_recipe(ServeRecipe, args)
     token = args.token or os.environ.get(TOKEN_ENV) or None
@@ -89,12 +87,13 @@ def run_serve_command(args: argparse.Namespace) -> int:
         log.warning("%s", open_server_warning(args.host, args.port))
     check_bindable(args.host, args.port)  # before minutes of model loading
 
+    # deferred: uvicorn at import
     import uvicorn
 
-    from maskahand.evaluation.predictor import build_predictor
-    from maskahand.runtime.distributed import resolve_device
-    from maskahand.serve.app import available_examples, build_app
-    from maskahand.serve.engine import GroundingEngine
+    # deferred: fastapi, torch at import
+    from ..evaluation.predictor import build_predictor
+    from ..runtime.distributed import resolve_device
+    from .app import available_examples, build_app
 
     device = resolve_device(recipe.eval.device)
     predictor = build_predictor(args.model, args.checkpoint, recipe, device)

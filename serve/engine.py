@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskahand.config import ServeRecipe
+from ..core.config import EvalRecipe, ServeRecipe
 
 log = logging.getLogger(__name__)
 OVERLAY_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
@@ -77,8 +77,8 @@ class GroundingEngine:
 
     def ground(self, work: Path, video: Path, image: Path, title: str) -> GroundingResult:
         """The heatmap PNG and the overlay video of one pair; waits for the device."""
-        from maskahand.config import EvalRecipe
-        from maskahand.evaluation.ground import ground_image, ground_video
+        # deferred: PIL, numpy, torch at import
+        from ..evaluation.ground import ground_image, ground_video
 
         recipe = EvalRecipe(eval=self.recipe.eval, video=self.recipe.video)
         overlay = work / f"overlay.{self.recipe.serve.overlay_format}"

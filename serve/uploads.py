@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from maskahand.config import ServeConfig, VideoConfig
-from maskahand.video.errors import NotAVideoError, VideoError
+from ..core.config import ServeConfig, VideoConfig
+from ..video.errors import NotAVideoError, VideoError
 
 
 class UploadError(ValueError):
@@ -57,7 +57,8 @@ def image_kind(head: bytes) -> str | None:
 
 def check_video(path: Path, name: str, cfg: ServeConfig, video: VideoConfig) -> float:
     """Duration in seconds of the stored upload ``path``; raises a :class:`VideoError` naming ``name``."""
-    from maskahand.video import open_video
+    # deferred: torch at import
+    from ..video import open_video
 
     with open(path, "rb") as f:
         head = f.read(16)
@@ -78,6 +79,7 @@ def check_video(path: Path, name: str, cfg: ServeConfig, video: VideoConfig) -> 
 
 def check_image(path: Path, name: str, cfg: ServeConfig) -> tuple[int, int]:
     """(width, height) of the stored upload ``path``, read from its header; raises :class:`ImageUploadError`."""
+    # deferred: PIL at import
     from PIL import Image, UnidentifiedImageError
 
     with open(path, "rb") as f:

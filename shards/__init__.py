@@ -29,11 +29,11 @@ __all__ = [
     "validate_sample",
 ]
 
-if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.shards.check import check_shards, manifest_matches
-    from maskahand.shards.codec import DecodeError
-    from maskahand.shards.reader import clip_dataset, collate_samples, list_shards, maskahand_dataset
-    from maskahand.shards.schema import (
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.core.lazy)
+    from .check import check_shards, manifest_matches
+    from .codec import DecodeError
+    from .reader import clip_dataset, collate_samples, list_shards, maskahand_dataset
+    from .schema import (
         CLIP_SCHEMA,
         HAND_STATES,
         MASKAHAND_SCHEMA,
@@ -43,8 +43,8 @@ if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use
         make_key,
         validate_sample,
     )
-    from maskahand.shards.writer import ShardInfo, ShardWriter, shard_name
+    from .writer import ShardInfo, ShardWriter, shard_name
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -12,15 +12,17 @@ import contextlib
 import hashlib
 import json
 import tarfile
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from maskahand.shards.codec import DecodeError, decode_raw_sample
-from maskahand.shards.schema import SchemaError, validate_sample
-from maskahand.shards.writer import MANIFEST_SUFFIX, PARTIAL_SUFFIX, manifest_path
+from ..core import storage
+from .codec import DecodeError, decode_raw_sample
+from .schema import SchemaError, validate_sample
+from .writer import MANIFEST_SUFFIX, PARTIAL_SUFFIX, manifest_path
 
 
 @dataclass
@@ -178,7 +180,6 @@ def _check_manifest(path: Path, sha: str, keys: list[str], rep: ShardReport) -> 
 
 def check_shards(target: str | Path, progress: bool = True, jobs: int = 1) -> CheckReport:
     """Check one ``.tar`` or every ``*.tar`` in a directory (or object-store URL), with ``jobs`` processes."""
-    from maskahand import storage
 
     if storage.is_url(str(target)):
         return _check_url_shards(str(target), progress)
@@ -218,10 +219,9 @@ def check_shards(target: str | Path, progress: bool = True, jobs: int = 1) -> Ch
 def _check_url_shards(url: str, progress: bool) -> CheckReport:
     """Object-store shards: each one (with its manifest) is fetched into a temporary folder and checked
     like a local one (a check reads every byte anyway); only one shard is on local disk at a time."""
-    import tempfile
 
-    from maskahand import storage
-    from maskahand.shards.reader import list_shards
+    # deferred: webdataset at import
+    from .reader import list_shards
 
     report = CheckReport()
     tars = list_shards(url)

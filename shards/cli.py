@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskahand.cli_util import add_config_option
+from ..core.cli_util import UsageError, add_config_option, load_recipe
+from ..core.config import RepackConfig, ShardWriterConfig
+from ..core.configbase import check_resume, save_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,9 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from maskahand.cli_util import load_recipe
-    from maskahand.config import ShardWriterConfig
-    from maskahand.shards.check import check_shards
+    # deferred: cv2, numpy, torch, torchvision at import
+    from .check import check_shards
 
     load_recipe(ShardWriterConfig, args)  # rejects bad --config / overrides consistently with other commands
     report = check_shards(args.dir, progress=not args.quiet, jobs=args.jobs)
@@ -60,11 +61,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from maskahand.cli_util import UsageError, load_recipe
-    from maskahand.config import ShardWriterConfig
-    from maskahand.configbase import save_config
-    from maskahand.shards.sheet import save_image
-    from maskahand.shards.show import render_sheet
+    # deferred: PIL, cv2, numpy, torch at import
+    from .sheet import save_image
+    from .show import render_sheet
 
     cfg = load_recipe(ShardWriterConfig, args)
     if args.n < 1:
@@ -77,15 +76,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _repack(args: argparse.Namespace) -> int:
-    from maskahand.cli_util import UsageError, load_recipe
-    from maskahand.config import RepackConfig
-    from maskahand.configbase import check_resume, save_config
-    from maskahand.shards.reader import list_shards
-    from maskahand.shards.repack import repack
+    # deferred: cv2, numpy, torch, torchvision at import
+    from .reader import list_shards
+    from .repack import repack
 
     fields: dict = {}
     if args.target_size is not None:
-        from maskahand.shards.repack import parse_size
+        # deferred: cv2, numpy, torch, torchvision at import
+        from .repack import parse_size
 
         try:
             fields["target_size"] = parse_size(args.target_size)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, decode_png, encode_jpeg, encode_png
 
-from maskahand.shards.schema import (
+from .schema import (
     KIND_OF_SCHEMA,
     ClipSample,
     MaskAHandSample,

@@ -27,12 +27,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+import torch.utils.data
 import webdataset as wds
 from torch.utils.data import IterableDataset
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from maskahand import storage
-from maskahand.shards.codec import decode_raw_sample
-from maskahand.shards.schema import (
+from ..core import storage
+from ..runtime.distributed import rank_world
+from .codec import decode_raw_sample
+from .schema import (
     SCHEMAS,
     ClipSample,
     MaskAHandSample,
@@ -117,7 +121,6 @@ SHARD_BLOCK = 8 << 20
 
 def tar_samples(handler: Callable[[Exception], bool] = wds.reraise_exception) -> Callable[..., Any]:
     """Pipeline stage like ``wds.tarfile_to_samples``, opening shards with :func:`open_shards`."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
 
     def stage(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         files = tar_file_expander(open_shards(sources, handler), handler=handler)
@@ -133,13 +136,11 @@ def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tu
         if rank is None or world_size is None or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
         return rank, world_size
-    from maskahand.runtime.distributed import rank_world
 
     return rank_world()
 
 
 def worker_and_count() -> tuple[int, int]:
-    import torch.utils.data
 
     info = torch.utils.data.get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)
@@ -378,7 +379,6 @@ def collate_samples(samples: list[Sample]) -> dict[str, Any]:
     """
     if not samples:
         raise ValueError("collate_samples got an empty batch")
-    import torch
 
     kinds = {type(s).__name__ for s in samples}
     if len(kinds) != 1:

@@ -29,12 +29,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from maskahand.config import RepackConfig
-from maskahand.configbase import ConfigError
-from maskahand.fsutil import atomic_write_json
-from maskahand.shards.reader import list_shards
-from maskahand.shards.schema import KIND_OF_SCHEMA, SCHEMAS
-from maskahand.shards.writer import TarShard, final_size, manifest_path, member_size, shard_name
+from ..core.config import RepackConfig
+from ..core.configbase import ConfigError
+from ..core.fsutil import atomic_write_json
+from .reader import list_shards
+from .schema import KIND_OF_SCHEMA, SCHEMAS
+from .writer import TarShard, final_size, manifest_path, member_size, shard_name
 
 log = logging.getLogger(__name__)
 

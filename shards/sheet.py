@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from maskahand.fsutil import atomic_write_bytes
+from ..core.fsutil import atomic_write_bytes
 
 STATE_COLORS = {"contact": (40, 200, 60), "no_contact": (255, 150, 0), "unknown": (170, 170, 170)}
 BOX_COLOR = (0, 170, 255)  # boxes without a hand state (e.g. mask boxes)

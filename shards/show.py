@@ -8,10 +8,10 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from maskahand.shards.codec import decode_raw_sample
-from maskahand.shards.reader import list_shards, tar_samples
-from maskahand.shards.schema import ClipSample, MaskAHandSample, Sample
-from maskahand.shards.sheet import draw_hands, grid, heatmap_overlay, stack, titled
+from .codec import decode_raw_sample
+from .reader import list_shards, tar_samples
+from .schema import ClipSample, MaskAHandSample, Sample
+from .sheet import draw_hands, grid, heatmap_overlay, stack, titled
 
 
 def _spread(n: int, k: int) -> list[int]:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from maskahand.config import ShardWriterConfig
-from maskahand.fsutil import atomic_write_json, fsync_dir
-from maskahand.shards.codec import encode_sample
-from maskahand.shards.schema import (
+from ..core.config import ShardWriterConfig
+from ..core.fsutil import atomic_write_json, fsync_dir
+from .codec import encode_sample
+from .schema import (
     SCHEMAS,
     ClipSample,
     MaskAHandSample,
@@ -32,7 +32,7 @@ from maskahand.shards.schema import (
     SchemaError,
     check_key,
 )
-from maskahand.shards.schema import validate_sample as _validate
+from .schema import validate_sample as _validate
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 __all__ = ["SynthError", "render", "replay", "run_synth", "sample_params"]
 
-if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.synth.pipeline import SynthError, run_synth
-    from maskahand.synth.recipe import render, replay, sample_params
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.core.lazy)
+    from .pipeline import SynthError, run_synth
+    from .recipe import render, replay, sample_params
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

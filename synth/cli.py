@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from maskahand.cli_util import UsageError, add_config_option, load_recipe
+from ..core.cli_util import UsageError, add_config_option, load_recipe
+from ..core.config import SynthRecipe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,14 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if not args.clips or not args.out:
         raise UsageError("--clips DIR and --out DIR are required (or `maskahand synth preview DIR --out X`)")
-    from maskahand.config import SynthRecipe
 
     recipe = load_recipe(
         SynthRecipe,
         args,
         **{"synth.variants": args.variants, "synth.device": args.device, "ray.address": args.address},
     )
-    from maskahand.synth.pipeline import run_synth  # Ray, torch: after the config is checked
+    # deferred: cv2, numpy, torch, torchvision at import
+    from .pipeline import run_synth  # Ray, torch: after the config is checked
 
     summary = run_synth(args.clips, args.out, recipe, progress=not args.no_progress)
     print(
@@ -66,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from maskahand.synth.preview import write_preview
+    # deferred: PIL, torch at import
+    from .preview import write_preview
 
     path = write_preview(args.dir, args.out, samples=args.samples, strip_frames=args.strip_frames)
     print(f"wrote {path}")

@@ -6,14 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from maskahand.shards.codec import DecodeError, decode_jpeg_bytes, decode_meta, frame_members
-from maskahand.shards.schema import ClipSample, validate_clip_meta
+from ..core import storage
+from ..runtime.distributed import resolve_device as resolve
+from ..shards.codec import DecodeError, decode_jpeg_bytes, decode_meta, frame_members
+from ..shards.schema import ClipSample, validate_clip_meta
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; an explicit ``cuda`` without a GPU is an error."""
-    from maskahand.runtime.distributed import resolve_device as resolve  # one device rule for every stage
 
     return resolve(name, key="synth.device")
 
@@ -22,7 +24,6 @@ def decode_frames(blobs: list[bytes], device: torch.device, where: str) -> torch
     """JPEG bytes -> uint8 (T,3,H,W) on ``device``; nvJPEG batch decode on CUDA, libjpeg on the CPU."""
     if device.type != "cuda":
         return torch.stack([decode_jpeg_bytes(b, f"{where} frame {t}") for t, b in enumerate(blobs)])
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
     try:
@@ -37,10 +38,11 @@ def read_clip_shard(path: str | Path, device: torch.device) -> Iterator[ClipSamp
 
     Errors name the shard and the sample: a corrupt input shard stops its task with a clear message.
     """
+    # deferred: webdataset at import
     import webdataset as wds
 
-    from maskahand import storage
-    from maskahand.shards.reader import tar_samples
+    # deferred: webdataset at import
+    from ..shards.reader import tar_samples
 
     if storage.is_url(str(path)):  # an object-store shard, streamed
         if not storage.exists(str(path)):

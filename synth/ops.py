@@ -140,6 +140,7 @@ def warp_to_output(images: torch.Tensor, mats: torch.Tensor, size: int) -> torch
     Bilinear, zeros outside the source, kornia's pixel-centre (``align_corners=True``) convention.
     Image channels and the hand-box mask go through one call, so they share the warp exactly.
     """
+    # deferred: kornia at import
     from kornia.geometry.transform import warp_perspective
 
     return warp_perspective(
@@ -163,6 +164,7 @@ def blur_matrix(size: int, kernel: int, sigma: float, device: str) -> torch.Tens
     The weights are kornia's Gaussian kernel; applying them as two dense matmuls (``G @ X @ G.T``) is far
     faster than an 85-tap convolution on CPUs and GPUs (see ``benchmarks.synth``).
     """
+    # deferred: kornia at import
     from kornia.filters import get_gaussian_kernel1d
 
     # Built on the CPU in float64 (a GPU's atomic accumulation could vary in the last bit), then moved.

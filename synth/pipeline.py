@@ -17,22 +17,28 @@ an object is whole once visible).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from tqdm import tqdm
 
-from maskahand import storage
-from maskahand.config import ShardWriterConfig, SynthConfig, SynthRecipe
-from maskahand.fsutil import append_jsonl, atomic_write_json, read_jsonl
-from maskahand.shards.check import manifest_matches
-from maskahand.shards.schema import MASKAHAND_SCHEMA, ClipSample, MaskAHandSample
-from maskahand.synth import recipe as rc
-from maskahand.synth.clipio import read_clip_shard, resolve_device
+from ..core import storage
+from ..core.config import ShardWriterConfig, SynthConfig, SynthRecipe
+from ..core.configbase import check_resume, save_config
+from ..core.fsutil import append_jsonl, atomic_write_json, read_jsonl
+from ..core.rayutil import init_ray, node_record
+from ..shards.check import manifest_matches
+from ..shards.schema import MASKAHAND_SCHEMA, ClipSample, MaskAHandSample
+from ..shards.writer import ShardWriter
+from . import recipe as rc
+from .clipio import read_clip_shard, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +109,6 @@ def _batches(clips: Iterable[ClipSample], targets_per_batch: int, variants: int)
 
 def process_shard(in_path: str | Path, out_dir: str | Path, recipe: SynthRecipe) -> dict[str, Any]:
     """Synthesize one input shard into ``out_dir/<same name>``; returns its ledger record."""
-    import tempfile
 
     if storage.is_url(str(out_dir)):  # write in a local temporary folder, then upload the finished shard
         with tempfile.TemporaryDirectory(prefix="maskahand-synth-") as tmp:
@@ -115,7 +120,6 @@ def process_shard(in_path: str | Path, out_dir: str | Path, recipe: SynthRecipe)
                     tar.with_name(tar.name + ".json"), storage.join(str(out_dir), tar.name + ".json")
                 )
             return made
-    from maskahand.shards.writer import ShardWriter
 
     name = storage.name_of(str(in_path))
     out_dir = Path(out_dir)
@@ -231,7 +235,6 @@ def _done_inputs(out_dir: Path | str, names: list[str]) -> dict[str, dict[str, A
 def _task(
     in_path: str, out_dir: str, recipe: SynthRecipe, threads: int, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    from maskahand.rayutil import node_record
 
     storage.setup_worker(recipe.storage.options, env)
     torch.set_num_threads(max(1, threads))
@@ -247,12 +250,11 @@ def run_synth(
     clips: str | Path, out_dir: str | Path, recipe: SynthRecipe, progress: bool = True
 ) -> dict[str, Any]:
     """Synthesize every clip shard under ``clips`` into ``out_dir`` with Ray tasks; returns the summary."""
+    # deferred: ray at import
     import ray
-    from tqdm import tqdm
 
-    from maskahand.configbase import check_resume, save_config
-    from maskahand.rayutil import init_ray
-    from maskahand.shards.reader import list_shards
+    # deferred: webdataset at import
+    from ..shards.reader import list_shards
 
     storage.configure(recipe.storage.options)
     out_dir = str(out_dir) if storage.is_url(str(out_dir)) else storage.local_path(out_dir)
@@ -367,6 +369,5 @@ def _shards_per_node(records: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _with_device(recipe: SynthRecipe, device: Literal["auto", "cpu", "cuda"]) -> SynthRecipe:
-    import dataclasses
 
     return dataclasses.replace(recipe, synth=dataclasses.replace(recipe.synth, device=device))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from maskahand.shards.schema import MaskAHandSample
+from ..shards.schema import MaskAHandSample
 
 
 def _scaled(boxes: list[list[float]], source_size: list[int], size: int) -> list[list[float]]:
@@ -20,7 +20,8 @@ def _scaled(boxes: list[list[float]], source_size: list[int], size: int) -> list
 
 def sample_sheet(sample: MaskAHandSample, strip_frames: int = 8, cell_side: int = 160) -> Image.Image:
     """One sample's block of the contact sheet."""
-    from maskahand.shards import sheet
+    # deferred: cv2, numpy at import
+    from ..shards import sheet
 
     t = sample.frames.shape[0]
     step = max(1, -(-t // strip_frames))
@@ -42,8 +43,9 @@ def sample_sheet(sample: MaskAHandSample, strip_frames: int = 8, cell_side: int 
 
 def write_preview(shards: str | Path, out: str | Path, samples: int = 4, strip_frames: int = 8) -> Path:
     """Contact sheet of the first ``samples`` samples of the maskahand shards under ``shards``."""
-    from maskahand.shards import sheet
-    from maskahand.shards.reader import maskahand_dataset
+    # deferred: cv2, numpy, torchvision, webdataset at import
+    from ..shards import sheet
+    from ..shards.reader import maskahand_dataset
 
     blocks = []
     for sample in maskahand_dataset(shards, split_by_node=False, split_by_worker=False, on_error="raise"):

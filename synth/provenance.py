@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from maskahand.shards.codec import DecodeError, decode_jpeg_bytes, decode_meta
-from maskahand.shards.schema import validate_clip_meta
-from maskahand.synth import recipe as rc
+from ..shards.codec import DecodeError, decode_jpeg_bytes, decode_meta
+from ..shards.schema import validate_clip_meta
+from . import recipe as rc
 
 
 def clip_shard_path(clips: str | Path, name: str) -> Path:

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from maskahand.config import SynthConfig
-from maskahand.mine.rule import HandRule, hand_interacts
-from maskahand.synth import ops
+from ..core.config import SynthConfig
+from ..mine.rule import HandRule, hand_interacts
+from . import ops
 
 Provenance = dict[str, Any]
 
@@ -116,6 +117,7 @@ def sample_params(cfg: SynthConfig, clip_key: str, meta: dict[str, Any], variant
     corners = _perspective_corners(gen, width, height, cfg.distortion_scale)
     noise_seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
 
+    # deferred: kornia at import
     from kornia.geometry.transform import get_perspective_transform
 
     frame_corners = torch.tensor(
@@ -275,7 +277,6 @@ def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     On the CPU torch resizes uint8 directly (a vectorised path, ~9x faster than via float); on a GPU
     through float. The two round differently by at most 1 level.
     """
-    import torch.nn.functional as F
 
     if frames.device.type == "cpu":
         return F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -46,8 +46,8 @@ def mined_clip_shards(shared_data, ray_session, tmp_path_factory) -> Path:
     Mined once per session. Returns the output folder: clip shards in ``OUT/shards/*.tar``, one row per
     clip in ``OUT/manifest.jsonl``, per-frame detections in ``OUT/parts/*.frames.jsonl``.
     """
-    from maskahand.config import MineRecipe
-    from maskahand.configbase import apply_overrides
+    from maskahand.core.config import MineRecipe
+    from maskahand.core.configbase import apply_overrides
     from maskahand.mine.pipeline import mine
 
     videos = tmp_path_factory.mktemp("mine_inputs")

@@ -13,7 +13,7 @@ import torch
 
 from maskahand.afformer.checkpoint import load_reference_checkpoint
 from maskahand.afformer.model import build_model
-from maskahand.config import AfformerConfig
+from maskahand.core.config import AfformerConfig
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maskahand.afformer.model import build_model
-from maskahand.config import AfformerConfig
+from maskahand.core.config import AfformerConfig
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -180,7 +180,7 @@ def test_bf16_autocast_runs_both_attention_modes():
 
 
 def test_config_rejects_inconsistent_model_settings():
-    from maskahand.configbase import ConfigError, apply_overrides
+    from maskahand.core.configbase import ConfigError, apply_overrides
 
     with pytest.raises(ConfigError, match="divisible"):
         apply_overrides(AfformerConfig(), ["heads=3"])
@@ -191,8 +191,8 @@ def test_config_rejects_inconsistent_model_settings():
 
 
 def test_time_table_is_sized_by_the_clip_length_config():
-    from maskahand.config import FinetuneRecipe, PretrainRecipe
-    from maskahand.configbase import ConfigError, load_config
+    from maskahand.core.config import FinetuneRecipe, PretrainRecipe
+    from maskahand.core.configbase import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=r"train\.num_frames=64 .*model\.max_kv_thw=\[64, 32, 32\]"):
         load_config(PretrainRecipe, overrides=["train.num_frames=64"])

@@ -16,7 +16,7 @@ from maskahand.afformer.checkpoint import (
     to_reference_state_dict,
 )
 from maskahand.afformer.model import build_model
-from maskahand.config import AfformerConfig
+from maskahand.core.config import AfformerConfig
 from maskahand.runtime.weights import WeightsFileError, WeightsMismatchError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -17,8 +17,8 @@ from maskahand.afformer.checkpoint import load_reference_checkpoint, to_referenc
 from maskahand.afformer.model import build_model
 from maskahand.afformer.param_groups import afformer_param_groups
 from maskahand.afformer.vit_weights import load_vit_weights
-from maskahand.config import AfformerConfig, FinetuneRecipe, OptimConfig, PretrainRecipe
-from maskahand.configbase import load_config
+from maskahand.core.config import AfformerConfig, FinetuneRecipe, OptimConfig, PretrainRecipe
+from maskahand.core.configbase import load_config
 from maskahand.runtime.weights import WeightsFileError
 from maskahand.trainer.optim import build_optimizer
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from maskahand.cli import STAGES, build_parser, main
+from maskahand.cli.command import STAGES, build_parser, main
 
 STAGE_NAMES = [name for name, _ in STAGES]
 

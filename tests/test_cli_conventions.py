@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from maskahand.cli import build_parser, main, split_overrides
-from maskahand.cli_util import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, run_handler
-from maskahand.configbase import FILE_NAME_HINT, ConfigError
+from maskahand.core.cli_util import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, run_handler
+from maskahand.core.configbase import FILE_NAME_HINT, ConfigError
 from maskahand.mine import cli as mine_cli
 from maskahand.synth import cli as synth_cli
 

@@ -96,8 +96,8 @@ def mine_args(inputs, out: Path, address: str, extra: list[str]) -> list[str]:
 
 
 def embedded_mine(inputs, out: Path, extra: list[str]) -> Path:
-    from maskahand.config import MineRecipe
-    from maskahand.configbase import apply_overrides
+    from maskahand.core.config import MineRecipe
+    from maskahand.core.configbase import apply_overrides
     from maskahand.mine.pipeline import mine
 
     videos, detections = inputs
@@ -153,8 +153,8 @@ def cluster_node_ids(c: Cluster) -> dict[str, str]:
 
 AUTH_CASES = r"""
 import json, os, sys, time
-from maskahand.config import RayConfig
-from maskahand.rayutil import RayConnectError, configure_auth, init_ray
+from maskahand.core.config import RayConfig
+from maskahand.core.rayutil import RayConnectError, configure_auth, init_ray
 
 address, cases = sys.argv[1], json.loads(sys.argv[2])
 results = []
@@ -273,8 +273,8 @@ def test_two_nodes_mine_and_synth_match_embedded_runs(cluster, inputs, embedded_
         cluster.client_env(),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-4000:]
-    from maskahand.config import SynthRecipe
-    from maskahand.configbase import apply_overrides
+    from maskahand.core.config import SynthRecipe
+    from maskahand.core.configbase import apply_overrides
     from maskahand.synth.pipeline import run_synth
 
     synth_ref = tmp_path / "embedded-synth"
@@ -292,7 +292,7 @@ def test_two_nodes_mine_and_synth_into_a_bucket_without_a_shared_mount(
     embedded local run's, and synth from and to the bucket runs on both nodes too."""
     import os
 
-    from maskahand import storage
+    from maskahand.core import storage
     from tests.test_object_storage_outputs import objects
 
     ids = cluster_node_ids(cluster)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from maskahand import config as C
-from maskahand.configbase import ConfigError, apply_overrides, dump_config, load_config, save_config
+from maskahand.core import config as C
+from maskahand.core.configbase import ConfigError, apply_overrides, dump_config, load_config, save_config
 
 
 def test_paper_defaults_are_the_papers():

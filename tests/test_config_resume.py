@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from maskahand.config import MineRecipe, SynthRecipe
-from maskahand.configbase import (
+from maskahand.core.config import MineRecipe, SynthRecipe
+from maskahand.core.configbase import (
     RUNTIME,
     ConfigChangedError,
     ConfigError,

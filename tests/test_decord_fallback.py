@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskahand.config import VideoConfig
+from maskahand.core.config import VideoConfig
 from maskahand.video import open_video
 from maskahand.video.decord_backend import import_decord
 

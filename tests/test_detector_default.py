@@ -11,8 +11,8 @@ import logging
 import pytest
 import torch
 
-from maskahand.config import HIRCNN_WEIGHTS_ENV, DetectorConfig, DetectorRecipe, MineRecipe
-from maskahand.configbase import load_config
+from maskahand.core.config import HIRCNN_WEIGHTS_ENV, DetectorConfig, DetectorRecipe, MineRecipe
+from maskahand.core.configbase import load_config
 from maskahand.detector import build_detector
 from maskahand.detector.hircnn import build_hircnn_model
 
@@ -34,7 +34,7 @@ def warnings_of(caplog) -> list[str]:
 
 
 def test_without_weights_mediapipe_runs_with_one_warning_that_contact_is_not_judged(monkeypatch, caplog):
-    import maskahand.config as C
+    import maskahand.core.config as C
 
     monkeypatch.delenv(HIRCNN_WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(C, "_warned_contact_not_judged", False)  # once per process: as in a fresh one

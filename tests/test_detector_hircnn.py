@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskahand.config import DetectorConfig, HircnnConfig
+from maskahand.core.config import DetectorConfig, HircnnConfig
 from maskahand.detector import build_detector
 from maskahand.detector.hircnn import apply_state_rule, build_hircnn_model, select_hands
 from maskahand.runtime.weights import WeightsFileError

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskahand.config import DetectorConfig, VideoConfig
+from maskahand.core.config import DetectorConfig, VideoConfig
 from maskahand.detector import build_detector
 from maskahand.detector.base import box_iou
 from maskahand.detector.mediapipe_hands import landmarks_to_box

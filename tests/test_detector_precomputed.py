@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskahand.config import DetectorConfig
+from maskahand.core.config import DetectorConfig
 from maskahand.detector import DetectionsFileError, Hand, build_detector
 from maskahand.detector.epic_proto import Detections
 from maskahand.detector.precomputed import load_bytes_list_pickle, write_epic, write_jsonl

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from maskahand.cli import main as cli_main
-from maskahand.config import DetectorTrainRecipe
+from maskahand.core.config import DetectorTrainRecipe
 from maskahand.detector.evaluate import ImageGroundTruth, ImagePrediction, average_precision, hand_metrics
 from maskahand.detector.voc import (
     LABEL_CONTACT,

@@ -32,8 +32,8 @@ def opra_tree(shared_data, tmp_path_factory) -> Path:
 
 def save_checkpoint(path: Path, heatmaps: int, actions: int) -> Path:
     from maskahand.afformer import build_model
-    from maskahand.config import AfformerConfig
-    from maskahand.configbase import to_dict
+    from maskahand.core.config import AfformerConfig
+    from maskahand.core.configbase import to_dict
     from maskahand.runtime.checkpoint_files import FORMAT
 
     torch.manual_seed(0)
@@ -182,7 +182,7 @@ def test_a_plain_state_dict_of_another_size_loads_with_its_own_size(layout, tmp_
     from dataclasses import replace
 
     from maskahand.afformer import build_model
-    from maskahand.config import AfformerConfig
+    from maskahand.core.config import AfformerConfig
     from maskahand.evaluation.afformer_predictor import load_afformer
     from maskahand.pretrain.evaluate import authors_state_dict
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from maskahand.cli import main
-from maskahand.config import EvalConfig
+from maskahand.core.config import EvalConfig
 from maskahand.evaluation.benchmark import AnnotationError, load_benchmark
 from maskahand.evaluation.clips import load_clips, resize_square
 from maskahand.evaluation.epic import EPIC_HOTSPOTS_VERBS
@@ -198,7 +198,7 @@ def test_checkpoint_eval_reads_the_clip_range_and_names_a_missing_file(tree, tmp
 
 
 def test_finetune_sample_reads_the_clip_range(tree):
-    from maskahand.config import FinetuneRecipe
+    from maskahand.core.config import FinetuneRecipe
     from maskahand.evaluation.benchmark import MediaError
     from maskahand.finetune.task import FinetuneTask
 
@@ -216,7 +216,7 @@ def test_finetune_sample_reads_the_clip_range(tree):
 
 def test_hotspots_training_and_evaluation_read_the_same_default_annotations(tree):
     """One default for both commands: the release path, and ROOT/annotations.json when only that exists."""
-    from maskahand.config import HotspotsDataConfig
+    from maskahand.core.config import HotspotsDataConfig
     from maskahand.hotspots.data import load_training_set
 
     cfg = HotspotsDataConfig(dataset="epic_hotspots")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from maskahand import storage
 from maskahand.cli import main
-from maskahand.config import EvalConfig, VideoConfig
+from maskahand.core import storage
+from maskahand.core.config import EvalConfig, VideoConfig
 from maskahand.evaluation.benchmark import load_benchmark
 from maskahand.finetune.clipindex import clip_index
 from tests.eval_standin import make_opra_tree, pick_entries

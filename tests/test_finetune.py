@@ -33,7 +33,7 @@ def small_tree(shared_data, tmp_path_factory) -> Path:
 
 def test_one_heatmap_checkpoint_loads_all_but_the_heads(tmp_path, caplog):
     from maskahand.afformer import build_model
-    from maskahand.config import AfformerConfig
+    from maskahand.core.config import AfformerConfig
     from maskahand.finetune.task import load_init
 
     ckpt = save_checkpoint(tmp_path / "zs.pt", heatmaps=1, actions=0)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from maskahand.config import FinetuneRecipe
-from maskahand.configbase import apply_overrides
+from maskahand.core.config import FinetuneRecipe
+from maskahand.core.configbase import apply_overrides
 from maskahand.evaluation.benchmark import Entry, load_benchmark
 from maskahand.runtime.distributed import DistInfo
 from maskahand.trainer.task import TrainContext
@@ -86,7 +86,7 @@ def test_an_epoch_holds_every_clip_of_every_entry_once(tree):
 def test_clip_counts_match_the_decoded_clips(tree, shared_data):
     """Counting from packet times (no decode) gives as many clips as decoding them, on the generated
     videos and on real ones (Matroska 30 fps, MP4 20 fps, VP9 with frames the container hides)."""
-    from maskahand.config import EvalConfig, VideoConfig
+    from maskahand.core.config import EvalConfig, VideoConfig
     from maskahand.evaluation.clips import load_clips
     from maskahand.finetune.clipindex import file_frame_times, sampled_count
 

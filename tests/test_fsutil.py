@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from maskahand.fsutil import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from maskahand.core.fsutil import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from maskahand.cli import main
-from maskahand.cli_util import EXIT_USAGE
+from maskahand.core.cli_util import EXIT_USAGE
 from maskahand.evaluation.overlay import demo_windows, window_at
 from tests.test_eval_e2e import save_checkpoint
 
@@ -66,7 +66,7 @@ def test_overlay_video_shows_each_window_its_own_map(shared_data, finetuned, tmp
 def test_each_frame_shows_the_map_of_its_window(shared_data, tmp_path):
     import torch
 
-    from maskahand.config import EvalConfig, VideoConfig
+    from maskahand.core.config import EvalConfig, VideoConfig
     from maskahand.evaluation.ground import full_image
     from maskahand.evaluation.overlay import WindowMaps, write_overlay_video
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from maskahand.cli import build_parser, main, split_overrides
-from maskahand.cli_util import UsageError
+from maskahand.core.cli_util import UsageError
 
 
 def opra_annotations(path: Path) -> Path:

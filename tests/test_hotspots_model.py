@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskahand.config import HotspotsConfig
+from maskahand.core.config import HotspotsConfig
 from maskahand.hotspots.checkpoint import load_checkpoint
 from maskahand.hotspots.intcam import intcam
 from maskahand.hotspots.model import HotspotsModel, build_model

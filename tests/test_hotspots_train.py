@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from maskahand.cli import main as cli_main
-from maskahand.config import HotspotsRecipe
-from maskahand.configbase import apply_overrides
+from maskahand.core.config import HotspotsRecipe
+from maskahand.core.configbase import apply_overrides
 from maskahand.hotspots.data import HotspotsSamples, collate, epoch_order, load_training_set, perturbed_box
 
 pytestmark = [pytest.mark.usefixtures("torch_one_thread"), pytest.mark.slow]

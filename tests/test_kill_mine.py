@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from maskahand.fsutil import read_jsonl
+from maskahand.core.fsutil import read_jsonl
 from maskahand.mine.ledger import video_stem
 from tests.proc_util import kill_session, session_titles
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from maskahand import storage
-from maskahand.fsutil import read_jsonl
+from maskahand.core import storage
+from maskahand.core.fsutil import read_jsonl
 from maskahand.mine.ledger import LEDGER, LEDGER_ENTRIES, MANIFEST, video_stem
 from tests.proc_util import kill_session
 from tests.test_kill_mine import OWN_RAY, RECIPE

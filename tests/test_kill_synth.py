@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskahand.config import ShardWriterConfig
+from maskahand.core.config import ShardWriterConfig
 from maskahand.shards.check import manifest_matches
 from maskahand.shards.schema import CLIP_SCHEMA, ClipSample
 from maskahand.shards.writer import ShardWriter

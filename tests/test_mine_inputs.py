@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from maskahand import storage
-from maskahand.config import MineRecipe
-from maskahand.configbase import apply_overrides
+from maskahand.core import storage
+from maskahand.core.config import MineRecipe
+from maskahand.core.configbase import apply_overrides
 
 SMALL = ["detector.backend=mediapipe", "mine.frame_max_side=256"]  # as conftest's mined_clip_shards
 # 10 sampled frames (a short clip of its own), and 37 (one full clip and an end-aligned tail clip)
@@ -281,7 +281,7 @@ def test_parquet_manifest_spans_columns_and_bad_rows(
 
 
 def test_manifest_formats_read_the_same_rows(tmp_path):
-    from maskahand.config import MineInputConfig
+    from maskahand.core.config import MineInputConfig
     from maskahand.mine.sources import ManifestRowError, discover_inputs
 
     rows = [

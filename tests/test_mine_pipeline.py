@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from maskahand.config import MineRecipe
-from maskahand.configbase import apply_overrides
-from maskahand.fsutil import read_jsonl
+from maskahand.core.config import MineRecipe
+from maskahand.core.configbase import apply_overrides
+from maskahand.core.fsutil import read_jsonl
 
 pytestmark = pytest.mark.ray
 

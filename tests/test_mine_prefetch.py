@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from maskahand import storage
-from maskahand.config import MineRecipe
-from maskahand.configbase import apply_overrides
+from maskahand.core import storage
+from maskahand.core.config import MineRecipe
+from maskahand.core.configbase import apply_overrides
 
 N_VIDEOS = 6
 FRAMES = 12  # at 5 fps: one short clip each (mine.short_video=keep)
@@ -94,8 +94,8 @@ def mine_one(miner: Any, task: Any, ahead: Any = None) -> dict[str, Any]:
 
 
 def test_a_prefetched_video_is_that_videos_bytes_and_its_failure_is_its_own(videos, s3_bucket, tmp_path):
+    from maskahand.core.storage import ObjectNotFoundError
     from maskahand.mine.worker import VideoMiner
-    from maskahand.storage import ObjectNotFoundError
 
     prefix = storage.join(s3_bucket, "videos")
     upload(videos, prefix)

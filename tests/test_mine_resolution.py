@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from maskahand.config import DetectorConfig, MineConfig, MineRecipe
-from maskahand.configbase import ConfigError, apply_overrides
+from maskahand.core.config import DetectorConfig, MineConfig, MineRecipe
+from maskahand.core.configbase import ConfigError, apply_overrides
 from maskahand.mine.resolution import frame_sizes
 
 

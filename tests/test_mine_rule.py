@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from maskahand.config import MineConfig
+from maskahand.core.config import MineConfig
 from maskahand.mine.rule import (
     ClipSpan,
     StreamingClipSelector,

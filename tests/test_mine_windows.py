@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from maskahand.config import DetectorConfig, MineConfig
+from maskahand.core.config import DetectorConfig, MineConfig
 from maskahand.mine.rule import (
     ClipSpan,
     HandRule,
@@ -186,8 +186,8 @@ def test_mining_a_video_uses_the_authors_windows_by_default_and_records_them(ray
     scored exactly 0.99 at frame 80, which only the grid's >= counts."""
     import json
 
-    from maskahand.config import MineRecipe
-    from maskahand.configbase import apply_overrides
+    from maskahand.core.config import MineRecipe
+    from maskahand.core.configbase import apply_overrides
     from maskahand.mine.pipeline import mine
 
     videos = tmp_path / "videos"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from maskahand.config import MineConfig
+from maskahand.core.config import MineConfig
 from maskahand.detector.base import Hand
 from maskahand.mine.rule import (
     RULE_NAME,

@@ -12,7 +12,7 @@ import tarfile
 import pytest
 import torch
 
-from maskahand.config import ShardWriterConfig
+from maskahand.core.config import ShardWriterConfig
 from maskahand.shards.schema import CLIP_SCHEMA, MASKAHAND_SCHEMA, ClipSample, MaskAHandSample, SchemaError
 from maskahand.shards.writer import ShardWriter, TarShard, final_size, member_size
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from maskahand import storage
+from maskahand.core import storage
 from maskahand.mine.ledger import (
     LEDGER,
     LEDGER_ENTRIES,
@@ -154,9 +154,9 @@ def test_mining_into_a_bucket_gives_the_local_bytes_and_readers_take_the_url(
     """Same videos and recipe as the session's local ``mined_clip_shards``, mined into ``s3://``: every
     shard, manifest, part and the clip manifest are byte-identical; the Ray workers (started before the
     S3 variables were set) get them from the driver; readers and ``shards check`` take the URL."""
-    from maskahand.config import MineRecipe
-    from maskahand.configbase import apply_overrides
-    from maskahand.fsutil import read_jsonl
+    from maskahand.core.config import MineRecipe
+    from maskahand.core.configbase import apply_overrides
+    from maskahand.core.fsutil import read_jsonl
     from maskahand.mine.pipeline import mine
     from maskahand.shards.check import check_shards
     from maskahand.shards.reader import clip_dataset
@@ -193,7 +193,7 @@ def test_mining_into_a_bucket_gives_the_local_bytes_and_readers_take_the_url(
 
 @pytest.mark.ray
 def test_synth_from_and_to_a_bucket_equals_the_local_run_byte_for_byte(s3_bucket, tmp_path, ray_session):
-    from maskahand.config import ShardWriterConfig
+    from maskahand.core.config import ShardWriterConfig
     from maskahand.shards.writer import ShardWriter
     from maskahand.synth.pipeline import run_synth
     from tests.test_synth_pipeline import clip_sample, small_recipe
@@ -224,7 +224,7 @@ def test_synth_from_and_to_a_bucket_equals_the_local_run_byte_for_byte(s3_bucket
 def test_readers_and_shards_check_take_bucket_urls(s3_bucket, tmp_path):
     import torch
 
-    from maskahand.config import ShardWriterConfig
+    from maskahand.core.config import ShardWriterConfig
     from maskahand.shards.check import check_shards
     from maskahand.shards.reader import clip_dataset, list_shards
     from maskahand.shards.writer import ShardWriter

@@ -1,4 +1,4 @@
-"""Extension points (``maskahand.plugins``): an evaluation dataset or a detector backend is one module.
+"""Extension points (``maskahand.core.plugins``): an evaluation dataset or a detector backend is one module.
 
 The in-repository modules are found by their declarations; an out-of-tree module is installed the way a
 distribution is (a ``*.dist-info`` with ``entry_points.txt`` on the path of a real ``maskahand`` process)
@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from maskahand.plugins import DATASETS, DETECTOR_BACKENDS, ExtensionPoint, PluginError, UnknownPluginError
+from maskahand.core.plugins import (
+    DATASETS,
+    DETECTOR_BACKENDS,
+    ExtensionPoint,
+    PluginError,
+    UnknownPluginError,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,7 +158,7 @@ def test_a_malformed_declaration_names_its_file(tmp_path, monkeypatch):
 def test_plugins_are_listed_without_being_imported(plugin_path):
     code = (
         "import sys; from maskahand.cli import build_parser; build_parser(); "
-        "from maskahand.plugins import DATASETS, DETECTOR_BACKENDS; "
+        "from maskahand.core.plugins import DATASETS, DETECTOR_BACKENDS; "
         "print(DATASETS.names(), DETECTOR_BACKENDS.names(), DATASETS.get('fake').source); "
         "print([m for m in ('fake_dataset_plugin', 'fake_backend_plugin', 'torch') if m in sys.modules])"
     )
@@ -225,7 +231,7 @@ def test_detector_backend_plugin_runs(plugin_path, tmp_path):
 
 def test_mining_rule_reads_the_plugin_declaration(plugin_path):
     code = (
-        "from maskahand.config import MineRecipe; from maskahand.configbase import apply_overrides; "
+        "from maskahand.core.config import MineRecipe; from maskahand.core.configbase import apply_overrides; "
         "from maskahand.mine.rule import rule_record; from maskahand.mine.resolution import detector_max_side; "
         "r = apply_overrides(MineRecipe(), ['detector.backend=fakehands']); "
         "rec = rule_record(r.mine, r.detector); "
@@ -245,10 +251,10 @@ def test_a_broken_plugin_is_ignored_with_a_warning(plugin_path, tmp_path):
     (info / "entry_points.txt").write_text(
         "[maskahand.datasets]\nbroken = broken_plugin\nmissing = no_such_module\n"
     )
-    r = maskahand(plugin_path, code="from maskahand.plugins import DATASETS; print(DATASETS.names())")
+    r = maskahand(plugin_path, code="from maskahand.core.plugins import DATASETS; print(DATASETS.names())")
     assert "broken" not in r.stdout  # the fixture's path has no broken plugin: this is the control
     env_path = os.pathsep.join([str(broken), str(plugin_path)])
-    r = maskahand(Path(env_path), code="from maskahand.plugins import DATASETS; print(DATASETS.names())")
+    r = maskahand(Path(env_path), code="from maskahand.core.plugins import DATASETS; print(DATASETS.names())")
     assert r.stdout.strip() == "['assistq', 'epic_hotspots', 'fake', 'opra']", r.stdout + r.stderr
     assert "declares 'other', its entry point says 'broken'" in r.stderr
     assert "no_such_module: module not found" in r.stderr

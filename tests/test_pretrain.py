@@ -16,8 +16,8 @@ import torch
 
 from maskahand.afformer import build_model, load_reference_checkpoint
 from maskahand.afformer.param_groups import afformer_param_groups
-from maskahand.config import PretrainRecipe
-from maskahand.configbase import load_config
+from maskahand.core.config import PretrainRecipe
+from maskahand.core.configbase import load_config
 from maskahand.pretrain.task import EXPORT_NAME, PretrainTask, draw_variants
 from maskahand.runtime.checkpoint_files import list_checkpoints
 from maskahand.runtime.distributed import DistInfo

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from maskahand.config import ShardWriterConfig
+from maskahand.core.config import ShardWriterConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

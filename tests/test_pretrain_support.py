@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from maskahand.config import ShardWriterConfig, SynthConfig
+from maskahand.core.config import ShardWriterConfig, SynthConfig
 from maskahand.shards.schema import CLIP_SCHEMA, ClipSample
 from maskahand.shards.writer import ShardWriter
 

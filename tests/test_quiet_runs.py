@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from maskahand.native_log import is_chatter, native_stderr_to_debug
+from maskahand.core.native_log import is_chatter, native_stderr_to_debug
 
 XNNPACK = "Created TensorFlow Lite XNNPACK delegate"
 # the raw lines, alone or behind Ray's "(DetectorWorker pid=N) " prefix (colour codes included)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskahand.fsutil import atomic_path, fsync_dir
+from maskahand.core.fsutil import atomic_path, fsync_dir
 from maskahand.runtime.atomic import save_torch_atomic
 from maskahand.runtime.distributed import is_main, rank_world
 from maskahand.shards.reader import rank_and_world

@@ -154,7 +154,7 @@ def test_two_users_at_once_take_turns_on_the_model(server):
 
 
 def test_one_inference_at_a_time_and_a_bounded_queue(tmp_path):
-    from maskahand.config import ServeConfig, ServeRecipe
+    from maskahand.core.config import ServeConfig, ServeRecipe
     from maskahand.serve.engine import BusyError, GroundingEngine
 
     engine = GroundingEngine(None, ServeRecipe(serve=ServeConfig(queue_size=1)))
@@ -276,7 +276,7 @@ def test_a_shared_example_is_picked_by_name_on_the_page(server, browser):
 
 
 def test_uploads_are_judged_by_content_and_limits(shared_data, tmp_path):
-    from maskahand.config import ServeConfig, VideoConfig
+    from maskahand.core.config import ServeConfig, VideoConfig
     from maskahand.serve.uploads import (
         ImageUploadError,
         VideoTooLongError,
@@ -328,7 +328,7 @@ def test_an_open_address_without_a_token_is_announced_loudly(tmp_path, caplog):
 
 def test_a_port_in_use_is_a_usage_error_before_the_model_loads(tmp_path, capsys):
     from maskahand.cli import main
-    from maskahand.cli_util import EXIT_USAGE
+    from maskahand.core.cli_util import EXIT_USAGE
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -22,7 +22,7 @@ from PIL import Image
 
 from benchmarks.shards import read_clip
 from maskahand.cli import main as cli_main
-from maskahand.config import ShardWriterConfig
+from maskahand.core.config import ShardWriterConfig
 from maskahand.shards.check import check_shards, manifest_matches
 from maskahand.shards.codec import dumps_json, encode_sample
 from maskahand.shards.reader import clip_dataset, collate_samples, list_shards, maskahand_dataset
@@ -359,7 +359,7 @@ ENDLESS_WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from test_shards import make_clip
-from maskahand.config import ShardWriterConfig
+from maskahand.core.config import ShardWriterConfig
 from maskahand.shards.writer import ShardWriter
 
 w = ShardWriter({out!r}, "clips", ShardWriterConfig(max_samples=4), kind="clip")

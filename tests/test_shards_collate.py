@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maskahand.afformer.model import build_model
-from maskahand.config import AfformerConfig
+from maskahand.core.config import AfformerConfig
 from maskahand.shards.reader import collate_samples
 from maskahand.shards.schema import MASKAHAND_SCHEMA, MaskAHandSample
 

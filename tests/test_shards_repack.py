@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from maskahand.config import RepackConfig, ShardWriterConfig
-from maskahand.configbase import ConfigError
+from maskahand.core.config import RepackConfig, ShardWriterConfig
+from maskahand.core.configbase import ConfigError
 from maskahand.shards.reader import list_shards, maskahand_dataset
 from maskahand.shards.repack import RepackError, parse_size, repack
 

@@ -1,4 +1,4 @@
-"""maskahand.storage against a real S3-compatible server (moto) and the local filesystem."""
+"""maskahand.core.storage against a real S3-compatible server (moto) and the local filesystem."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from maskahand import storage
-from maskahand.config import MineRecipe
-from maskahand.configbase import apply_overrides, dump_config, save_config
+from maskahand.core import storage
+from maskahand.core.config import MineRecipe
+from maskahand.core.configbase import apply_overrides, dump_config, save_config
 
 
 def test_url_or_local_path():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskahand.config import ShardWriterConfig, SynthConfig, SynthRecipe
-from maskahand.configbase import ConfigChangedError
+from maskahand.core.config import ShardWriterConfig, SynthConfig, SynthRecipe
+from maskahand.core.configbase import ConfigChangedError
 from maskahand.shards.reader import clip_dataset, maskahand_dataset
 from maskahand.shards.schema import CLIP_SCHEMA, ClipSample
 from maskahand.shards.writer import ShardWriter
@@ -304,7 +304,7 @@ def test_cpu_and_gpu_render_agree(clip_shards, mode):
 
 
 def test_shard_without_interacting_clips_gives_no_output_and_counts_as_done(tmp_path):
-    from maskahand.fsutil import append_jsonl
+    from maskahand.core.fsutil import append_jsonl
     from maskahand.synth.pipeline import _done_inputs
 
     src = tmp_path / "in"

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskahand.config import SynthConfig
+from maskahand.core.config import SynthConfig
 from maskahand.synth import recipe as rc
 
 W, H = 200, 150
@@ -336,7 +336,7 @@ def test_params_are_deterministic_and_depend_on_seed_key_and_variant():
     assert a["corners"] != rc.sample_params(SynthConfig(seed=6), "clip", meta, 1)["corners"]
     # another interpreter (other hash seed) draws the same parameters
     code = (
-        "import json, sys; from maskahand.config import SynthConfig; from maskahand.synth import recipe as rc; "
+        "import json, sys; from maskahand.core.config import SynthConfig; from maskahand.synth import recipe as rc; "
         "meta = json.loads(sys.argv[1]); print(json.dumps(rc.sample_params(SynthConfig(seed=5), 'clip', meta, 1)))"
     )
     out = subprocess.run(
@@ -385,8 +385,8 @@ def test_table5_no_mask_setting_leaves_the_frame_unmasked():
 
 
 def test_config_validation_names_the_bad_key():
-    from maskahand.config import SynthRecipe
-    from maskahand.configbase import ConfigError, load_config
+    from maskahand.core.config import SynthRecipe
+    from maskahand.core.configbase import ConfigError, load_config
 
     recipe = load_config(SynthRecipe, overrides=["synth.fill=zero", "synth.distortion_scale=0.25"])
     assert recipe.synth.fill == "zero" and recipe.synth.distortion_scale == 0.25

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from maskahand.config import FinetuneRecipe, HotspotsRecipe, OptimConfig, PretrainRecipe, TrainConfig
-from maskahand.configbase import ConfigError, apply_overrides, load_config
+from maskahand.core.config import FinetuneRecipe, HotspotsRecipe, OptimConfig, PretrainRecipe, TrainConfig
+from maskahand.core.configbase import ConfigError, apply_overrides, load_config
 from maskahand.evaluation.benchmark import Benchmark
 from maskahand.finetune.task import FinetuneTask
 from maskahand.pretrain.task import PretrainTask

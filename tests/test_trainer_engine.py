@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskahand.config import OptimConfig, TrainConfig
-from maskahand.configbase import ConfigError
+from maskahand.core.config import OptimConfig, TrainConfig
+from maskahand.core.configbase import ConfigError
 from maskahand.runtime.checkpoint_files import list_checkpoints
 from maskahand.trainer import TrainingAborted, fit
 from maskahand.trainer.checkpoint import load_checkpoint

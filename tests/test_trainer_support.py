@@ -79,8 +79,8 @@ class ToyTask(TrainTask):
 
 
 def main(argv: list[str]) -> None:
-    from maskahand.config import OptimConfig, TrainConfig
-    from maskahand.configbase import apply_overrides
+    from maskahand.core.config import OptimConfig, TrainConfig
+    from maskahand.core.configbase import apply_overrides
     from maskahand.runtime.distributed import init_distributed, shutdown_distributed
     from maskahand.trainer import fit
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskahand.config import VideoConfig
+from maskahand.core.config import VideoConfig
 from maskahand.video import (
     EmptyVideoError,
     NoDecodableFramesError,

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskahand.cli_util import EXIT_FAILURE, run_handler
+from maskahand.core.cli_util import EXIT_FAILURE, run_handler
 from maskahand.runtime.weights import (
     LoadReport,
     RestrictedUnpickler,

@@ -52,7 +52,7 @@ SEPARATOR = "ǁ"  # mutmut's class/method separator in mangled names: xǁClassǁ
 
 def module_name(project: dict[str, Any], file: str) -> str:
     """The installed module of a repository file: ``mine/rule.py`` -> ``maskahand.mine.rule`` (through the
-    package whose folder holds it, so ``core/config.py`` is ``maskahand.config`` while ``core/`` is the root
+    package whose folder holds it, so ``core/config.py`` is ``maskahand.core.config`` while ``core/`` is the root
     package, and ``maskahand.core.config`` once the root folder is)."""
     path = Path(file)
     for package, folder in package_folders(project).items():

@@ -25,9 +25,9 @@ __all__ = [
     "unwrap",
 ]
 
-if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.trainer.engine import TrainingAborted, fit
-    from maskahand.trainer.task import (
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.core.lazy)
+    from .engine import TrainingAborted, fit
+    from .task import (
         TrainContext,
         TrainTask,
         TrainTaskProtocol,
@@ -36,6 +36,6 @@ if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use
         unwrap,
     )
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

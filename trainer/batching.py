@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from maskahand.configbase import ConfigError
+from ..core.configbase import ConfigError
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskahand.runtime.atomic import save_torch_atomic
-from maskahand.runtime.checkpoint_files import CKPT_DIR, FORMAT, checkpoint_name, list_checkpoints
-from maskahand.runtime.weights import WeightsFileError, load_torch_file
+from ..runtime.atomic import save_torch_atomic
+from ..runtime.checkpoint_files import CKPT_DIR, FORMAT, checkpoint_name, list_checkpoints
+from ..runtime.weights import WeightsFileError, load_torch_file
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int) -> Path:

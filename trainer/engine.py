@@ -22,23 +22,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskahand import configbase
-from maskahand.configbase import ConfigError, save_config, to_dict
-from maskahand.runtime import distributed as D
-from maskahand.runtime.checkpoint_files import latest_checkpoint, list_checkpoints
-from maskahand.runtime.precision import Precision
-from maskahand.trainer.batching import batch_split
-from maskahand.trainer.checkpoint import (
+from ..core import configbase
+from ..core.configbase import ConfigError, save_config, to_dict
+from ..runtime import distributed as D
+from ..runtime.checkpoint_files import latest_checkpoint, list_checkpoints
+from ..runtime.precision import Precision
+from .batching import batch_split
+from .checkpoint import (
     load_checkpoint,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from maskahand.trainer.logging import RunLogger
-from maskahand.trainer.optim import build_optimizer
-from maskahand.trainer.schedule import CosineSchedule
-from maskahand.trainer.task import TrainContext, refuse_activation_checkpointing, to_device, unwrap
+from .logging import RunLogger
+from .optim import build_optimizer
+from .schedule import CosineSchedule
+from .task import TrainContext, refuse_activation_checkpointing, to_device, unwrap
 
 log = logging.getLogger("maskahand.trainer")
 

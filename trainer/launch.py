@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maskahand.runtime.distributed import init_distributed, shutdown_distributed
-from maskahand.trainer.engine import fit
-from maskahand.trainer.task import TrainTask
+from ..runtime.distributed import init_distributed, shutdown_distributed
+from .engine import fit
+from .task import TrainTask
 
 
 def run_training(make_task: Callable[[], TrainTask], recipe: Any, stage: str) -> Path | None:

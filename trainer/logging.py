@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from maskahand.fsutil import append_jsonl, atomic_write_text, read_jsonl
+from ..core.fsutil import append_jsonl, atomic_write_text, read_jsonl
 
 log = logging.getLogger("maskahand.trainer")
 
@@ -46,11 +46,13 @@ class RunLogger:
         truncate_log(out_dir / LOG_NAME, start_step)
         if tensorboard:
             try:
+                # deferred: optional dependency
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(log_dir=str(out_dir), purge_step=start_step or None)
             except ImportError as e:  # tensorboard is a pinned dependency; say so if it is missing
                 log.warning("TensorBoard logging off (%s); log.jsonl is still written", e)
+        # deferred: tqdm at import
         from tqdm import tqdm
 
         self.bar = tqdm(

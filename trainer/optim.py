@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from maskahand.config import OptimConfig
+    from ..core.config import OptimConfig
 
 
 def build_optimizer(groups: list[dict], optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:

@@ -68,12 +68,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskahand.configbase import ConfigError
-from maskahand.runtime.distributed import DistInfo
-from maskahand.trainer.batching import BatchSplit, batch_split
+from ..core.configbase import ConfigError
+from ..runtime.distributed import DistInfo
+from .batching import BatchSplit, batch_split
 
 if TYPE_CHECKING:
-    from maskahand.config import OptimConfig, TrainConfig
+    from ..core.config import OptimConfig, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ __all__ = [
     "open_video",
 ]
 
-if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.lazy)
-    from maskahand.video.discover import VIDEO_EXTENSIONS, discover_videos
-    from maskahand.video.errors import (
+if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use (maskahand.core.lazy)
+    from .discover import VIDEO_EXTENSIONS, discover_videos
+    from .errors import (
         EmptyVideoError,
         NoDecodableFramesError,
         NotAVideoError,
@@ -39,9 +39,9 @@ if TYPE_CHECKING:  # the exports, as type checkers see them; loaded on first use
         VideoError,
         VideoNotFoundError,
     )
-    from maskahand.video.reader import VideoReader, open_video
-    from maskahand.video.records import DecodeStats, Frame, FrameBatch, VideoInfo
+    from .reader import VideoReader, open_video
+    from .records import DecodeStats, Frame, FrameBatch, VideoInfo
 else:
-    from maskahand.lazy import lazy_exports
+    from ..core.lazy import lazy_exports
 
     __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

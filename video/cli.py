@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import time
 
-from maskahand.cli_util import add_config_option, load_recipe
+from ..core.cli_util import add_config_option, load_recipe
+from ..core.config import VideoRecipe
+from ..core.configbase import dump_config, save_config, to_dict
+from ..core.fsutil import atomic_write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,13 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    import time
 
+    # deferred: tqdm at import
     from tqdm import tqdm
 
-    from maskahand.config import VideoRecipe
-    from maskahand.configbase import dump_config, save_config, to_dict
-    from maskahand.video import open_video
+    # deferred: torch at import
+    from . import open_video
 
     recipe = load_recipe(
         VideoRecipe,
@@ -73,8 +76,6 @@ def run_probe(args: argparse.Namespace) -> int:
     print("config:")
     print("  " + dump_config(recipe).rstrip().replace("\n", "\n  "))
     if args.out:
-        from maskahand.fsutil import atomic_write_json
-
         atomic_write_json(f"{args.out}/probe.json", {**report, "config": to_dict(recipe)})
         save_config(recipe, args.out)
     return 0

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskahand.config import VideoConfig
-from maskahand.video.pyav_backend import count_playable_packets, pyav_frames
-from maskahand.video.records import DecodeStats, Frame, VideoInfo
-from maskahand.video.sampling import FpsSampler, resize_uint8
+from ..core.config import VideoConfig
+from .pyav_backend import count_playable_packets, pyav_frames
+from .records import DecodeStats, Frame, VideoInfo
+from .sampling import FpsSampler, resize_uint8
 
 logger = logging.getLogger("maskahand.video")
 
@@ -49,12 +49,14 @@ def import_decord() -> Any:
     decode in the process fails ("libpng error: bad parameters to zlib"): 16-bit heatmaps, PNG targets.
     One tiny encode and decode through each codec first binds them for good.
     """
+    # deferred: cv2, torchvision at import
     import cv2
     import torchvision.io as tio
 
     ok, buf = cv2.imencode(".png", np.zeros((2, 2), np.uint16))
     cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     tio.decode_png(tio.encode_png(torch.zeros((1, 2, 2), dtype=torch.uint8)))
+    # deferred: decord at import
     import decord
 
     return decord

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from maskahand.video.errors import VideoNotFoundError
+from .errors import VideoNotFoundError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 FRAME_NAME = re.compile(r"^frame_(\d+)\.(?:jpg|jpeg)$", re.IGNORECASE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskahand.cli_util import UnusableInputError
+from ..core.cli_util import UnusableInputError
 
 
 class VideoError(Exception):

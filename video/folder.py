@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from maskahand import storage
-from maskahand.config import VideoConfig
-from maskahand.video.discover import FRAME_NAME
-from maskahand.video.errors import EmptyVideoError, UnreadableFrameError, VideoError, VideoNotFoundError
-from maskahand.video.records import DecodeStats, Frame, VideoInfo
-from maskahand.video.sampling import FpsSampler, output_size, resize_uint8
+from ..core import storage
+from ..core.config import VideoConfig
+from .discover import FRAME_NAME
+from .errors import EmptyVideoError, UnreadableFrameError, VideoError, VideoNotFoundError
+from .records import DecodeStats, Frame, VideoInfo
+from .sampling import FpsSampler, output_size, resize_uint8
 
 FramePath = Path | str  # a local file, or the URL of an object
 
@@ -58,6 +58,7 @@ def _listed_frames(folder: str) -> tuple[tuple[int, str], ...]:
 
 
 def _decode(path: FramePath) -> torch.Tensor:
+    # deferred: torchvision at import
     from torchvision.io import ImageReadMode, decode_image, read_file
 
     try:

@@ -9,9 +9,9 @@ from typing import Union
 
 import av
 
-from maskahand.config import VideoConfig
-from maskahand.video.container_check import stream_truncation_problem, truncation_problem
-from maskahand.video.errors import (
+from ..core.config import VideoConfig
+from .container_check import stream_truncation_problem, truncation_problem
+from .errors import (
     EmptyVideoError,
     NoDecodableFramesError,
     NotAVideoError,
@@ -20,9 +20,9 @@ from maskahand.video.errors import (
     VideoError,
     VideoNotFoundError,
 )
-from maskahand.video.records import VideoInfo
-from maskahand.video.sampling import output_size
-from maskahand.video.source import StreamSource
+from .records import VideoInfo
+from .sampling import output_size
+from .source import StreamSource
 
 #: A video a decoder can open: a local path, or a :class:`StreamSource` (a URL, a tar member).
 Openable = Union[Path, StreamSource]

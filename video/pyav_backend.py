@@ -10,11 +10,11 @@ import av
 import numpy as np
 import torch
 
-from maskahand.config import VideoConfig
-from maskahand.video.errors import NoDecodableFramesError, TruncatedVideoError
-from maskahand.video.probe import Openable, error_name, open_container
-from maskahand.video.records import DecodeStats, Frame, VideoInfo
-from maskahand.video.sampling import FpsSampler
+from ..core.config import VideoConfig
+from .errors import NoDecodableFramesError, TruncatedVideoError
+from .probe import Openable, error_name, open_container
+from .records import DecodeStats, Frame, VideoInfo
+from .sampling import FpsSampler
 
 logger = logging.getLogger("maskahand.video")
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from maskahand.config import VideoConfig
-from maskahand.storage import local_path
-from maskahand.video.records import DecodeStats, Frame, FrameBatch, VideoInfo
-from maskahand.video.source import StreamSource, VideoInput, needs_stream
+from ..core.config import VideoConfig
+from ..core.storage import local_path
+from .folder import folder_frames, probe_folder
+from .records import DecodeStats, Frame, FrameBatch, VideoInfo
+from .source import StreamSource, VideoInput, needs_stream
 
 
 class VideoReader:
@@ -66,7 +67,7 @@ def open_video(path: str | Path | VideoInput | StreamSource, cfg: VideoConfig | 
     member is streamed into PyAV through a file object (never copied whole to disk); pass the same
     :class:`~maskahand.video.source.StreamSource` again to reopen it without a new request.
     Raises a :class:`~maskahand.video.errors.VideoError` subclass naming ``path`` when it cannot be read,
-    or a :class:`~maskahand.storage.StorageError` when the object cannot be fetched.
+    or a :class:`~maskahand.core.storage.StorageError` when the object cannot be fetched.
     """
     cfg = cfg or VideoConfig()
     cfg.validate()
@@ -77,27 +78,29 @@ def open_video(path: str | Path | VideoInput | StreamSource, cfg: VideoConfig | 
         path = path.url
     path = local_path(path)
     if path.is_dir():
-        from maskahand.video.folder import folder_frames, probe_folder
-
         info, files = probe_folder(path, cfg)
         return VideoReader(info, cfg, lambda stats: folder_frames(files, info, cfg, stats))
 
-    from maskahand.video.probe import probe_file
+    # deferred: av at import
+    from .probe import probe_file
 
     info = probe_file(path, cfg)
     if cfg.backend == "decord":
-        from maskahand.video.decord_backend import decord_frames
+        # deferred: av, numpy at import
+        from .decord_backend import decord_frames
 
         return VideoReader(info, cfg, lambda stats: decord_frames(path, info, cfg, stats))
-    from maskahand.video.pyav_backend import pyav_frames
+    # deferred: av, numpy at import
+    from .pyav_backend import pyav_frames
 
     return VideoReader(info, cfg, lambda stats: pyav_frames(path, info, cfg, stats))
 
 
 def _stream_reader(source: StreamSource, cfg: VideoConfig) -> VideoReader:
     """PyAV over a file object (decord needs a path: streamed videos always use PyAV)."""
-    from maskahand.video.probe import probe_file
-    from maskahand.video.pyav_backend import pyav_frames
+    # deferred: av, numpy at import
+    from .probe import probe_file
+    from .pyav_backend import pyav_frames
 
     info = probe_file(source, cfg)
     return VideoReader(info, cfg, lambda stats: pyav_frames(source, info, cfg, stats))

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import IO, Any
 
-from maskahand import storage
+from ..core import storage
 
 #: fsspec read-ahead block for video objects: large enough that a decoder's small reads rarely wait on a
 #: request, small enough that memory per open video stays modest (s3fs' default is 50 MiB).
@@ -104,7 +104,7 @@ class StreamSource:
     """A video read through a file object: opened on first use, shared by every pass over it.
 
     ``size`` and ``fingerprint`` come from the same open (no extra request); storage failures are
-    raised typed (:class:`~maskahand.storage.ObjectNotFoundError`, ...), naming the URL.
+    raised typed (:class:`~maskahand.core.storage.ObjectNotFoundError`, ...), naming the URL.
     """
 
     def __init__(self, source: VideoInput | str, known: dict[str, Any] | None = None) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from maskahand import config as C
-from maskahand.cli_util import add_config_option, load_recipe
-from maskahand.configbase import dump_config
+from ..core import config as C
+from ..core.cli_util import add_config_option, load_recipe
+from ..core.configbase import dump_config
 
 RECIPES = {
     "video": C.VideoRecipe,

@@ -13,9 +13,9 @@ import logging
 import re
 import sys
 
-from maskahand import __version__
-from maskahand.cli_util import EXIT_USAGE, run_handler
-from maskahand.configbase import FILE_NAME_HINT
+from .. import __version__
+from ..core.cli_util import EXIT_USAGE, run_handler
+from ..core.configbase import FILE_NAME_HINT
 
 # (command, module with register(subparsers)), in the order of the data flow.
 STAGES = [
@@ -29,7 +29,7 @@ STAGES = [
     ("eval", "maskahand.evaluation.cli"),  # also registers `ground`
     ("hotspots", "maskahand.hotspots.cli"),
     ("serve", "maskahand.serve.cli"),
-    ("config", "maskahand.cli_config"),
+    ("config", "maskahand.cli.config"),
 ]
 
 

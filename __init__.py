@@ -1,0 +1,3 @@
+"""maskahand: MaskAHand self-supervised pretraining and Afformer for video-to-image affordance grounding."""
+
+__version__ = "0.1.0"
