@@ -9,7 +9,7 @@ SHARED ?= ../shared/data
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: help venv test mutate afformer-reference lint format demo mine synth bench-detector bench-mine bench-collection bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn bench-windows hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
+.PHONY: help venv test test-all mutate afformer-reference lint format demo mine synth bench-detector bench-mine bench-collection bench-synth bench-model bench-gpu bench-shards pretrain bench-train bench-learn bench-windows hotspots-train bench-hotspots eval-baselines eval-zeroshot finetune eval serve clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -34,7 +34,10 @@ format: venv  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: venv lint  ## lint, then the full test suite
+test: venv lint  ## lint, then every test but the `slow` ones (about 5 minutes on 2 cores)
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: venv lint  ## lint, then every test, `slow` ones included (what CI runs; about 10.5 minutes on 2 cores)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 MUTATE_ARGS ?=
