@@ -14,7 +14,7 @@ from ..core.config import AfformerConfig
 from .encoder import BODY_CHANNELS, Encoder
 from .heads import Predictor
 from .layers import ChannelLayerNorm
-from .model import AfformerOutput, GroundingModel, check_inputs, frame_counts
+from .model import AfformerOutput, GroundingModel, check_inputs, frame_counts, real_frames
 
 
 class DeconvStage(nn.Sequential):
@@ -39,15 +39,10 @@ class R50Deconv(GroundingModel):
         b, t = video.shape[:2]
         counts = frame_counts(num_frames, b, t, video.device)
         image_c5 = self.proj(self.encoder.body_features(image)[-1])
-        if counts is None:
-            frames = video.flatten(0, 1)
-            owner = torch.arange(b, device=video.device).repeat_interleave(t)
-            counts_f = torch.full((b,), t, device=video.device)
-        else:
-            valid = torch.arange(t, device=video.device)[None, :] < counts[:, None]
-            frames = video[valid]
-            owner = torch.arange(b, device=video.device)[:, None].expand(b, t)[valid]
-            counts_f = counts
+        frames, valid = real_frames(video, counts)
+        owner = torch.arange(b, device=video.device)[:, None].expand(b, t)  # each frame's sample
+        owner = owner.flatten() if valid is None else owner[valid]
+        counts_f = torch.full((b,), t, device=video.device) if counts is None else counts
         frame_vec = self.proj(self.encoder.body_features(frames)[-1]).mean(dim=(2, 3))
         video_vec = frame_vec.new_zeros(b, frame_vec.shape[1]).index_add(0, owner, frame_vec)
         video_vec = video_vec / counts_f[:, None].to(video_vec.dtype)

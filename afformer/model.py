@@ -48,6 +48,21 @@ def frame_counts(num_frames, batch: int, frames: int, device: torch.device) -> t
     return None if bool((counts == frames).all()) else counts
 
 
+def real_frames(video: torch.Tensor, counts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The frames of (B, T, ...) that are not padding, as (N, ...), and their (B, T) mask (None: all are)."""
+    if counts is None:
+        return video.flatten(0, 1), None
+    valid = torch.arange(video.shape[1], device=video.device)[None, :] < counts[:, None]
+    return video[valid], valid
+
+
+def padded_again(feats: torch.Tensor, valid: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
+    """The inverse of :func:`real_frames`: (N, ...) back to (B, T, ...), zeros where the padding was."""
+    if valid is None:
+        return feats.unflatten(0, (batch, frames))
+    return feats.new_zeros(batch, frames, *feats.shape[1:]).index_put((valid,), feats)
+
+
 def check_inputs(video: torch.Tensor, image: torch.Tensor) -> None:
     if video.dim() != 5 or video.shape[2] != 3:
         raise ValueError(f"video must be (B, T, 3, H, W), got {tuple(video.shape)}")
@@ -139,11 +154,7 @@ class Afformer(GroundingModel):
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Image levels (coarse to fine) and the padded video level (B, C, T, h, w)."""
         b, t = video.shape[:2]
-        if counts is None:
-            frames = video.flatten(0, 1)
-        else:
-            valid = torch.arange(t, device=video.device)[None, :] < counts[:, None]
-            frames = video[valid]
+        frames, valid = real_frames(video, counts)
         if frames.shape[-2:] == image.shape[-2:]:  # one body pass for image and frames
             feats = self.encoder.body_features(torch.cat([image, frames.to(image.dtype)]))
             image_feats = [f[:b] for f in feats]
@@ -153,11 +164,7 @@ class Afformer(GroundingModel):
             frame_feats = self.encoder.body_features(frames)
         image_pyr = self.encoder.pyramid(image_feats, self.image_levels)
         frame_level = self.encoder.pyramid(frame_feats, [self.cfg.video_level])[self.cfg.video_level]
-        if counts is None:
-            padded = frame_level.unflatten(0, (b, t))
-        else:
-            padded = frame_level.new_zeros(b, t, *frame_level.shape[1:])
-            padded = padded.index_put((valid,), frame_level)
+        padded = padded_again(frame_level, valid, b, t)
         return [image_pyr[lv] for lv in self.image_levels], padded.transpose(1, 2)
 
     def forward(self, video: torch.Tensor, image: torch.Tensor, num_frames=None) -> AfformerOutput:
@@ -242,19 +249,11 @@ class AfformerViTDet(GroundingModel):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image features (B, C, H/16, W/16) and the padded video features (B, C, T, h, w)."""
         b, t = video.shape[:2]
-        if counts is None:
-            frames = video.flatten(0, 1)
-        else:
-            valid = torch.arange(t, device=video.device)[None, :] < counts[:, None]
-            frames = video[valid]
+        frames, valid = real_frames(video, counts)
         encoder = self.encoder
         image_feats = encoder.image_features(image)  # type: ignore[operator]
         frame_feats = encoder.frame_features(frames.to(image.dtype))  # type: ignore[operator]
-        if counts is None:
-            padded = frame_feats.unflatten(0, (b, t))
-        else:
-            padded = frame_feats.new_zeros(b, t, *frame_feats.shape[1:]).index_put((valid,), frame_feats)
-        return image_feats, padded.transpose(1, 2)
+        return image_feats, padded_again(frame_feats, valid, b, t).transpose(1, 2)
 
     def forward(self, video: torch.Tensor, image: torch.Tensor, num_frames=None) -> AfformerOutput:
         check_inputs(video, image)
