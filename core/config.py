@@ -281,7 +281,8 @@ class MineInputConfig:
 
 @dataclass
 class MineRayConfig:
-    # Miner actors (each decodes one video at a time); None: the CPUs left after the detectors, at least 2.
+    # Miner actors (each decodes its videos one after another); None: the CPUs left after the detectors,
+    # at least 2.
     decoders: Optional[int] = None
     cpus_per_decoder: float = 1.0
     detector_actors: Optional[int] = None  # None: one per GPU, else one CPU actor
@@ -292,6 +293,10 @@ class MineRayConfig:
     # while it mines the current one: the object store's per-video latency is not waited for. Outputs
     # are the same either way; local files are not prefetched (nothing to hide).
     prefetch: bool = True
+    # A miner's batch of detector.batch_size frames may end one video and start the next, so a collection
+    # of very short videos costs no more detector and scheduler calls than one long video of the same
+    # frames. Outputs are the same either way; false: a batch never holds two videos.
+    pack_videos: bool = True
     # Extra Ray resources each actor needs, e.g. {"decode": 1} with `ray start --resources '{"decode": 4}'`
     # on the nodes that should decode: places each stage on the nodes meant for it.
     decoder_resources: dict[str, float] = field(default_factory=dict)

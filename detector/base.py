@@ -62,6 +62,9 @@ class HandDetector:
     name: str = "base"
     version: str = "0"
     batch_size: int = 1
+    # True: the backend reads ``video_id`` (e.g. looks detections up by video), so a miner's batch that
+    # holds frames of several videos is detected one video at a time; False: in one call, ``video_id=None``
+    needs_video_id: bool = False
 
     def detect(
         self,

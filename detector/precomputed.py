@@ -150,6 +150,7 @@ DETECTOR_BACKEND = {
 
 class PrecomputedDetector(HandDetector):
     name = "precomputed"
+    needs_video_id = True  # detections are looked up by video
 
     def __init__(self, cfg: DetectorConfig, cache_videos: int = 8) -> None:
         self.pcfg: PrecomputedConfig = cfg.precomputed

@@ -651,6 +651,15 @@ def upload_video(staging: str | Path, out_dir: str, stem: str, rows: list[dict[s
     return sorted(names)
 
 
+def error_reason(err: BaseException) -> str:
+    """How a video's failure is recorded: the error's type and last line (a Ray error: its cause's)."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        err = cause
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
+
+
 def frames_log_name(stem: str) -> str:
     return f"{stem}.frames.jsonl"
 

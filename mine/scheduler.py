@@ -16,8 +16,7 @@ from typing import Any
 
 from ..core import storage
 from ..core.config import MineRecipe
-from ..video.source import needs_stream
-from .ledger import Ledger, VideoRecord, discard_video, publish_video
+from .ledger import Ledger, VideoRecord, discard_video, error_reason, publish_video
 from .sources import VideoTask
 
 log = logging.getLogger(__name__)
@@ -28,28 +27,36 @@ class MineError(RuntimeError):
 
 
 @dataclass
-class _Slot:
-    """One miner actor and the video it is working on."""
+class _Job:
+    """A video handed to a miner, until it is finished or failed."""
 
-    miner: Any
-    task: VideoTask | None = None
-    # the video this miner gets next, handed to it early to be prefetched (a URL or tar member; its
-    # task is here, not in the queue, until it starts: see _Scheduler.assign)
-    ahead: VideoTask | None = None
-    gen: int = 0  # bumps with every assignment: results of an abandoned video are ignored
-    started: float = 0.0
-    decoding: bool = False
-    eof: bool = False
-    batches: int = 0
-    applied: int = 0
-    finishing: bool = False
+    task: VideoTask
+    started: float
+    opened: bool = False
+    decoded: bool = False  # its miner has decoded all of it
     frames: int = 0
     clips: int = 0
-    duration: float = 0.0
-    node_id: str = ""  # the Ray node the miner runs on (from its start())
+
+
+@dataclass
+class _Slot:
+    """One miner actor and the videos handed to it."""
+
+    miner: Any
+    jobs: dict[int, _Job] = field(default_factory=dict)  # job no -> job, in the order handed
+    gen: int = 0  # bumps when the miner is replaced or retired: results of the old one are ignored
+    decoding: bool = False  # a next_batch call is in flight
+    drained: bool = True  # the miner has nothing to decode until it is handed more
+    left: float | None = None  # about how many frames the video it decodes has left (None: unknown)
+    batches: dict[int, list[int]] = field(default_factory=dict)  # decoded, not yet applied: job nos
+    node_id: str = ""  # the Ray node the miner runs on (reported when it opens a video)
     retired: bool = False  # its node left the cluster: no replacement, no more videos
-    # the miner failed and Ray has not yet said whether its node left: (deadline, the error)
-    awaiting: tuple[float, BaseException] | None = None
+    # a miner call failed and Ray has not yet said whether its node left: (deadline, the error, the jobs
+    # that call was working on)
+    awaiting: tuple[float, BaseException, list[int]] | None = None
+
+    def unopened(self) -> int:
+        return sum(not job.opened for job in self.jobs.values())
 
 
 @dataclass
@@ -74,14 +81,6 @@ class _Detectors:
             return False
         self.actors[i] = new_actor()
         return True
-
-
-def _error_reason(err: BaseException) -> str:
-    cause = getattr(err, "cause", None)
-    if isinstance(cause, BaseException):
-        err = cause
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
 
 
 def _resources(recipe: MineRecipe, n_videos: int) -> tuple[int, int, dict[str, Any], dict[str, Any]]:
@@ -170,12 +169,15 @@ class _Scheduler:
 
         self.recipe, self.out, self.ledger, self.fault = recipe, out, ledger, fault
         self.queue = deque(todo)
-        n_det, n_miners, self.miner_opts, self.det_opts = _resources(recipe, len(todo))
+        self.next_job = 0
+        n_det, self.n_miners, self.miner_opts, self.det_opts = _resources(recipe, len(todo))
         self.miner_cls = ray.remote(VideoMiner)
         self.det_cls = ray.remote(DetectorWorker)
         self.dets = _Detectors([self.new_detector() for _ in range(n_det)])
-        self.slots = [_Slot(self.new_miner()) for _ in range(n_miners)]
+        self.slots: list[_Slot] = []
         self.refs: dict[Any, tuple[str, int, int, Any]] = {}  # ref -> (kind, slot, gen, extra)
+        # a video's frames are handed on when the one before it has about this many frames left to decode
+        self.lookahead = recipe.detector.batch_size * recipe.workers.max_inflight_batches
         self.frames_total = 0
         self.clips_total = 0
         self.t_start = time.perf_counter()
@@ -197,7 +199,7 @@ class _Scheduler:
     def new_miner(self) -> Any:
         # the driver's storage variables go as an argument: a worker started earlier may lack them
         return self.miner_cls.options(**self.miner_opts).remote(
-            self.recipe, str(self.out), storage.worker_env()
+            self.recipe, str(self.out), self.detector_info, storage.worker_env()
         )
 
     def start(self) -> None:
@@ -209,10 +211,10 @@ class _Scheduler:
             self.detector_info = ray.get(self.dets.actors[0].describe.remote())
         except RayError as e:
             backend = self.recipe.detector.backend
-            raise MineError(f"the {backend} detector could not be built: {_error_reason(e)}") from e
+            raise MineError(f"the {backend} detector could not be built: {error_reason(e)}") from e
+        self.slots = [_Slot(self.new_miner()) for _ in range(self.n_miners)]
         for i in range(len(self.slots)):
-            if self.has_work(i):
-                self.assign(i)
+            self.pump(i)
 
     def close(self) -> None:
         # deferred: ray at import
@@ -224,80 +226,113 @@ class _Scheduler:
 
     # -- per-slot steps ----------------------------------------------------------------------------
 
-    def has_work(self, i: int) -> bool:
-        """Is there a video slot ``i`` may start: its own next one, the queue's, or another's next one?"""
-        return bool(self.queue) or any(s.ahead is not None for s in self.slots)
-
-    def next_task(self, i: int) -> VideoTask:
-        """The video slot ``i`` starts now: the one it was handed ahead, else the queue's first, else (the
-        queue is empty: the run's tail) one handed ahead to a busy miner, rather than idling."""
-        if self.slots[i].ahead is None and self.queue:
-            return self.queue.popleft()
-        # its own, else another's (that miner drops its prefetch when it starts another video)
-        holder = self.slots[i] if self.slots[i].ahead is not None else next(s for s in self.slots if s.ahead)
-        task, holder.ahead = holder.ahead, None
-        assert task is not None
-        return task
-
-    def take_ahead(self) -> VideoTask | None:
-        """The queue's first video, to hand to a miner ahead of time, when it is worth prefetching (a URL
-        or tar member that can be opened; a local file is opened as fast as it can be asked for)."""
-
-        if not self.recipe.workers.prefetch or not self.queue:
-            return None
-        task = self.queue[0]
-        if task.problem is not None or not needs_stream(task.source):
-            return None
-        return self.queue.popleft()
-
-    def assign(self, i: int) -> None:
+    def hand_out(self, i: int) -> list[tuple[int, VideoTask]]:
+        """The video to queue on miner ``i`` with its next call, if it should get one now: when it has
+        nothing left to decode, or its current video is about to end (then the next one's frames fill the
+        same batches, and a URL is prefetched meanwhile). One waits on a miner at most, so a long video
+        never waits behind another while a miner is idle."""
         slot = self.slots[i]
-        task = self.next_task(i)
-        slot.ahead = self.take_ahead()
-        slot.task, slot.gen = task, slot.gen + 1
-        slot.started = time.perf_counter()
-        slot.decoding = slot.eof = slot.finishing = False
-        slot.batches = slot.applied = slot.frames = slot.clips = 0
-        ref = slot.miner.start.remote(
-            task.video_id, task.path, task.stem, self.detector_info, task, slot.ahead
+        if not self.queue or slot.unopened() > 0:
+            return []
+        if not slot.drained and (slot.left is None or slot.left > self.lookahead):
+            return []
+        no, self.next_job = self.next_job, self.next_job + 1
+        task = self.queue.popleft()
+        slot.jobs[no] = _Job(task, time.perf_counter())
+        return [(no, task)]
+
+    def pump(self, i: int) -> None:
+        """Ask miner ``i`` for its next batch (handing it a video if it is time), unless it is already
+        decoding, holds max_inflight_batches undetected batches, or has nothing to decode."""
+        slot = self.slots[i]
+        if slot.retired or slot.awaiting is not None or slot.decoding:
+            return
+        if len(slot.batches) >= self.recipe.workers.max_inflight_batches:
+            return
+        tasks = self.hand_out(i)
+        if slot.drained and not tasks:
+            return
+        meta_ref, frames_ref = slot.miner.next_batch.options(num_returns=2).remote(tasks)
+        self.refs[meta_ref] = ("decode", i, slot.gen, frames_ref)
+        slot.decoding = True
+
+    def pump_idle(self) -> None:
+        for k in range(len(self.slots)):
+            self.pump(k)
+
+    def take_report(self, i: int, report: dict[str, Any]) -> None:
+        """What the miner says happened to its videos: opened, failed, finished, frames and clips so far."""
+        slot = self.slots[i]
+        for no, info in report["opened"].items():
+            job = slot.jobs[no]
+            job.opened = True
+            if info.get("fingerprint") is not None:  # a URL or tar member: taken when the miner opened it
+                job.task.fingerprint = info["fingerprint"]
+            slot.node_id = str(info.get("node_id") or slot.node_id)
+        for no in report["decoded"]:
+            slot.jobs[no].decoded = True
+        for no, (frames, clips) in report["progress"].items():
+            self.count(slot.jobs[no], frames, clips)
+        for no, reason in report["failed"].items():
+            self.record_failed(slot.jobs.pop(no), reason)
+        for no, result in report["finished"].items():
+            job = slot.jobs.pop(no)
+            self.count(job, result["frames"], result["clips"])
+            try:
+                _record_finished(
+                    self.out, self.ledger, job.task, result, time.perf_counter() - job.started, self.fault
+                )
+            except Exception as e:
+                if self.fault is not None:
+                    raise  # a simulated crash: stop like a killed process would
+                self.record_failed(job, error_reason(e))
+                continue
+            self.bar.update(1)
+
+    def record_failed(self, job: _Job, reason: str) -> None:
+        task = job.task
+        discard_video(self.out, task.stem)
+        rec = VideoRecord(
+            task.video_id,
+            task.path,
+            "failed",
+            reason,
+            frames=job.frames,
+            seconds=time.perf_counter() - job.started,
+            fingerprint=task.fingerprint or {},
         )
-        self.refs[ref] = ("start", i, slot.gen, None)
-
-    def release(self, i: int) -> None:
-        self.slots[i].task = None
-        self.slots[i].gen += 1
+        self.ledger.append(rec)
+        log.warning("%s: failed: %s", task.video_id, reason)
         self.bar.update(1)
-        if self.has_work(i) and not self.slots[i].retired:
-            self.assign(i)
 
-    def fail(self, i: int, err: BaseException) -> None:
+    def fail(self, i: int, err: BaseException, touched: list[int]) -> None:
+        """A call to miner ``i`` failed while working on the videos ``touched``."""
         # deferred: ray at import
         from ray.exceptions import RayActorError
 
         slot = self.slots[i]
-        assert slot.task is not None
         if isinstance(err, RayActorError) and _names_actor(err, slot.miner):
             verdict = _node_verdict(slot.miner, slot.node_id)
             if verdict == "unknown":  # decided in the loop (check_verdicts) once Ray knows
-                slot.awaiting = (time.monotonic() + NODE_VERDICT_TIMEOUT_S, err)
+                slot.awaiting = (time.monotonic() + NODE_VERDICT_TIMEOUT_S, err, touched)
                 return
             if verdict == "lost":
-                self.requeue_lost(i, _error_reason(err))
+                self.requeue_lost(i, error_reason(err))
                 return
-        self.fail_video(i, err)
+        self.fail_videos(i, err, touched)
 
     def check_verdicts(self) -> None:
         """Decide the videos of miners that failed while Ray still listed their node alive."""
         for i, slot in enumerate(self.slots):
             if slot.awaiting is None:
                 continue
-            deadline, err = slot.awaiting
+            deadline, err, touched = slot.awaiting
             verdict = _node_verdict(slot.miner, slot.node_id)
             if verdict == "unknown" and time.monotonic() < deadline:
                 continue
             slot.awaiting = None
             if verdict == "lost":
-                self.requeue_lost(i, _error_reason(err))
+                self.requeue_lost(i, error_reason(err))
             else:
                 if verdict == "unknown":
                     log.warning(
@@ -305,88 +340,69 @@ class _Scheduler:
                         slot.node_id,
                         NODE_VERDICT_TIMEOUT_S,
                     )
-                self.fail_video(i, err)
+                self.fail_videos(i, err, touched)
 
-    def fail_video(self, i: int, err: BaseException) -> None:
-        """The video failed (not its node): record it, and give the slot a fresh miner if this one died."""
+    def fail_videos(self, i: int, err: BaseException, touched: list[int]) -> None:
+        """The videos ``touched`` failed (not their node: e.g. a decoder crash on a bad video, or the
+        detector of their batch died). Miner ``i`` is replaced by a fresh one; the other videos it held are
+        not at fault and go back to the queue."""
         # deferred: ray at import
         import ray
-        from ray.exceptions import RayActorError
 
         slot = self.slots[i]
-        task = slot.task
-        assert task is not None
-        reason = _error_reason(err)
-        if isinstance(err, RayActorError):
-            # The miner (e.g. a decoder crash) or a detector it waited on died: use a fresh miner.
-            ray.kill(slot.miner)
-            slot.miner = self.new_miner()
-        else:
-            slot.miner.abort.remote()
-        discard_video(self.out, task.stem)
-        seconds = time.perf_counter() - slot.started
-        rec = VideoRecord(
-            task.video_id,
-            task.path,
-            "failed",
-            reason,
-            frames=slot.frames,
-            seconds=seconds,
-            fingerprint=task.fingerprint or {},
-        )
-        self.ledger.append(rec)
-        log.warning("%s: failed: %s", task.video_id, reason)
-        self.release(i)
+        ray.kill(slot.miner)
+        slot.miner = self.new_miner()
+        jobs = self.reset(slot)
+        reason = error_reason(err)
+        for no, job in jobs.items():
+            if no in touched:
+                self.record_failed(job, reason)
+        self.requeue([job for no, job in jobs.items() if no not in touched])
+        self.pump_idle()
 
     def requeue_lost(self, i: int, reason: str) -> None:
-        """The miner's node left the cluster: the video is not at fault, a surviving miner redoes it.
+        """The miner's node left the cluster: its videos are not at fault, surviving miners redo them.
 
         The slot retires instead of getting a new miner: its resources went with the node, and a replacement
         that no node can place would wait forever (and the run with it).
         """
         slot = self.slots[i]
-        task = slot.task
-        assert task is not None
-        discard_video(self.out, task.stem)
-        slot.task, slot.retired = None, True
-        slot.gen += 1
-        if slot.ahead is not None:  # back to the queue, in order, for the surviving miners
-            self.queue.appendleft(slot.ahead)
-            slot.ahead = None
-        self.queue.appendleft(task)
-        log.warning(
-            "%s: lost with its miner's node %s (%s): mining it again", task.video_id, slot.node_id, reason
-        )
-        live = [k for k, s in enumerate(self.slots) if not s.retired]
-        if not live:
+        jobs = self.reset(slot)
+        slot.retired = True
+        for job in jobs.values():
+            log.warning(
+                "%s: lost with its miner's node %s (%s): mining it again",
+                job.task.video_id,
+                slot.node_id,
+                reason,
+            )
+        self.requeue(list(jobs.values()))
+        if all(s.retired for s in self.slots):
             raise MineError("every miner's node left the Ray cluster; rerun the same command to resume")
-        for k in live:
-            if self.slots[k].task is None and self.has_work(k):
-                self.assign(k)
+        self.pump_idle()
 
-    def pump(self, i: int) -> None:
-        """Ask the miner for its next batch unless it already holds max_inflight_batches undetected."""
-        slot = self.slots[i]
-        if slot.task is None or slot.decoding or slot.eof or slot.finishing:
-            return
-        if slot.batches - slot.applied >= self.recipe.workers.max_inflight_batches:
-            return
-        meta_ref, frames_ref = slot.miner.next_batch.options(num_returns=2).remote()
-        self.refs[meta_ref] = ("decode", i, slot.gen, frames_ref)
-        slot.decoding = True
+    def reset(self, slot: _Slot) -> dict[int, _Job]:
+        """Forget what the slot's (dead or replaced) miner held; returns its videos."""
+        jobs, slot.jobs = slot.jobs, {}
+        for job in jobs.values():
+            discard_video(self.out, job.task.stem)
+            self.count(job, 0, 0)
+        slot.gen += 1
+        slot.decoding, slot.drained, slot.left, slot.batches = False, True, None, {}
+        return jobs
 
-    def maybe_finish(self, i: int) -> None:
-        slot = self.slots[i]
-        if slot.eof and not slot.decoding and slot.applied == slot.batches and not slot.finishing:
-            slot.finishing = True
-            self.refs[slot.miner.finish.remote()] = ("finish", i, slot.gen, None)
+    def requeue(self, jobs: list[_Job]) -> None:
+        """Back to the front of the queue, in the order they were handed."""
+        self.queue.extendleft(job.task for job in reversed(jobs))
 
-    def count(self, slot: _Slot, frames: int, clips: int) -> None:
-        self.frames_total += frames - slot.frames
-        self.clips_total += clips - slot.clips
-        slot.frames, slot.clips = frames, clips
+    def count(self, job: _Job, frames: int, clips: int) -> None:
+        self.frames_total += frames - job.frames
+        self.clips_total += clips - job.clips
+        job.frames, job.clips = frames, clips
         elapsed = max(time.perf_counter() - self.t_start, 1e-6)
-        self.bar.set_postfix_str(f"{self.frames_total / elapsed:.1f} frames/s, {self.clips_total} clips")
+        self.bar.set_postfix_str(
+            f"{self.frames_total / elapsed:.1f} frames/s, {self.clips_total} clips", False
+        )
 
     # -- the event loop ----------------------------------------------------------------------------
 
@@ -410,63 +426,54 @@ class _Scheduler:
                 continue
             ref = ready[0]
             kind, i, gen, extra = self.refs.pop(ref)
-            if kind == "detect":
-                self.dets.load[extra[0]] -= 1
+            if kind == "add":
+                self.dets.load[extra[1]] -= 1
             slot = self.slots[i]
-            stale = gen != slot.gen or slot.task is None or slot.awaiting is not None
+            stale = gen != slot.gen or slot.awaiting is not None
             try:
                 value = ray.get(ref)
             except RayError as e:
-                if kind == "detect" and isinstance(e, RayActorError):
-                    d, dead = extra
-                    self.dets.replace_dead(d, dead, self.new_detector)  # its add_detections fails the video
-                if not stale and kind != "detect":
-                    self.fail(i, e)
+                if kind == "add" and isinstance(e, RayActorError) and not _names_actor(e, slot.miner):
+                    _, d, dead = extra
+                    self.dets.replace_dead(d, dead, self.new_detector)  # the batch's videos fail below
+                if not stale:
+                    self.fail(i, e, self.touched(slot, kind, extra))
                 continue
-            if stale or kind == "detect":
+            if stale:
                 continue
-            self.handle(kind, i, gen, extra, value)
+            if kind == "decode":
+                self.decoded(i, value, extra)
+            else:
+                slot.batches.pop(extra[0], None)
+                self.take_report(i, value)
+            self.pump(i)
 
-    def handle(self, kind: str, i: int, gen: int, extra: Any, value: Any) -> None:
+    def touched(self, slot: _Slot, kind: str, extra: Any) -> list[int]:
+        """The videos a failed call was working on: a batch's (add_detections), or the one being decoded
+        or opened (next_batch: the first video handed that is not decoded yet)."""
+        if kind == "add":
+            return list(slot.batches.get(extra[0], []))
+        return (
+            [next(no for no, job in slot.jobs.items() if not job.decoded)]
+            if any(not job.decoded for job in slot.jobs.values())
+            else []
+        )
+
+    def decoded(self, i: int, report: dict[str, Any], frames_ref: Any) -> None:
+        """A miner's batch is decoded: send it to a detector, and its detections (by reference, not through
+        here) back to the miner."""
         slot = self.slots[i]
-        task = slot.task
-        assert task is not None
-        if kind == "start":
-            if value.get("fingerprint") is not None:  # a URL or tar member: taken when the miner opened it
-                task.fingerprint = value["fingerprint"]
-            slot.duration = float(value["duration"])
-            slot.node_id = str(value.get("node", {}).get("node_id", ""))
-            self.pump(i)
-        elif kind == "decode":
-            slot.decoding = False
+        slot.decoding = False
+        slot.drained, slot.left = bool(report["drained"]), report["left"]
+        batch = report["batch"]
+        if batch is not None:
             self.t_ready = self.t_ready or time.perf_counter()
-            if value["eof"]:
-                slot.eof = True
-                self.maybe_finish(i)
-                return
-            slot.batches += 1
+            slot.batches[batch] = [no for no, _, _ in report["segments"]]
             d = self.dets.pick()
-            det_ref = self.dets.actors[d].detect.remote(extra, task.video_id, value["indices"])
-            self.refs[det_ref] = ("detect", i, gen, (d, self.dets.actors[d]))
-            self.refs[slot.miner.add_detections.remote(value["batch"], det_ref)] = ("add", i, gen, None)
-            self.pump(i)  # decode the next batch while this one is being detected
-        elif kind == "add":
-            slot.applied += 1
-            self.count(slot, value["frames"], value["clips"])
-            self.pump(i)
-            self.maybe_finish(i)
-        elif kind == "finish":
-            self.count(slot, value["frames"], value["clips"])
-            try:
-                _record_finished(
-                    self.out, self.ledger, task, value, time.perf_counter() - slot.started, self.fault
-                )
-            except Exception as e:
-                if self.fault is not None:
-                    raise  # a simulated crash: stop like a killed process would
-                self.fail(i, e)
-                return
-            self.release(i)
+            det_ref = self.dets.actors[d].detect.remote(frames_ref, report["segments"])
+            ref = slot.miner.add_detections.remote(batch, det_ref)
+            self.refs[ref] = ("add", i, slot.gen, (batch, d, self.dets.actors[d]))
+        self.take_report(i, report)
 
 
 # How long to wait, after a miner's RayActorError, for Ray to say whether its node left. A node that vanishes

@@ -1,10 +1,14 @@
 """The two kinds of Ray actor a mining run uses (plain classes; the pipeline wraps them with ``ray.remote``).
 
-- :class:`VideoMiner` (CPU): decodes one video at a time in batches, sends each batch at the detector's
-  input size and keeps its storage-size copy until the detections come back
+- :class:`VideoMiner` (CPU): mines the videos the scheduler hands it, one after another, as one stream of
+  frame batches: a batch holds ``detector.batch_size`` frames and may hold the tail of one video and the
+  head of the next (``workers.pack_videos``), so very short videos cost the detector and the scheduler no
+  more calls than one long video with the same frames. Each :class:`VideoJob` decodes its video, sends its
+  frames at the detector's input size and keeps their storage-size copy until the detections come back
   (:mod:`~maskahand.mine.resolution`), applies the clip rule frame by frame
   (:class:`~maskahand.mine.rule.StreamingClipSelector`, at most ``clip_length`` frames held) and writes
-  kept clips to the video's own staging shards.
+  kept clips to its video's own staging shards. A video that fails (open, decode, write, upload) fails
+  alone: the miner reports it and goes on with the next.
 - :class:`DetectorWorker` (one per GPU, else CPU): runs the hand detector on batches of frames.
 
 Frames travel miner -> object store -> detector once; only detections (small) come back to the miner. For a
@@ -20,6 +24,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,7 @@ from ..shards.schema import ClipSample, make_key
 from ..video import open_video
 from ..video.sampling import resize_uint8
 from ..video.source import StreamSource, VideoInput, needs_stream
-from .ledger import STAGING, frames_log_name, upload_video
+from .ledger import STAGING, error_reason, frames_log_name, upload_video
 from .resolution import FrameSizes, frame_sizes
 from .rule import (
     StreamingClipSelector,
@@ -45,86 +52,250 @@ from .rule import (
 )
 
 
-class VideoMiner:
-    """Decode -> (detections from outside) -> rule -> staging shards, for one video at a time."""
+@dataclass
+class _Segment:
+    """The frames of one video inside one batch."""
 
-    def __init__(self, recipe: MineRecipe, out_dir: str, env: dict[str, str] | None = None) -> None:
+    job: VideoJob
+    for_detector: np.ndarray | None  # at the detector's input size, until sent
+    stored: np.ndarray  # at the storage size, kept here until the detections come back
+    indices: list[int]
+    pts: list[float]
+    spans_of: list[int]  # the span (manifest clips column) of each frame; 0 without spans
+
+
+@dataclass
+class _Batch:
+    segments: list[_Segment] = field(default_factory=list)
+
+
+class VideoMiner:
+    """The videos handed to it (:meth:`next_batch`), mined in order as one stream of frame batches.
+
+    The scheduler calls ``next_batch(tasks)`` (decode the next batch; ``tasks``: videos to queue after the
+    ones held) and ``add_detections(batch, detections)`` (apply a batch's detections; batches are applied
+    in order). Both report what happened to the videos since: ``opened`` (its facts), ``finished`` (its
+    shards are staged or uploaded: the scheduler records it), ``failed`` (the reason) and ``progress``.
+    """
+
+    def __init__(
+        self, recipe: MineRecipe, out_dir: str, detector: dict[str, str], env: dict[str, str] | None = None
+    ) -> None:
         storage.setup_worker(recipe.storage.options, env)
         self.recipe = recipe
         self.out = str(out_dir)
         self.remote = storage.is_url(self.out)
-        # where this miner stages its video: node-local for an object store (uploaded when complete)
+        # where this miner stages its videos: node-local for an object store (uploaded when complete)
         self.staging_root = (
             Path(tempfile.mkdtemp(prefix="maskahand-mine-")) if self.remote else Path(out_dir) / STAGING
         )
         self.video_cfg = mining_video_config(recipe)
         self.rule = rule_record(recipe.mine, recipe.detector)
-        self.prefetched: Prefetch | None = None  # the next video, opening in the background (not reset)
-        self._reset()
-
-    def _reset(self) -> None:
-        self.reader: Any = None
-        self.frames_log: Any = None
-        self._batches: Any = None
-        self.writer: Any = None
-        self.video_id = ""
-        self.stem = ""
-        # batch number -> stored frames, source indices, pts, span of each frame (manifest spans; else 0)
-        self.pending: dict[int, tuple[np.ndarray, list[int], list[float], list[int]]] = {}
+        self.detector = dict(detector)  # the detector's name and version, for every clip
+        self.node = node_record()
+        self.queue: deque[tuple[int, Any, Prefetch | None]] = deque()  # (job no, task, its prefetch)
+        self.current: VideoJob | None = None  # the job being decoded
+        self.jobs: dict[int, VideoJob] = {}  # every job opened and not yet finished or failed
+        self.batches: dict[int, _Batch] = {}  # decoded, waiting for detections
         self.detections: dict[int, list[list[dict]]] = {}
         self.next_batch_no = 0
         self.next_apply = 0
+        self._report: dict[str, Any] = _empty_report()
+
+    # -- the scheduler's calls ----------------------------------------------------------------------
+
+    def next_batch(
+        self, tasks: Sequence[tuple[int, Any]] = ()
+    ) -> tuple[dict[str, Any], list[np.ndarray] | None]:
+        """Queue ``tasks`` ((job no, :class:`~maskahand.mine.sources.VideoTask`)), then decode up to
+        ``detector.batch_size`` frames: ``(report, frames)``.
+
+        ``frames``: one uint8 (n, 3, H, W) array per video in the batch, at the detector's input size (None
+        when no frame was decoded). The report adds ``batch`` (its number, or None), ``segments``
+        (``[job no, video id, frame indices]`` per array), ``drained`` (nothing left to decode until more
+        tasks come) and ``left`` (about how many frames the video being decoded has left; None: unknown).
+        """
+        for no, task in tasks:
+            prefetch = Prefetch(task) if self.recipe.workers.prefetch and _streamed(task) else None
+            self.queue.append((no, task, prefetch))
+        size = self.recipe.detector.batch_size
+        batch = _Batch()
+        wanted = size
+        while wanted > 0:
+            job = self._decoding()
+            if job is None:
+                break
+            try:
+                got = job.decode(wanted)
+            except Exception as e:  # noqa: BLE001 - the video fails alone, with its typed reason
+                self._fail(job, e)
+                continue
+            if got is not None:
+                batch.segments.append(got)
+                job.in_flight += len(got.indices)  # before _maybe_finish below looks at it
+                wanted -= len(got.indices)
+            if job.decoded_all:
+                self.current = None
+                self._report["decoded"].append(job.no)
+                self._maybe_finish(job)
+                if not self.recipe.workers.pack_videos and batch.segments:
+                    break  # one video per batch
+        report = self._take_report()
+        report["drained"] = self.current is None and not self.queue
+        report["left"] = self.current.frames_left() if self.current is not None else None
+        if not batch.segments:
+            report.update(batch=None, segments=[])
+            return report, None
+        no = self.next_batch_no
+        self.next_batch_no += 1
+        self.batches[no] = batch
+        report.update(
+            batch=no,
+            segments=[[seg.job.no, seg.job.video_id, seg.indices] for seg in batch.segments],
+        )
+        for_detector: list[np.ndarray] = []
+        for seg in batch.segments:
+            assert seg.for_detector is not None
+            for_detector.append(seg.for_detector)
+            seg.for_detector = None  # sent: not kept here
+        return report, for_detector
+
+    def add_detections(self, batch_no: int, detections: list[list[dict]]) -> dict[str, Any]:
+        """Take one batch's detections (one list of hands per frame, in the batch's order); apply the rule
+        to every batch now complete, in order. Returns the report (see the class doc)."""
+        self.detections[batch_no] = detections
+        while self.next_apply in self.detections:
+            batch = self.batches.pop(self.next_apply)
+            dets = self.detections.pop(self.next_apply)
+            n = sum(len(seg.indices) for seg in batch.segments)
+            if len(dets) != n:
+                raise RuntimeError(f"batch {self.next_apply}: {len(dets)} detections for {n} frames")
+            at = 0
+            for seg in batch.segments:
+                job, mine = seg.job, dets[at : at + len(seg.indices)]
+                at += len(seg.indices)
+                job.in_flight -= len(seg.indices)
+                if job.failed:
+                    continue
+                try:
+                    job.apply(seg, mine)
+                except Exception as e:  # noqa: BLE001 - a write error fails this video alone
+                    self._fail(job, e)
+                    continue
+                self._report["progress"][job.no] = [job.frames, len(job.rows)]
+                self._maybe_finish(job)
+            self.next_apply += 1
+        return self._take_report()
+
+    def close(self) -> None:
+        """Drop every video held (the run ends or the scheduler gives up on this miner)."""
+        for job in list(self.jobs.values()):
+            job.abort()
+        for _, _, prefetch in self.queue:
+            if prefetch is not None:
+                prefetch.discard()
+        self.queue.clear()
+        self.jobs.clear()
+        self.current = None
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def _decoding(self) -> VideoJob | None:
+        """The job to decode from: the current one, else the next queued video, opened now."""
+        while self.current is None and self.queue:
+            no, task, prefetch = self.queue.popleft()
+            try:
+                job = VideoJob(self, no, task, prefetch)
+            except Exception as e:  # noqa: BLE001 - a video that cannot be opened fails alone
+                self._report["failed"][no] = error_reason(e)
+                continue
+            self.jobs[no] = job
+            self.current = job
+            self._report["opened"][no] = job.opened()
+        return self.current
+
+    def _maybe_finish(self, job: VideoJob) -> None:
+        if job.failed or not job.decoded_all or job.in_flight:
+            return
+        try:
+            result = job.finish()
+        except Exception as e:  # noqa: BLE001 - e.g. its upload failed: this video alone
+            self._fail(job, e)
+            return
+        del self.jobs[job.no]
+        self._report["finished"][job.no] = result
+
+    def _fail(self, job: VideoJob, err: BaseException) -> None:
+        job.abort()
+        job.failed = True
+        self.jobs.pop(job.no, None)
+        if self.current is job:
+            self.current = None
+        self._report["failed"][job.no] = error_reason(err)
+        self._report["progress"].pop(job.no, None)
+
+    def _take_report(self) -> dict[str, Any]:
+        report, self._report = self._report, _empty_report()
+        return report
+
+
+def _empty_report() -> dict[str, Any]:
+    return {"opened": {}, "decoded": [], "finished": {}, "failed": {}, "progress": {}}
+
+
+def _streamed(task: Any) -> bool:
+    return task.problem is None and needs_stream(task.source)
+
+
+class VideoJob:
+    """One video a miner mines: its reader, clip selector and staging shards."""
+
+    def __init__(self, miner: VideoMiner, no: int, task: Any, prefetch: Prefetch | None = None) -> None:
+        self.miner, self.no, self.task = miner, no, task
+        self.recipe = miner.recipe
+        self.video_id, self.path, self.stem = task.video_id, task.path, task.stem
+        self.failed = False
+        self.decoded_all = False
+        self.in_flight = 0  # frames sent to the detector and not yet applied
+        self.reader: Any = None
+        self.writer: Any = None
+        self.frames_log: Any = None
+        self.source: Any = None  # the StreamSource of a URL / tar member (one open for every pass)
+        self._frames: Iterator[Any] | None = None
         self.frames = 0
         self.rows: list[dict[str, Any]] = []
-        self.selector: StreamingClipSelector | None = None
-        self.source: Any = None  # the StreamSource of a URL / tar member (one open for every pass)
-        self.spans: tuple[tuple[float, float], ...] | None = None
         self.span_now = 0  # the span (manifest clips column) the selector is working in
         self.segment_first = 0  # position of the current span's first frame among the video's frames
         self.longest_segment = 0  # frames of the longest span mined so far (short-video verdict)
-        self.source_meta: dict[str, Any] | None = None
+        self.last_pts = 0.0
+        try:
+            self._open(prefetch)
+        except BaseException:
+            self.abort()
+            raise
 
-    # -- one video ---------------------------------------------------------------------------------
-
-    def start(
-        self,
-        video_id: str,
-        path: str,
-        stem: str,
-        detector: dict[str, str],
-        task: Any = None,
-        ahead: Any = None,
-    ) -> dict[str, Any]:
-        """Open the video (``task``: a :class:`~maskahand.mine.sources.VideoTask` naming a URL, a tar
-        member, spans or metadata; None: ``path`` is a local file or frame folder).
-
-        ``ahead``: the task this miner gets next (a URL or tar member), prefetched in the background while
-        this one is mined (:class:`Prefetch`); its failure is raised by the ``start`` of that task.
-        """
+    def _open(self, prefetch: Prefetch | None) -> None:
         # deferred: cv2, torchvision at import
         from ..shards.writer import ShardWriter
 
-        self.abort()
-        self.video_id, self.path, self.stem, self.detector = video_id, path, stem, detector
-        ready = self._claim_prefetch(task)
-        if ahead is not None:
-            self.prefetched = Prefetch(ahead)
-        if task is not None and task.problem is not None:
-            if ready is not None:
-                ready.discard()
+        task = self.task
+        if task.problem is not None:
+            if prefetch is not None:
+                prefetch.discard()
             raise task.problem
-        target: Any = task.source if task is not None else path
-        if ready is not None:
-            self.source = target = ready.result()  # the prefetch's typed error, if it failed, is this video's
+        target: Any = task.source
+        if prefetch is not None:
+            self.source = target = (
+                prefetch.result()
+            )  # the prefetch's typed error, if it failed, is this video's
         elif needs_stream(target):  # a listed object's version is known: no request to ask it again
-            known = task.fingerprint if task is not None else None
-            self.source = target = StreamSource(target, known=known)
-        self.reader = open_video(target, self.video_cfg)
+            self.source = target = StreamSource(target, known=task.fingerprint)
+        self.reader = open_video(target, self.miner.video_cfg)
         info = self.reader.info
         self.sizes = frame_sizes(self.recipe.detector, self.recipe.mine, int(info.width), int(info.height))
         if self.sizes.decode_max_side is not None:
             self.reader = open_video(target, mining_video_config(self.recipe, self.sizes.decode_max_side))
-        self.spans = task.spans if task is not None else None
+        self.spans = task.spans
         self.source_meta = _source_meta(task, self.source)
         self.info = {
             "width": int(info.width),
@@ -133,78 +304,107 @@ class VideoMiner:
             "num_frames": int(info.num_frames),
             "duration": float(info.duration),
         }
-        self._batches = iter(self.reader.batches(self.recipe.detector.batch_size))
+        self._frames = iter(self.reader)
         self.selector = StreamingClipSelector(self.recipe.mine)
-        fingerprint = self.source.fingerprint() if self.source is not None else None
-        staging = self.staging_root / stem
+        staging = self.miner.staging_root / self.stem
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
-        self.writer = ShardWriter(staging, stem, self.recipe.shards, kind="clip")
-        self.frames_log = open(staging / frames_log_name(stem), "w", encoding="utf-8")  # noqa: SIM115
-        return {**self.info, "node": node_record(), "fingerprint": fingerprint}
+        self.writer = ShardWriter(staging, self.stem, self.recipe.shards, kind="clip")
+        self.frames_log = open(staging / frames_log_name(self.stem), "w", encoding="utf-8")  # noqa: SIM115
 
-    def next_batch(self) -> tuple[dict[str, Any], np.ndarray | None]:
-        """Decode the next batch: (``{eof, batch, indices}``, frames uint8 (B,3,H,W) or None at the end).
+    def opened(self) -> dict[str, Any]:
+        """What the scheduler learns when the video opens (its fingerprint: a URL's or tar member's)."""
+        fingerprint = self.source.fingerprint() if self.source is not None else None
+        return {**self.info, "fingerprint": fingerprint, "node_id": self.miner.node.get("node_id", "")}
 
-        The frames returned are for the detector, at its input size; the storage-size copy stays here.
-        """
+    def frames_left(self) -> float | None:
+        """About how many sampled frames are still to decode (None: the video's length is unknown)."""
+        end = self.info["duration"]
+        if self.spans:
+            end = min(end, self.spans[-1][1]) if end > 0 else self.spans[-1][1]
+        if end <= 0 or self.info["fps"] <= 0:
+            return None
+        rate = min(self.recipe.mine.fps, self.info["fps"]) if self.recipe.mine.fps else self.info["fps"]
+        return max(0.0, (end - self.last_pts) * rate)
 
-        batch, spans_of = self._next_frames()
-        if batch is None:
-            return {"eof": True, "batch": self.next_batch_no, "indices": []}, None
-        decoded = batch.frames
+    # -- decode ------------------------------------------------------------------------------------
+
+    def decode(self, wanted: int) -> _Segment | None:
+        """Up to ``wanted`` more frames (frames outside every span skipped, not decoded past the last
+        span): a segment, or None when none is left (``decoded_all`` is then set)."""
+        assert self._frames is not None, "the job is not open"
+        images: list[torch.Tensor] = []
+        indices: list[int] = []
+        pts: list[float] = []
+        spans_of: list[int] = []
+        while len(indices) < wanted:
+            frame = next(self._frames, None)
+            if frame is None:
+                self._end_decoding()
+                break
+            self.last_pts = frame.pts
+            span = 0
+            if self.spans is not None:
+                span = next((k for k, (a, b) in enumerate(self.spans) if a <= frame.pts < b), -1)
+                if span < 0:
+                    if frame.pts >= self.spans[-1][1]:
+                        self._end_decoding()  # past the last span: the rest is never decoded
+                        break
+                    continue
+            images.append(frame.image)
+            indices.append(frame.index)
+            pts.append(frame.pts)
+            spans_of.append(span)
+        if not indices:
+            return None
+        decoded = torch.stack(images)
         for_detector = resize_uint8(decoded, *self.sizes.detect).numpy()
         stored = resize_uint8(decoded, *self.sizes.store).numpy()
-        indices = [int(i) for i in batch.indices]
-        no = self.next_batch_no
-        self.next_batch_no += 1
-        self.pending[no] = (stored, indices, [float(p) for p in batch.pts], spans_of)
-        return {"eof": False, "batch": no, "indices": indices}, for_detector
+        return _Segment(self, for_detector, stored, indices, pts, spans_of)
 
-    def add_detections(self, batch_no: int, detections: list[list[dict]]) -> dict[str, int]:
-        """Take one batch's detections; apply the rule to every batch now complete, in order."""
-        self.detections[batch_no] = detections
-        while self.next_apply in self.detections:
-            frames, indices, pts, spans_of = self.pending.pop(self.next_apply)
-            dets = self.detections.pop(self.next_apply)
-            if len(dets) != len(indices):
-                raise RuntimeError(f"{self.video_id}: {len(dets)} detections for {len(indices)} frames")
-            assert self.selector is not None, "start() first"
-            for image, index, t, raw_hands, span in zip(frames, indices, pts, dets, spans_of):
-                if span != self.span_now:  # no clip crosses a span's edge: close the last one's clips
-                    self._end_segment()
-                    self.span_now = span
-                hands = [_clean_hand(h, self.sizes) for h in raw_hands]
-                hit = frame_interacts(hands, self.recipe.mine)
-                record = {"pos": self.frames, "index": index, "pts": t, "hands": hands, "interacting": hit}
-                self.frames_log.write(json.dumps(record) + "\n")
-                for window, items in self.selector.push((image, index, t, hands), hit):
-                    self._write_clip(window, items)
-                self.frames += 1
-            self.next_apply += 1
-        return {"frames": self.frames, "clips": len(self.rows)}
+    def _end_decoding(self) -> None:
+        self.decoded_all = True
+        self._close_reader()
+
+    # -- detections, clips -------------------------------------------------------------------------
+
+    def apply(self, seg: _Segment, detections: list[list[dict]]) -> None:
+        for image, index, t, raw_hands, span in zip(
+            seg.stored, seg.indices, seg.pts, detections, seg.spans_of
+        ):
+            if span != self.span_now:  # no clip crosses a span's edge: close the last one's clips
+                self._end_segment()
+                self.span_now = span
+            hands = [_clean_hand(h, self.sizes) for h in raw_hands]
+            hit = frame_interacts(hands, self.recipe.mine)
+            record = {"pos": self.frames, "index": index, "pts": t, "hands": hands, "interacting": hit}
+            self.frames_log.write(json.dumps(record) + "\n")
+            for window, items in self.selector.push((image, index, t, hands), hit):
+                self._write_clip(window, items)
+            self.frames += 1
 
     def finish(self) -> dict[str, Any]:
-        """Write the tail/short clip, close the shards; returns manifest rows and counts."""
-        if self.pending:
-            raise RuntimeError(f"{self.video_id}: finish() with {len(self.pending)} batches not detected")
+        """Write the tail/short clip, close the shards (upload them to an object store); the result the
+        scheduler records."""
         self._end_segment()
         longest = self.longest_segment
         windows_possible = longest >= self.recipe.mine.clip_length or (
             self.recipe.mine.short_video == "keep" and longest >= self.recipe.mine.min_frames
         )
         infos = self.writer.close()
+        self.writer = None
         self.frames_log.close()
+        self.frames_log = None
         shard_of = {key: info.path.name for info in infos for key in info.keys}
         for row in self.rows:
             row["shard"] = shard_of[row["key"]]
         published: dict[str, Any] = {}
-        if self.remote:
-            staging = self.staging_root / self.stem
-            published["published"] = upload_video(staging, self.out, self.stem, self.rows)
+        if self.miner.remote:
+            staging = self.miner.staging_root / self.stem
+            published["published"] = upload_video(staging, self.miner.out, self.stem, self.rows)
             shutil.rmtree(staging, ignore_errors=True)
-        result = {
+        return {
             **published,
             "frames": self.frames,
             "clips": len(self.rows),
@@ -212,59 +412,22 @@ class VideoMiner:
             "too_short": not windows_possible,
             "skip_reason": "" if windows_possible else self._too_short_reason(),
             "duration": self.info["duration"],
-            "node": node_record(),
+            "node": self.miner.node,
         }
-        self._close_reader()
-        self._reset()
-        return result
 
     def abort(self) -> None:
-        """Drop the current video's staged output (after a failure elsewhere)."""
+        """Drop this video's staged output (it failed, or the run gives up on it)."""
         if self.writer is not None:
             self.writer.abort()
+            self.writer = None
         if self.frames_log is not None:
             self.frames_log.close()
-        if self.stem:
-            shutil.rmtree(self.staging_root / self.stem, ignore_errors=True)
+            self.frames_log = None
+        shutil.rmtree(self.miner.staging_root / self.stem, ignore_errors=True)
         self._close_reader()
-        self._reset()
-
-    def _claim_prefetch(self, task: Any) -> Prefetch | None:
-        """The prefetch made for ``task`` (None: there is none); a prefetch of another video (its task
-        went to another miner) is dropped."""
-        pending, self.prefetched = self.prefetched, None
-        if pending is None:
-            return None
-        if task is not None and pending.is_for(task):
-            return pending
-        pending.discard()
-        return None
-
-    def _next_frames(self) -> tuple[Any, list[int]]:
-        """The next decoded batch and the span of each frame, frames outside every span dropped (not
-        detected); decoding stops after the last span. Without spans: the batch as decoded, span 0."""
-        while True:
-            batch = next(self._batches, None)
-            if batch is None or self.spans is None:
-                return batch, [0] * (len(batch) if batch is not None else 0)
-            keep, spans_of = [], []
-            for i, t in enumerate(batch.pts):
-                span = next((k for k, (a, b) in enumerate(self.spans) if a <= t < b), -1)
-                if span >= 0:
-                    keep.append(i)
-                    spans_of.append(span)
-            if keep:
-                batch.frames, batch.indices = batch.frames[keep], [batch.indices[i] for i in keep]
-                batch.pts = [batch.pts[i] for i in keep]
-                return batch, spans_of
-            if batch.pts and batch.pts[-1] >= self.spans[-1][1]:
-                self._close_reader()
-                self._batches = iter(())
-                return None, []
 
     def _end_segment(self) -> None:
         """Write the current span's tail/short clip; the next frame starts a new span and selector."""
-        assert self.selector is not None, "start() first"
         for window, items in self.selector.finish():
             self._write_clip(window, items)
         self.longest_segment = max(self.longest_segment, self.selector.count)
@@ -286,10 +449,11 @@ class VideoMiner:
         )
 
     def _close_reader(self) -> None:
-        # Closing the batch generator now runs the decoder's cleanup (its container is closed) instead
+        # Closing the frame generator now runs the decoder's cleanup (its container is closed) instead
         # of leaving it to garbage collection.
-        if self._batches is not None and hasattr(self._batches, "close"):
-            self._batches.close()
+        if self._frames is not None and hasattr(self._frames, "close"):
+            self._frames.close()
+        self._frames = iter(())
         if self.source is not None:
             self.source.close()
             self.source = None
@@ -316,8 +480,8 @@ class VideoMiner:
             "source_height": self.info["height"],
             "detections": detections,
             "interacting": list(span.interacting),
-            "rule": self.rule,
-            "detector": dict(self.detector),
+            "rule": self.miner.rule,
+            "detector": dict(self.miner.detector),
         }
         if self.source_meta is not None:  # what the manifest row or the tar's KEY.json says about the video
             meta["source"] = self.source_meta
@@ -372,9 +536,6 @@ class Prefetch:
             self._finished = True
             if self._dropped:
                 self.source.close()
-
-    def is_for(self, task: Any) -> bool:
-        return bool(task.video_id == self.task.video_id and task.source == self.task.source)
 
     def result(self) -> Any:
         """The opened :class:`~maskahand.video.source.StreamSource` (waits for the thread), or the
@@ -447,13 +608,23 @@ class DetectorWorker:
             "version": str(d.get("version", self.detector.version)),
         }
 
-    def detect(self, frames: np.ndarray, video_id: str, indices: list[int]) -> list[list[dict[str, Any]]]:
-
+    def detect(self, frames: list[np.ndarray], segments: list[list[Any]]) -> list[list[dict[str, Any]]]:
+        """Detections for one batch: ``frames`` holds one (n, 3, H, W) array per video segment (sizes may
+        differ between videos), ``segments`` their ``[job no, video id, frame indices]``; one list of
+        hands per frame, in order. One detector call for the whole batch, unless the backend needs the
+        video id (``needs_video_id``: one call per segment)."""
         t0 = time.perf_counter()
-        batch = torch.from_numpy(np.array(frames))  # the object-store array is read-only
-        hands = self.detector.detect(batch, video_id=video_id, frame_indices=indices)
+        # the object-store arrays are read-only
+        tensors = [torch.from_numpy(np.array(f)) for f in frames]
+        hands: list[list[Any]] = []
+        if getattr(self.detector, "needs_video_id", False) or len(tensors) == 1:
+            for batch, (_, video_id, indices) in zip(tensors, segments):
+                hands += self.detector.detect(batch, video_id=video_id, frame_indices=indices)
+        else:
+            per_frame = [image for batch in tensors for image in batch]
+            hands = self.detector.detect(per_frame, frame_indices=[i for _, _, ix in segments for i in ix])
         self.busy_seconds += time.perf_counter() - t0
-        self.frames += len(indices)
+        self.frames += sum(len(ix) for _, _, ix in segments)
         return [[h.to_dict() for h in per_frame] for per_frame in hands]
 
     def stats(self) -> dict[str, float]:

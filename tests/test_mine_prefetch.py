@@ -1,5 +1,6 @@
-"""The miner's prefetch of its next object-store video (``workers.prefetch``): same outputs as without it,
-a failure recorded for its own video, and a listed object read with one request.
+"""The miner's prefetch of its next object-store video (``workers.prefetch``) and its batches that hold
+several videos (``workers.pack_videos``): same outputs as without them, a failure recorded for its own
+video, and a listed object read with one request.
 
 Real components: moto's S3 server on 127.0.0.1, real H.264 videos, the real miner, Ray for the run.
 """
@@ -20,6 +21,7 @@ from maskahand.core.configbase import apply_overrides
 
 N_VIDEOS = 6
 FRAMES = 12  # at 5 fps: one short clip each (mine.short_video=keep)
+DETECTOR = {"name": "test", "version": "0"}  # what the clips record of the detector
 CONTACT = {"box": [0.2, 0.2, 0.6, 0.7], "state": "contact", "score": 0.995}
 
 
@@ -70,65 +72,83 @@ def listed_tasks(prefix: str) -> list[Any]:
     return tasks
 
 
-# --- the miner alone (no Ray): what a prefetched start mines ------------------------------------------------
+# --- the miner alone (no Ray): what a prefetched, packed stream of videos mines -------------------------------
 
 
-def mine_one(miner: Any, task: Any, ahead: Any = None) -> dict[str, Any]:
-    """One video through a :class:`VideoMiner`, every frame given a contact: the digest of the decoded
-    pixels, the clip rows and the fingerprint; or the error ``start`` raised."""
-    try:
-        started = miner.start(
-            task.video_id, task.path, task.stem, {"name": "test", "version": "0"}, task, ahead
-        )
-    except Exception as e:  # noqa: BLE001 - what the scheduler records for the video
-        return {"error": e}
-    digest = hashlib.sha256()
+def mine_stream(miner: Any, tasks: list[Any], hand_every: int = 1) -> dict[str, dict[str, Any]]:
+    """``tasks`` through one :class:`VideoMiner` as the scheduler drives it (a video handed with every
+    ``hand_every``-th ``next_batch``; all at once with 0), every frame given a contact. Per video id: the
+    digest of its frames sent to the detector, its clip rows and fingerprint; or the reason it failed."""
+    digests: dict[int, Any] = {}
+    opened: dict[int, Any] = {}
+    got: dict[int, dict[str, Any]] = {}
+
+    def take(report: dict[str, Any]) -> None:
+        opened.update(report["opened"])
+        for no, reason in report["failed"].items():
+            got[no] = {"failed": reason}
+        for no, result in report["finished"].items():
+            got[no] = {
+                "pixels": digests[no].hexdigest(),
+                "rows": result["rows"],
+                "fingerprint": opened[no]["fingerprint"],
+            }
+
+    numbered = list(enumerate(tasks))
+    calls = 0
     while True:
-        meta, frames = miner.next_batch()
-        if meta["eof"]:
-            break
-        digest.update(frames.tobytes())
-        miner.add_detections(meta["batch"], [[CONTACT] for _ in meta["indices"]])
-    result = miner.finish()
-    return {"pixels": digest.hexdigest(), "rows": result["rows"], "fingerprint": started["fingerprint"]}
+        if hand_every == 0:
+            hand, numbered = numbered, []
+        else:
+            hand, numbered = (numbered[:1], numbered[1:]) if calls % hand_every == 0 else ([], numbered)
+        calls += 1
+        report, frames = miner.next_batch(hand)
+        take(report)
+        if frames is None:
+            if report["drained"] and not numbered:
+                break
+            continue
+        for array, (no, _, indices) in zip(frames, report["segments"]):
+            assert len(array) == len(indices)
+            digests.setdefault(no, hashlib.sha256()).update(array.tobytes())
+        n = sum(len(indices) for _, _, indices in report["segments"])
+        take(miner.add_detections(report["batch"], [[CONTACT] for _ in range(n)]))
+    return {tasks[no].video_id: result for no, result in got.items()}
 
 
-def test_a_prefetched_video_is_that_videos_bytes_and_its_failure_is_its_own(videos, s3_bucket, tmp_path):
-    from maskahand.core.storage import ObjectNotFoundError
+def test_prefetched_and_packed_videos_are_each_videos_own_and_a_failure_is_its_own(
+    videos, s3_bucket, tmp_path
+):
     from maskahand.mine.worker import VideoMiner
 
     prefix = storage.join(s3_bucket, "videos")
     upload(videos, prefix)
     tasks = listed_tasks(prefix)
-    recipe = apply_overrides(MineRecipe(), ["mine.frame_max_side=64"])
+    plain_recipe = apply_overrides(
+        MineRecipe(), ["mine.frame_max_side=64", "workers.prefetch=false", "workers.pack_videos=false"]
+    )
+    recipe = apply_overrides(MineRecipe(), ["mine.frame_max_side=64", "detector.batch_size=5"])
+    assert recipe.workers.prefetch and recipe.workers.pack_videos  # the defaults
 
-    plain = VideoMiner(recipe, str(tmp_path / "plain"))
-    want = {t.video_id: mine_one(plain, t) for t in tasks}  # no prefetch: each opened by its own start
+    # one video at a time, nothing prefetched, no batch holding two videos
+    want = mine_stream(VideoMiner(plain_recipe, str(tmp_path / "plain"), DETECTOR), tasks)
+    assert sorted(want) == [t.video_id for t in tasks]
     assert len({w["pixels"] for w in want.values()}) == N_VIDEOS  # every video's pixels differ
     assert all(w["rows"] for w in want.values())
 
-    # each start hands the next video ahead; v3 is handed ahead but then given to another miner (not
-    # started here: its prefetch is dropped and v4 is opened by its own start)
-    miner = VideoMiner(recipe, str(tmp_path / "prefetch"))
-    t = {task.video_id: task for task in tasks}
-    order = [
-        ("v0.mp4", "v1.mp4"),
-        ("v1.mp4", "v2.mp4"),
-        ("v2.mp4", "v3.mp4"),
-        ("v4.mp4", "v5.mp4"),
-        ("v5.mp4", None),
-    ]
-    got = {vid: mine_one(miner, t[vid], t[ahead] if ahead else None) for vid, ahead in order}
-    for vid in got:
-        assert got[vid] == want[vid], vid
+    # 12 frames per video in batches of 5: batches hold the end of one video and the start of the next;
+    # the next video is prefetched while the current one is mined, or all are queued at once
+    for hand_every in (1, 2, 0):
+        miner = VideoMiner(recipe, str(tmp_path / f"packed-{hand_every}"), DETECTOR)
+        assert mine_stream(miner, tasks, hand_every) == want, hand_every
 
-    # an object deleted after the listing, handed ahead: its own start fails, typed and naming it; the
-    # video mined while it was prefetched and the one after it are unaffected
+    # an object deleted after the listing: its video fails, typed and naming it; the video mined while it
+    # was prefetched and the one after it (in the same batches) are unaffected
     storage.remove(storage.join(prefix, "v1.mp4"))
-    got = {vid: mine_one(miner, t[vid], t[ahead] if ahead else None) for vid, ahead in order[:3]}
+    got = mine_stream(VideoMiner(recipe, str(tmp_path / "deleted"), DETECTOR), tasks[:3])
     assert got["v0.mp4"] == want["v0.mp4"]
-    err = got["v1.mp4"]["error"]
-    assert isinstance(err, ObjectNotFoundError) and err.url == storage.join(prefix, "v1.mp4")
+    reason = got["v1.mp4"]["failed"]
+    assert reason.startswith("ObjectNotFoundError") and storage.join(prefix, "v1.mp4") in reason
     assert got["v2.mp4"] == want["v2.mp4"]
 
 

@@ -34,6 +34,7 @@ def test_detection_size_follows_each_detector():
 
 def test_boxes_are_in_stored_pixels_and_the_detector_saw_the_full_frame(shared_data, tmp_path):
     from maskahand.mine.ledger import STAGING, frames_log_name
+    from maskahand.mine.sources import discover_inputs
     from maskahand.mine.worker import DetectorWorker, VideoMiner
 
     recipe = apply_overrides(
@@ -41,25 +42,27 @@ def test_boxes_are_in_stored_pixels_and_the_detector_saw_the_full_frame(shared_d
         ["detector.backend=mediapipe", "mine.frame_max_side=128", "detector.batch_size=2", "mine.fps=2"]
         + ["mine.min_frames=2"],
     )
-    miner = VideoMiner(recipe, str(tmp_path))
     detector = DetectorWorker(recipe.detector)
+    miner = VideoMiner(recipe, str(tmp_path), detector.describe())
     video = str(shared_data / "videos" / "ego4d_stirring.mp4")
-    info = miner.start("stirring", video, "stirring", detector.describe())
-    assert (info["width"], info["height"]) == (384, 288)
+    (task,) = discover_inputs(video)
     raw: list[list[dict]] = []
-    while True:
-        meta, frames = miner.next_batch()
-        if meta["eof"]:
-            break
-        assert frames.shape[1:] == (3, 288, 384)  # what the detector sees: the full frame
-        assert miner.pending[meta["batch"]][0].shape[1:] == (3, 96, 128)  # what is kept for storage
-        dets = detector.detect(frames, "stirring", meta["indices"])
+    report, frames = miner.next_batch([(0, task)])
+    assert (report["opened"][0]["width"], report["opened"][0]["height"]) == (384, 288)
+    finished = {}
+    while frames is not None:
+        assert len(frames) == 1 and frames[0].shape[1:] == (3, 288, 384)  # the detector sees the full frame
+        stored = miner.batches[report["batch"]].segments[0].stored
+        assert stored.shape[1:] == (3, 96, 128)  # what is kept for storage
+        dets = detector.detect(frames, report["segments"])
         raw += dets
-        miner.add_detections(meta["batch"], dets)
-    result = miner.finish()
+        finished.update(miner.add_detections(report["batch"], dets)["finished"])
+        report, frames = miner.next_batch()
+        finished.update(report["finished"])  # a video ends in the call that finds no more frames
+    result = finished[0]
     assert result["clips"] == 1 and result["rows"][0]["width"] == 128
     assert sum(len(d) for d in raw) > 0, "mediapipe found no hand in the stirring video"
-    log_file = tmp_path / STAGING / "stirring" / frames_log_name("stirring")
+    log_file = tmp_path / STAGING / task.stem / frames_log_name(task.stem)
     logged = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert len(logged) == len(raw) == result["frames"]
     for frame, hands in zip(logged, raw):
