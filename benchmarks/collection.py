@@ -12,7 +12,8 @@
    (default ``precomputed`` with no detections: the cost measured is everything but detection). Both
    from local files and from an S3 server (moto, started here on 127.0.0.1 in a process of its own, as a
    real endpoint would be: not sharing this process's GIL), after one untimed warm-up run; S3 also
-   without the miners' prefetch (``*_s3_noprefetch``). A run's time leaves out its start-up (actors,
+   without the miners' prefetch (``*_s3_noprefetch``), and locally without batches that hold several videos
+   (``*_local_unpacked``: ``workers.pack_videos=false``, one video per batch as before). A run's time leaves out its start-up (actors,
    detector load: once per run); each figure is the fastest of ``--repeats`` runs made in turn, so compare
    figures of one invocation only. Per-video overhead = (time for the many - time for the one) / videos;
    the goal compares it with a ``--frames``-frame video's own cost (its share of the single-video run).
@@ -216,6 +217,8 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
         runs: dict[str, tuple[str, list[str]]] = {
             "local_many": (str(listing), []),
             "local_one": (str(one), []),
+            # the same with no batch holding two videos (how mining ran before workers.pack_videos)
+            "local_many_unpacked": (str(listing), ["workers.pack_videos=false"]),
             "s3_many": ("s3://bench-collection/many/", []),
             "s3_one": ("s3://bench-collection/one/", []),
             "s3_many_noprefetch": ("s3://bench-collection/many/", ["workers.prefetch=false"]),
@@ -255,6 +258,7 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
         ("local", "local_many", "local_one"),
         ("s3", "s3_many", "s3_one"),
         ("s3_noprefetch", "s3_many_noprefetch", "s3_one"),
+        ("local_unpacked", "local_many_unpacked", "local_one"),
     ):
         o = overhead(best[many_run], best[one_run], args.videos)
         out[f"per_video_overhead_ms_{key}"] = round(o["per_video_overhead_ms"], 2)

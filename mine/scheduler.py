@@ -221,6 +221,9 @@ class _Scheduler:
         import ray
 
         self.bar.close()
+        # a miner staging for an object store removes its node-local folder (a killed one cannot)
+        closing = [s.miner.close.remote() for s in self.slots if not s.retired]
+        ray.wait(closing, num_returns=len(closing), timeout=10)
         for actor in [s.miner for s in self.slots] + self.dets.actors:
             ray.kill(actor)
 
@@ -386,13 +389,15 @@ class _Scheduler:
         jobs, slot.jobs = slot.jobs, {}
         for job in jobs.values():
             discard_video(self.out, job.task.stem)
-            self.count(job, 0, 0)
         slot.gen += 1
         slot.decoding, slot.drained, slot.left, slot.batches = False, True, None, {}
         return jobs
 
     def requeue(self, jobs: list[_Job]) -> None:
-        """Back to the front of the queue, in the order they were handed."""
+        """Back to the front of the queue, in the order they were handed (their frames mined so far are
+        mined again)."""
+        for job in jobs:
+            self.count(job, 0, 0)
         self.queue.extendleft(job.task for job in reversed(jobs))
 
     def count(self, job: _Job, frames: int, clips: int) -> None:

@@ -116,7 +116,9 @@ class VideoMiner:
         tasks come) and ``left`` (about how many frames the video being decoded has left; None: unknown).
         """
         for no, task in tasks:
-            prefetch = Prefetch(task) if self.recipe.workers.prefetch and _streamed(task) else None
+            # worth it only when another video is mined first (else it is opened right now)
+            ahead = self.current is not None or bool(self.queue)
+            prefetch = Prefetch(task) if ahead and self.recipe.workers.prefetch and _streamed(task) else None
             self.queue.append((no, task, prefetch))
         size = self.recipe.detector.batch_size
         batch = _Batch()
@@ -188,7 +190,8 @@ class VideoMiner:
         return self._take_report()
 
     def close(self) -> None:
-        """Drop every video held (the run ends or the scheduler gives up on this miner)."""
+        """Drop every video held and the node-local staging folder of an object-store output (the run
+        ends)."""
         for job in list(self.jobs.values()):
             job.abort()
         for _, _, prefetch in self.queue:
@@ -197,6 +200,8 @@ class VideoMiner:
         self.queue.clear()
         self.jobs.clear()
         self.current = None
+        if self.remote:
+            shutil.rmtree(self.staging_root, ignore_errors=True)
 
     # -- jobs --------------------------------------------------------------------------------------
 
