@@ -272,10 +272,13 @@ class _Scheduler:
             if info.get("fingerprint") is not None:  # a URL or tar member: taken when the miner opened it
                 job.task.fingerprint = info["fingerprint"]
             slot.node_id = str(info.get("node_id") or slot.node_id)
+        # reports of a miner's calls can arrive out of order (ray.wait): a video may already be finished
         for no in report["decoded"]:
-            slot.jobs[no].decoded = True
+            if no in slot.jobs:
+                slot.jobs[no].decoded = True
         for no, (frames, clips) in report["progress"].items():
-            self.count(slot.jobs[no], frames, clips)
+            if no in slot.jobs:
+                self.count(slot.jobs[no], frames, clips)
         for no, reason in report["failed"].items():
             self.record_failed(slot.jobs.pop(no), reason)
         for no, result in report["finished"].items():

@@ -196,7 +196,7 @@ def outputs(out: Path) -> tuple[dict[str, tuple[str, str, list[str]]], dict[str,
 
 
 @pytest.mark.ray
-def test_a_run_with_prefetch_gives_the_same_outputs_and_a_bad_object_fails_alone(
+def test_a_run_with_prefetch_and_packed_batches_gives_the_same_outputs_and_a_bad_object_fails_alone(
     ray_session, videos, s3_bucket, tmp_path
 ):
     from maskahand.mine.ledger import rebuild_manifest
@@ -210,13 +210,14 @@ def test_a_run_with_prefetch_gives_the_same_outputs_and_a_bad_object_fails_alone
         f"detector.precomputed.path={detections_file(tmp_path / 'detections.jsonl')}",
         "mine.frame_max_side=64",
         "workers.decoders=2",
+        "detector.batch_size=5",  # 12 frames per video: most batches hold the end of one and the next's start
     ]
-    without = apply_overrides(MineRecipe(), [*base, "workers.prefetch=false"])
+    plain = apply_overrides(MineRecipe(), [*base, "workers.prefetch=false", "workers.pack_videos=false"])
     with_prefetch = apply_overrides(MineRecipe(), base)
-    assert with_prefetch.workers.prefetch is True  # the default
-    mine(without, prefix + "/", tmp_path / "without", progress=False)
+    assert with_prefetch.workers.prefetch and with_prefetch.workers.pack_videos  # the defaults
+    mine(plain, prefix + "/", tmp_path / "plain", progress=False)
     mine(with_prefetch, prefix + "/", tmp_path / "with", progress=False)
-    ledger, shards = outputs(tmp_path / "without")
+    ledger, shards = outputs(tmp_path / "plain")
     assert sorted(ledger) == [f"v{k}.mp4" for k in range(N_VIDEOS)]
     assert all(status == "ok" and files for status, _, files in ledger.values())
     assert outputs(tmp_path / "with") == (ledger, shards)  # byte for byte, every video exactly once
