@@ -274,6 +274,72 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
     return out
 
 
+def measure_with_detector(args: argparse.Namespace, cache: Path, work: Path) -> dict[str, Any]:
+    """The same comparison locally with a detector that runs (``--with-detector``, default mediapipe: what
+    ``mine`` uses without hircnn weights) on the first ``--detector-videos`` short videos: the overhead in
+    ms is the pipeline's as above; the video's own cost now includes finding its hands."""
+    if args.detector_videos <= 0:
+        return {}
+    many, one = make_videos(cache, args.detector_videos, args.frames)
+    listing = work / "detector-many.txt"
+    listing.write_text("".join(f"{p.resolve()}\n" for p in many))
+    name = args.with_detector
+    warm = work / "detector-warm.txt"
+    warm.write_text("".join(f"{p.resolve()}\n" for p in many[:2]))
+    mining_seconds(str(warm), work, work / f"{name}-warm-up", name)
+    best: dict[str, float] = {}
+    for r in range(args.repeats):
+        for run, videos in (("many", str(listing)), ("one", str(one))):
+            seconds, summary = mining_seconds(videos, work, work / f"{name}-{run}-{r}", name)
+            seconds -= summary["startup_seconds_this_run"]
+            best[run] = min(best.get(run, seconds), seconds)
+    o = overhead(best["many"], best["one"], args.detector_videos)
+    return {
+        f"detector_videos_{name}": args.detector_videos,
+        f"local_many_s_{name}": round(best["many"], 2),
+        f"local_one_s_{name}": round(best["one"], 2),
+        f"per_video_overhead_ms_local_{name}": round(o["per_video_overhead_ms"], 2),
+        f"video_cost_ms_local_{name}": round(o["video_cost_ms"], 2),
+        f"overhead_ratio_local_{name}": round(o["ratio"], 3),
+    }
+
+
+def measure_decoder_floor(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    """What one more file costs FFmpeg itself, in this process: PyAV opening and decoding each short
+    video (RGB at its size) vs decoding the same number of frames of the long one. No pipeline can go
+    below it: with no detection it is the floor of ``per_video_overhead_ms_*``."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    many, one = make_videos(cache, args.videos, args.frames)
+    reformatter = VideoReformatter()
+
+    def decode(paths: list[Path]) -> tuple[float, int]:
+        t0, n = time.perf_counter(), 0
+        for path in paths:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"  # as the reader decodes
+                for frame in container.decode(stream):
+                    reformatter.reformat(frame, format="rgb24").to_ndarray()
+                    n += 1
+        return time.perf_counter() - t0, n
+
+    decode(many[:20])  # warm: file cache, codec set-up
+    best_many = best_one = float("inf")
+    for _ in range(max(1, args.repeats)):
+        many_s, n_many = decode(many)
+        one_s, n_one = decode([one / "long.mp4"])
+        best_many, best_one = min(best_many, many_s), min(best_one, one_s)
+    per_video = best_many / len(many) * 1000
+    per_frames = best_one / n_one * args.frames * 1000  # the long video's cost for as many frames
+    return {
+        "pyav_short_video_ms": round(per_video, 3),
+        "pyav_frames_of_long_video_ms": round(per_frames, 3),
+        "pyav_floor_ms_per_video": round(per_video - per_frames, 3),
+    }
+
+
 class MotoProcess:
     """moto's S3 server in a process of its own on 127.0.0.1 (``python -m moto.server``): it must not share
     this process's GIL (the mining driver runs here), as a real S3 endpoint would not. Its request log
@@ -374,6 +440,18 @@ def main(argv: list[str] | None = None) -> int:
         help="runs of each overhead measurement, the fastest kept (default 1)",
     )
     p.add_argument("--detector", default="precomputed", choices=["precomputed", "mediapipe"])
+    p.add_argument(
+        "--with-detector",
+        default="mediapipe",
+        choices=["mediapipe"],
+        help="the detector of the local comparison with detection (see --detector-videos)",
+    )
+    p.add_argument(
+        "--detector-videos",
+        type=int,
+        default=100,
+        help="short videos of the local comparison with --with-detector (0: skip; default 100)",
+    )
     p.add_argument("--cache", default="outputs/bench-collection/cache", help="generated inputs, kept")
     p.add_argument("--out", default="outputs/bench-collection/results.json")
     p.add_argument("--skip-overhead", action="store_true", help="only the manifest measurements")
@@ -394,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         if not args.skip_overhead:
             results.update(measure_overhead(args, cache, work))
+            results.update(measure_decoder_floor(args, cache))
+            results.update(measure_with_detector(args, cache, work))
         for fn in EXTRA_MEASUREMENTS:
             results.update(fn(args, work))
     out = Path(args.out)
