@@ -18,7 +18,15 @@ import pytest
 import torch
 
 from maskahand.core.config import VideoConfig
-from maskahand.video import Frame, NoDecodableFramesError, VideoReader, open_video
+from maskahand.video import (
+    EmptyVideoError,
+    Frame,
+    NoDecodableFramesError,
+    NotAVideoError,
+    VideoNotFoundError,
+    VideoReader,
+    open_video,
+)
 from maskahand.video.source import StreamSource, VideoInput
 from tests.test_video import faststart_copy, read_counter, rotate_display, write_counter_video
 
@@ -230,3 +238,22 @@ def test_counter_frames_match_after_handover(tmp_path: Path, av_opens: list[str]
     assert [read_counter(f.image) for f in frames] == list(range(20))
     assert np.allclose([f.pts for f in frames], [i / 30 for i in range(20)], atol=0.002)
     assert reader.stats.frames_decoded == 20 and reader.stats.packets_read == 20
+
+
+def test_one_stat_check_keeps_the_typed_errors(tmp_path: Path) -> None:
+    """check_file stats once and opens once; what it raises for each kind of non-video is unchanged."""
+    device = tmp_path / "null.mp4"
+    device.symlink_to(os.devnull)  # a character device: exists, opens, reads 0 bytes, yet is no file
+    with pytest.raises(NotAVideoError, match="not a regular file"):
+        open_video(device)
+    dangling = tmp_path / "dangling.mp4"
+    dangling.symlink_to(tmp_path / "gone.mp4")
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    for missing in (tmp_path / "none.mp4", dangling, loop, empty / "x.mp4"):
+        with pytest.raises(VideoNotFoundError, match="no such file"):
+            open_video(missing)
+    with pytest.raises(EmptyVideoError):
+        open_video(empty)
