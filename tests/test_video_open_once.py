@@ -257,3 +257,16 @@ def test_one_stat_check_keeps_the_typed_errors(tmp_path: Path) -> None:
             open_video(missing)
     with pytest.raises(EmptyVideoError):
         open_video(empty)
+
+
+@pytest.mark.parametrize("kind", ["frames", "decord"])
+def test_with_max_side_for_frame_folders_and_decord(shared_data: Path, kind: str) -> None:
+    path = shared_data / ("frames/epic_P01_01" if kind == "frames" else "videos/ego4d_stirring.mp4")
+    backend = "decord" if kind == "decord" else "pyav"
+    resized = open_video(path, VideoConfig(fps=5, backend=backend)).with_max_side(64)
+    fresh = open_video(path, VideoConfig(fps=5, max_side=64, backend=backend))
+    assert resized.info == fresh.info and max(fresh.info.frame_width, fresh.info.frame_height) == 64
+    assert_same_frames(frame_list(iter(resized)), frame_list(iter(fresh)))
+    assert (
+        resized.stats.backend_used == fresh.stats.backend_used == ("jpeg" if kind == "frames" else "decord")
+    )
