@@ -270,3 +270,24 @@ def test_with_max_side_for_frame_folders_and_decord(shared_data: Path, kind: str
     assert (
         resized.stats.backend_used == fresh.stats.backend_used == ("jpeg" if kind == "frames" else "decord")
     )
+
+
+@pytest.mark.parametrize("max_side", [None, 96])
+def test_frames_equal_pyav_conversion_of_each_frame(shared_data: Path, max_side: int | None) -> None:
+    """The reader's pixels are exactly what PyAV's own per-frame ``to_ndarray`` gives for those frames
+    (the reader converts through one swscale context per pass instead of one per frame)."""
+    path = shared_data / "videos" / "ego4d_stirring.mp4"
+    reader = open_video(path, VideoConfig(fps=5, max_side=max_side))
+    frames = list(reader)
+    size = (reader.info.frame_width, reader.info.frame_height)
+    wanted = {f.index for f in frames}
+    reference = {}
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                reference[index] = frame.to_ndarray(
+                    format="rgb24", width=size[0], height=size[1], interpolation="AREA"
+                )
+    assert len(frames) > 5 and set(reference) == wanted
+    for frame in frames:
+        assert np.array_equal(frame.image.permute(1, 2, 0).numpy(), reference[frame.index])

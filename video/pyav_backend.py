@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from ..core.config import VideoConfig
 from .errors import NoDecodableFramesError, TruncatedVideoError
@@ -50,6 +51,8 @@ def pyav_frames(
         turns = info.rotation // 90
         # swscale resizes the stored frame; the quarter turns of the display matrix come after
         size = (info.frame_height, info.frame_width) if turns % 2 else (info.frame_width, info.frame_height)
+        # one converter for the pass: frame.to_ndarray(width=...) builds a new swscale context per frame
+        reformatter = VideoReformatter()
         while True:
             if pending:  # the probe's first frame(s)
                 decoded, pending = pending, []
@@ -79,7 +82,9 @@ def pyav_frames(
                 pts = time - first_time
                 if not sampler.accept(pts) or index <= skip_through:
                     continue
-                rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
+                rgb = reformatter.reformat(
+                    frame, width=size[0], height=size[1], format="rgb24", interpolation="AREA"
+                ).to_ndarray()
                 if turns:
                     rgb = np.rot90(rgb, turns)
                 stats.frames_returned += 1
