@@ -226,18 +226,20 @@ def test_a_reader_never_iterated_leaves_nothing_open(tmp_path: Path) -> None:
     assert open_fds(blank) == 0
 
 
-def test_counter_frames_match_after_handover(tmp_path: Path, av_opens: list[str]) -> None:
-    """Every frame kept (fps at the source rate): the probe's frame 0 is yielded once, not twice or never."""
+@pytest.mark.parametrize("count", [1, 2, 20])
+def test_counter_frames_match_after_handover(tmp_path: Path, av_opens: list[str], count: int) -> None:
+    """Every frame kept (fps at the source rate): the probe's frame 0 is yielded once, not twice or never,
+    also when the threaded decoder holds every frame back until the stream's end (1 and 2 frames)."""
     path = tmp_path / "counter.mp4"
-    write_counter_video(path, 20)
+    write_counter_video(path, count)
     av_opens.clear()
     reader = open_video(path, VideoConfig(fps=30))
     frames = list(reader)
     assert len(av_opens) == 1
-    assert [f.index for f in frames] == list(range(20))
-    assert [read_counter(f.image) for f in frames] == list(range(20))
-    assert np.allclose([f.pts for f in frames], [i / 30 for i in range(20)], atol=0.002)
-    assert reader.stats.frames_decoded == 20 and reader.stats.packets_read == 20
+    assert [f.index for f in frames] == list(range(count))
+    assert [read_counter(f.image) for f in frames] == list(range(count))
+    assert np.allclose([f.pts for f in frames], [i / 30 for i in range(count)], atol=0.002)
+    assert reader.stats.frames_decoded == count and reader.stats.packets_read == count
 
 
 def test_one_stat_check_keeps_the_typed_errors(tmp_path: Path) -> None:
