@@ -274,22 +274,37 @@ def test_with_max_side_for_frame_folders_and_decord(shared_data: Path, kind: str
     )
 
 
-@pytest.mark.parametrize("max_side", [None, 96])
-def test_frames_equal_pyav_conversion_of_each_frame(shared_data: Path, max_side: int | None) -> None:
-    """The reader's pixels are exactly what PyAV's own per-frame ``to_ndarray`` gives for those frames
-    (the reader converts through one swscale context per pass instead of one per frame)."""
-    path = shared_data / "videos" / "ego4d_stirring.mp4"
-    reader = open_video(path, VideoConfig(fps=5, max_side=max_side))
-    frames = list(reader)
-    size = (reader.info.frame_width, reader.info.frame_height)
-    wanted = {f.index for f in frames}
+def pyav_reference(path: Path, size: tuple[int, int], indices: set[int]) -> dict[int, np.ndarray]:
+    """PyAV's own per-frame conversion (a fresh swscale context per frame) of the frames ``indices``."""
     reference = {}
     with av.open(str(path)) as container:
         for index, frame in enumerate(container.decode(video=0)):
-            if index in wanted:
+            if index in indices:
                 reference[index] = frame.to_ndarray(
                     format="rgb24", width=size[0], height=size[1], interpolation="AREA"
                 )
-    assert len(frames) > 5 and set(reference) == wanted
-    for frame in frames:
-        assert np.array_equal(frame.image.permute(1, 2, 0).numpy(), reference[frame.index])
+    return reference
+
+
+@pytest.mark.parametrize("max_side", [400, 96])  # 400: the H.264 video at its own size
+def test_frames_equal_pyav_conversion_of_each_frame(shared_data: Path, max_side: int) -> None:
+    """The reader's pixels are exactly what PyAV's own per-frame ``to_ndarray`` gives for those frames
+    (the reader keeps one swscale converter across frames and videos): two passes interleaved frame by
+    frame, over videos of other sizes and colour properties (BT.709 limited range VP9, untagged H.264)."""
+    paths = [shared_data / "videos" / n for n in ("ego4d_stirring.mp4", "opra_espresso_vp9.mp4")]
+    readers = [open_video(p, VideoConfig(fps=2, max_side=max_side)) for p in paths]
+    got: list[list[Frame]] = [[], []]
+    passes: list[Iterator[Frame] | None] = [iter(r) for r in readers]
+    while any(p is not None for p in passes):
+        for k, frames in enumerate(passes):
+            frame = next(frames, None) if frames is not None else None
+            if frame is None:
+                passes[k] = None
+            else:
+                got[k].append(frame)
+    for path, reader, frames in zip(paths, readers, got):
+        size = (reader.info.frame_width, reader.info.frame_height)
+        reference = pyav_reference(path, size, {f.index for f in frames})
+        assert len(frames) > 3 and set(reference) == {f.index for f in frames}
+        for frame in frames:
+            assert np.array_equal(frame.image.permute(1, 2, 0).numpy(), reference[frame.index])

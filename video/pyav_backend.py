@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,21 @@ from .records import DecodeStats, Frame, VideoInfo
 from .sampling import FpsSampler
 
 logger = logging.getLogger("maskahand.video")
+
+_converters = threading.local()
+
+
+def _converter() -> VideoReformatter:
+    """This thread's RGB converter, kept across frames and videos.
+
+    ``frame.to_ndarray(width=...)`` builds a new swscale context (and its threads) for every frame; one
+    kept converter builds it once. swscale re-configures itself from each frame's size, format and
+    colour properties, so its output is the same as a fresh context's (tested against to_ndarray).
+    """
+    converter = getattr(_converters, "reformatter", None)
+    if converter is None:
+        converter = _converters.reformatter = VideoReformatter()
+    return converter
 
 
 def pyav_frames(
@@ -51,8 +67,7 @@ def pyav_frames(
         turns = info.rotation // 90
         # swscale resizes the stored frame; the quarter turns of the display matrix come after
         size = (info.frame_height, info.frame_width) if turns % 2 else (info.frame_width, info.frame_height)
-        # one converter for the pass: frame.to_ndarray(width=...) builds a new swscale context per frame
-        reformatter = VideoReformatter()
+        reformatter = _converter()
         while True:
             if pending:  # the probe's first frame(s)
                 decoded, pending = pending, []
