@@ -298,8 +298,8 @@ class VideoJob:
         self.reader = open_video(target, self.miner.video_cfg)
         info = self.reader.info
         self.sizes = frame_sizes(self.recipe.detector, self.recipe.mine, int(info.width), int(info.height))
-        if self.sizes.decode_max_side is not None:
-            self.reader = open_video(target, mining_video_config(self.recipe, self.sizes.decode_max_side))
+        if self.sizes.decode_max_side is not None:  # the same open video, decoded at that size
+            self.reader = self.reader.with_max_side(self.sizes.decode_max_side)
         self.spans = task.spans
         self.source_meta = _source_meta(task, self.source)
         self.info = {
@@ -459,6 +459,8 @@ class VideoJob:
         if self._frames is not None and hasattr(self._frames, "close"):
             self._frames.close()
         self._frames = iter(())
+        if self.reader is not None:
+            self.reader.close()  # a container opened and never decoded (the video failed before)
         if self.source is not None:
             self.source.close()
             self.source = None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
 import av
 
 from ..core.config import VideoConfig
-from .container_check import stream_truncation_problem, truncation_problem
+from .container_check import stream_truncation_problem
 from .errors import (
     EmptyVideoError,
     NoDecodableFramesError,
@@ -32,22 +36,32 @@ logger = logging.getLogger("maskahand.video")
 # FFmpeg demuxers that read a still image (or text) as a one-frame "video".
 STILL_IMAGE_FORMATS = {"image2", "tty", "webp_pipe"}
 
+# stat() failures that mean "there is no such file" (those Path.exists() answers False to)
+ABSENT_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP}
+
 
 def check_file(path: Path) -> None:
-    """Existence, size and readability of a video file, before any decoder sees it."""
-    if not path.exists():
-        raise VideoNotFoundError(path, "no such file or folder")
-    if not path.is_file():
+    """Existence, size and readability of a video file, before any decoder sees it.
+
+    One ``stat`` and one open: the container's declared sizes are read through the same handle.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno not in ABSENT_ERRNOS:  # a permission error on a parent folder, ...: raised as is
+            raise
+        raise VideoNotFoundError(path, "no such file or folder") from e
+    except ValueError as e:  # a NUL byte in the name
+        raise VideoNotFoundError(path, "no such file or folder") from e
+    if not stat.S_ISREG(st.st_mode):
         raise NotAVideoError(path, "not a regular file")
     try:
-        size = path.stat().st_size
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as f:
+            if st.st_size == 0:
+                raise EmptyVideoError(path, "the file has 0 bytes")
+            problem = stream_truncation_problem(f, st.st_size)
     except PermissionError as e:
         raise VideoError(path, f"cannot read it ({e.strerror})") from e
-    if size == 0:
-        raise EmptyVideoError(path, "the file has 0 bytes")
-    problem = truncation_problem(path)
     if problem is not None:
         raise TruncatedVideoError(path, problem)
 
@@ -94,6 +108,37 @@ def _check_streams(path: Path | str, container: av.container.InputContainer) -> 
     return container
 
 
+@dataclass
+class OpenedVideo:
+    """An open container and where its demuxing stands: the probe's, handed to a reader's first pass.
+
+    The pass carries on from here (``decoded`` first, then ``packets``), so the video is opened once
+    and its first frame decoded once. ``packets_read``/``decode_errors``/``last_error`` count what was
+    demuxed and failed so far, as the pass's :class:`~maskahand.video.records.DecodeStats` would.
+    """
+
+    container: av.container.InputContainer
+    stream: av.video.stream.VideoStream
+    packets: Iterator[av.Packet]
+    decoded: list[av.VideoFrame] = field(default_factory=list)  # decoded, not yet yielded
+    packets_read: int = 0  # non-empty packets (the last, empty one only flushes the decoder)
+    decode_errors: int = 0
+    last_error: av.FFmpegError | None = None
+
+    def close(self) -> None:
+        self.container.close()  # idempotent
+
+
+def open_for_decoding(path: Openable, cfg: VideoConfig) -> OpenedVideo:
+    """:func:`open_container`, with the decoder's threads set for a decoding pass, nothing demuxed yet."""
+    container = open_container(path)
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame + slice threads: the decoder is the bottleneck
+    if cfg.threads > 0:
+        stream.codec_context.thread_count = cfg.threads
+    return OpenedVideo(container, stream, container.demux(stream))
+
+
 def _stream_fps(stream: av.video.stream.VideoStream) -> float:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
@@ -118,32 +163,55 @@ def _estimate_playable_frames(declared: int, duration: float, fps: float) -> int
 
 
 def probe_file(path: Openable, cfg: VideoConfig) -> VideoInfo:
-    """Validate ``path`` (decoding up to its first frame) and describe it."""
+    """Validate ``path`` (decoding up to its first frame) and describe it; nothing is left open."""
     if isinstance(path, StreamSource):
         check_stream(path)
     else:
         check_file(path)
     with open_container(path) as container:
         stream = container.streams.video[0]
-        fps = _stream_fps(stream)
-        duration = _stream_duration(container, stream)
-        first = _first_frame(path, container, stream)
-        rotation = _display_rotation(path, first)
-        width, height = (first.height, first.width) if rotation % 180 else (first.width, first.height)
-        frame_width, frame_height = output_size(width, height, cfg.max_side)
-        return VideoInfo(
-            path=str(path) if isinstance(path, StreamSource) else path,
-            kind="file",
-            width=width,
-            height=height,
-            fps=fps,
-            num_frames=_estimate_playable_frames(stream.frames, duration, fps),
-            duration=duration,
-            frame_width=frame_width,
-            frame_height=frame_height,
-            codec=stream.codec_context.name,
-            rotation=rotation,
-        )
+        return _describe(path, cfg, OpenedVideo(container, stream, container.demux(stream)))
+
+
+def probe_for_decoding(path: Openable, cfg: VideoConfig) -> tuple[VideoInfo, OpenedVideo]:
+    """:func:`probe_file` that leaves the container open, demuxed up to the first frame, for the first
+    decoding pass (the caller closes it, or hands it to :func:`~maskahand.video.pyav_backend.pyav_frames`).
+
+    The decoder's threads are set before the first frame, as that pass sets them.
+    """
+    if isinstance(path, StreamSource):
+        check_stream(path)
+    else:
+        check_file(path)
+    opened = open_for_decoding(path, cfg)
+    try:
+        return _describe(path, cfg, opened), opened
+    except BaseException:
+        opened.close()
+        raise
+
+
+def _describe(path: Openable, cfg: VideoConfig, opened: OpenedVideo) -> VideoInfo:
+    container, stream = opened.container, opened.stream
+    fps = _stream_fps(stream)
+    duration = _stream_duration(container, stream)
+    first = _first_frame(path, opened)
+    rotation = _display_rotation(path, first)
+    width, height = (first.height, first.width) if rotation % 180 else (first.width, first.height)
+    frame_width, frame_height = output_size(width, height, cfg.max_side)
+    return VideoInfo(
+        path=str(path) if isinstance(path, StreamSource) else path,
+        kind="file",
+        width=width,
+        height=height,
+        fps=fps,
+        num_frames=_estimate_playable_frames(stream.frames, duration, fps),
+        duration=duration,
+        frame_width=frame_width,
+        frame_height=frame_height,
+        codec=stream.codec_context.name,
+        rotation=rotation,
+    )
 
 
 def _display_rotation(path: Openable, frame: av.VideoFrame) -> int:
@@ -155,23 +223,27 @@ def _display_rotation(path: Openable, frame: av.VideoFrame) -> int:
     return int(degrees) % 360
 
 
-def _first_frame(
-    path: Openable, container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> av.VideoFrame:
+def _first_frame(path: Openable, opened: OpenedVideo) -> av.VideoFrame:
+    """Demux and decode up to the first frame; ``opened`` keeps that packet's frames and the counts."""
     packets = 0
-    last_error: av.FFmpegError | None = None
     try:
-        for packet in container.demux(stream):
+        for packet in opened.packets:
             packets += 1
+            opened.packets_read += packet.size > 0
             try:
-                for frame in packet.decode():
-                    return frame
+                decoded = packet.decode()
             except av.FFmpegError as e:
-                last_error = e
+                opened.decode_errors += 1
+                opened.last_error = e
+                continue
+            if decoded:
+                opened.decoded = list(decoded)
+                return decoded[0]
     except av.FFmpegError as e:
         raise TruncatedVideoError(
             error_name(path), f"demuxing stopped after {packets} packets ({e.strerror or e})"
         ) from e
+    last_error = opened.last_error
     detail = f"; last decoder error: {last_error.strerror or last_error}" if last_error else ""
     raise NoDecodableFramesError(error_name(path), f"0 frames decoded from {packets} packets{detail}")
 

@@ -14,53 +14,80 @@ from av.video.reformatter import VideoReformatter
 
 from ..core.config import VideoConfig
 from .errors import NoDecodableFramesError, TruncatedVideoError
-from .probe import Openable, error_name, open_container
+from .probe import Openable, OpenedVideo, error_name, open_container, open_for_decoding
 from .records import DecodeStats, Frame, VideoInfo
 from .sampling import FpsSampler
 
 logger = logging.getLogger("maskahand.video")
 
+_converters = threading.local()
+
+
+def _converter() -> VideoReformatter:
+    """This thread's RGB converter, kept across frames and videos.
+
+    ``frame.to_ndarray(width=...)`` builds a new swscale context (and its threads) for every frame; one
+    kept converter builds it once. swscale re-configures itself from each frame's size, format and
+    colour properties, so its output is the same as a fresh context's (tested against to_ndarray).
+    """
+    converter = getattr(_converters, "reformatter", None)
+    if converter is None:
+        converter = _converters.reformatter = VideoReformatter()
+    return converter
+
 
 def pyav_frames(
-    path: Openable, info: VideoInfo, cfg: VideoConfig, stats: DecodeStats, skip_through: int = -1
+    path: Openable,
+    info: VideoInfo,
+    cfg: VideoConfig,
+    stats: DecodeStats,
+    skip_through: int = -1,
+    opened: OpenedVideo | None = None,
 ) -> Iterator[Frame]:
     """Decode ``path`` sequentially and yield the frames the fps rule keeps.
 
     Only kept frames are converted to RGB (and resized, antialiased, by swscale's area filter), so the
     cost of a skipped frame is its decode. ``skip_through``: do not yield frames with an index up to
-    this one (a fallback resuming after another backend).
+    this one (a fallback resuming after another backend). ``opened``: the container the probe left
+    open (:func:`~maskahand.video.probe.probe_for_decoding`), carried on from instead of a new open;
+    this pass closes it.
     """
     stats.backend_used = "pyav"
     sampler = FpsSampler(cfg.fps, info.fps)
-    with open_container(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame + slice threads: the decoder is the bottleneck
-        if cfg.threads > 0:
-            stream.codec_context.thread_count = cfg.threads
+    if opened is None:
+        opened = open_for_decoding(path, cfg)
+    with opened.container:
+        stats.packets_read += opened.packets_read
+        stats.decode_errors += opened.decode_errors
+        last_error = opened.last_error
+        pending, opened.decoded = opened.decoded, []
+        packets = opened.packets
         index = -1
         first_time: float | None = None
-        last_error: av.FFmpegError | None = None
         turns = info.rotation // 90
         # swscale resizes the stored frame; the quarter turns of the display matrix come after
         size = (info.frame_height, info.frame_width) if turns % 2 else (info.frame_width, info.frame_height)
-        packets = container.demux(stream)
+        reformatter = _converter()
         while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.FFmpegError as e:
-                raise TruncatedVideoError(
-                    error_name(path),
-                    f"demuxing stopped after {stats.packets_read} packets ({e.strerror or e})",
-                ) from e
-            stats.packets_read += packet.size > 0  # the last, empty packet only flushes the decoder
-            try:
-                decoded = packet.decode()
-            except av.FFmpegError as e:
-                stats.decode_errors += 1
-                last_error = e
-                continue
+            if pending:  # the probe's first frame(s)
+                decoded, pending = pending, []
+            else:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.FFmpegError as e:
+                    raise TruncatedVideoError(
+                        error_name(path),
+                        f"demuxing stopped after {stats.packets_read} packets ({e.strerror or e})",
+                    ) from e
+                stats.packets_read += packet.size > 0  # the last, empty packet only flushes the decoder
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError as e:
+                    stats.decode_errors += 1
+                    last_error = e
+                    continue
             for frame in decoded:
                 index += 1
                 stats.frames_decoded += 1
@@ -70,7 +97,9 @@ def pyav_frames(
                 pts = time - first_time
                 if not sampler.accept(pts) or index <= skip_through:
                     continue
-                rgb = _rgb(frame, size)
+                rgb = reformatter.reformat(
+                    frame, width=size[0], height=size[1], format="rgb24", interpolation="AREA"
+                ).to_ndarray()
                 if turns:
                     rgb = np.rot90(rgb, turns)
                 stats.frames_returned += 1
@@ -89,21 +118,6 @@ def pyav_frames(
             stats.packets_read,
             last_error,
         )
-
-
-_local = threading.local()
-
-
-def _rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    """``frame`` as RGB at ``size`` (area filter). One reformatter per thread, kept: ``to_ndarray(width=...)``
-    builds a new swscale context for every frame, which costs several times the conversion itself; a kept
-    reformatter reuses its context while the sizes stay the same (the same pixels, measured)."""
-    reformatter = getattr(_local, "reformatter", None)
-    if reformatter is None:
-        reformatter = _local.reformatter = VideoReformatter()
-    return reformatter.reformat(
-        frame, format="rgb24", width=size[0], height=size[1], interpolation="AREA"
-    ).to_ndarray()
 
 
 def count_playable_packets(path: Path) -> int:
