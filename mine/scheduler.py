@@ -174,7 +174,9 @@ class _Scheduler:
         self.miner_cls = ray.remote(VideoMiner)
         self.det_cls = ray.remote(DetectorWorker)
         self.dets = _Detectors([self.new_detector() for _ in range(n_det)])
-        self.slots: list[_Slot] = []
+        self.detector_info: Any = self.dets.actors[0].describe.remote()  # a ref until start() reads it
+        # miners start while the detector loads: Ray gives them its description once it is there
+        self.slots = [_Slot(self.new_miner()) for _ in range(self.n_miners)]
         self.refs: dict[Any, tuple[str, int, int, Any]] = {}  # ref -> (kind, slot, gen, extra)
         # a video's frames are handed on when the one before it has about this many frames left to decode
         self.lookahead = recipe.detector.batch_size * recipe.workers.max_inflight_batches
@@ -182,7 +184,6 @@ class _Scheduler:
         self.clips_total = 0
         self.t_start = time.perf_counter()
         self.t_ready: float | None = None
-        self.detector_info: dict[str, str] = {}
         done = len(ledger) - sum(t.video_id in ledger.records for t in todo)  # finished by earlier runs
         self.bar = tqdm(
             total=done + len(todo),
@@ -208,11 +209,10 @@ class _Scheduler:
         from ray.exceptions import RayError
 
         try:
-            self.detector_info = ray.get(self.dets.actors[0].describe.remote())
+            self.detector_info = ray.get(self.detector_info)
         except RayError as e:
             backend = self.recipe.detector.backend
             raise MineError(f"the {backend} detector could not be built: {error_reason(e)}") from e
-        self.slots = [_Slot(self.new_miner()) for _ in range(self.n_miners)]
         for i in range(len(self.slots)):
             self.pump(i)
 
@@ -223,7 +223,8 @@ class _Scheduler:
         self.bar.close()
         # a miner staging for an object store removes its node-local folder (a killed one cannot)
         closing = [s.miner.close.remote() for s in self.slots if not s.retired]
-        ray.wait(closing, num_returns=len(closing), timeout=10)
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=10)
         for actor in [s.miner for s in self.slots] + self.dets.actors:
             ray.kill(actor)
 
