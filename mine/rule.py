@@ -179,11 +179,16 @@ def select_clips(mask: Sequence[bool], cfg: MineConfig) -> list[ClipSpan]:
 
 
 def mining_video_config(recipe: MineRecipe, max_side: int | None = None) -> VideoConfig:
-    """The reader config a miner uses: ``mine.fps``, and ``max_side`` (the decode size; None: source).
+    """The reader config a miner uses: ``mine.fps``, ``max_side`` (the decode size; None: source), and as
+    many decoder threads as the CPUs Ray gives each miner (``workers.cpus_per_decoder``) unless
+    ``video.threads`` says otherwise: several miners already share the cores, and FFmpeg's default (a
+    thread per core, each video) costs more to set up for a short video than it gains (measured:
+    ``benchmarks/video_overhead.py --threads 1``).
 
     Here, not beside the miner, so that planning a run (a resume over a million videos) imports no torch.
     """
-    return dataclasses.replace(recipe.video, fps=recipe.mine.fps, max_side=max_side)
+    threads = recipe.video.threads or max(1, round(recipe.workers.cpus_per_decoder))
+    return dataclasses.replace(recipe.video, fps=recipe.mine.fps, max_side=max_side, threads=threads)
 
 
 def rule_record(cfg: MineConfig, detector: DetectorConfig | None = None) -> dict[str, Any]:
