@@ -14,7 +14,7 @@
    real endpoint would be: not sharing this process's GIL), after one untimed warm-up run; S3 also
    without the miners' prefetch (``*_s3_noprefetch``), and locally without batches that hold several videos
    (``*_local_unpacked``: ``workers.pack_videos=false``, one video per batch as before) and with one miner
-   (``*_local_1miner``: the single video is mined by one miner, the many by two unless told; with one
+   (``*_local_1miner``, ``*_s3_1miner``: the single video is mined by one miner, the many by two unless told; with one
    each, the difference is only what each video costs). A run's time leaves out its start-up (actors,
    detector load: once per run); each figure is the fastest of ``--repeats`` runs made in turn, so compare
    figures of one invocation only. Per-video overhead = (time for the many - time for the one) / videos;
@@ -224,6 +224,7 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
             # one miner, as the single video has: what each video costs on the same resources (with the
             # default two miners, the many also decode two videos at once, which one video cannot)
             "local_many_1miner": (str(listing), ["workers.decoders=1"]),
+            "s3_many_1miner": ("s3://bench-collection/many/", ["workers.decoders=1"]),
             "s3_many": ("s3://bench-collection/many/", []),
             "s3_one": ("s3://bench-collection/one/", []),
             "s3_many_noprefetch": ("s3://bench-collection/many/", ["workers.prefetch=false"]),
@@ -265,6 +266,7 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
         ("s3_noprefetch", "s3_many_noprefetch", "s3_one"),
         ("local_unpacked", "local_many_unpacked", "local_one"),
         ("local_1miner", "local_many_1miner", "local_one"),
+        ("s3_1miner", "s3_many_1miner", "s3_one"),
     ):
         o = overhead(best[many_run], best[one_run], args.videos)
         out[f"per_video_overhead_ms_{key}"] = round(o["per_video_overhead_ms"], 2)
