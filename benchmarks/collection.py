@@ -283,9 +283,12 @@ def measure_overhead(args: argparse.Namespace, cache: Path, work: Path) -> dict[
 
 
 def measure_with_detector(args: argparse.Namespace, cache: Path, work: Path) -> dict[str, Any]:
-    """The same comparison locally with a detector that runs (``--with-detector``, default mediapipe: what
-    ``mine`` uses without hircnn weights) on the first ``--detector-videos`` short videos: the overhead in
-    ms is the pipeline's as above; the video's own cost now includes finding its hands."""
+    """The same comparison with a detector that runs (``--with-detector``, default mediapipe: what ``mine``
+    uses without hircnn weights) on the first ``--detector-videos`` short videos, locally and from S3
+    (a moto server of its own): the overhead in ms is the pipeline's as above; the video's own cost now
+    includes finding its hands."""
+    from maskahand.core import storage
+
     if args.detector_videos <= 0:
         return {}
     many, one = make_videos(cache, args.detector_videos, args.frames)
@@ -294,22 +297,39 @@ def measure_with_detector(args: argparse.Namespace, cache: Path, work: Path) -> 
     name = args.with_detector
     warm = work / "detector-warm.txt"
     warm.write_text("".join(f"{p.resolve()}\n" for p in many[:2]))
-    mining_seconds(str(warm), work, work / f"{name}-warm-up", name)
-    best: dict[str, float] = {}
-    for r in range(args.repeats):
-        for run, videos in (("many", str(listing)), ("one", str(one))):
-            seconds, summary = mining_seconds(videos, work, work / f"{name}-{run}-{r}", name)
-            seconds -= summary["startup_seconds_this_run"]
-            best[run] = min(best.get(run, seconds), seconds)
-    o = overhead(best["many"], best["one"], args.detector_videos)
-    return {
-        f"detector_videos_{name}": args.detector_videos,
-        f"local_many_s_{name}": round(best["many"], 2),
-        f"local_one_s_{name}": round(best["one"], 2),
-        f"per_video_overhead_ms_local_{name}": round(o["per_video_overhead_ms"], 2),
-        f"video_cost_ms_local_{name}": round(o["video_cost_ms"], 2),
-        f"overhead_ratio_local_{name}": round(o["ratio"], 3),
-    }
+    (work / "detector-s3").mkdir(exist_ok=True)
+    server = start_s3(work / "detector-s3")
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="bench-detector")
+        for p in many:
+            storage.upload_file(p, f"s3://bench-detector/many/{p.name}")
+        storage.upload_file(one / "long.mp4", "s3://bench-detector/one/long.mp4")
+        mining_seconds(str(warm), work, work / f"{name}-warm-up", name)
+        runs = {
+            "local_many": str(listing),
+            "local_one": str(one),
+            "s3_many": "s3://bench-detector/many/",
+            "s3_one": "s3://bench-detector/one/",
+        }
+        best: dict[str, float] = {}
+        for r in range(args.repeats):
+            for run, videos in runs.items():
+                seconds, summary = mining_seconds(videos, work, work / f"{name}-{run}-{r}", name)
+                seconds -= summary["startup_seconds_this_run"]
+                best[run] = min(best.get(run, seconds), seconds)
+    finally:
+        server.stop()
+    out: dict[str, Any] = {f"detector_videos_{name}": args.detector_videos}
+    for where in ("local", "s3"):
+        o = overhead(best[f"{where}_many"], best[f"{where}_one"], args.detector_videos)
+        out[f"{where}_many_s_{name}"] = round(best[f"{where}_many"], 2)
+        out[f"{where}_one_s_{name}"] = round(best[f"{where}_one"], 2)
+        out[f"per_video_overhead_ms_{where}_{name}"] = round(o["per_video_overhead_ms"], 2)
+        out[f"video_cost_ms_{where}_{name}"] = round(o["video_cost_ms"], 2)
+        out[f"overhead_ratio_{where}_{name}"] = round(o["ratio"], 3)
+    return out
 
 
 def measure_decoder_floor(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
