@@ -5,7 +5,6 @@ forward pass, heads or loss that keeps the shapes but changes the numbers fails 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,18 @@ import torch
 from maskahand.afformer.checkpoint import load_reference_checkpoint
 from maskahand.afformer.model import build_model
 from maskahand.core.config import AfformerConfig
+from tests.tool_util import load_tool
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "afformer_frozen_reference" / "reference.pt"
-TOOL = ROOT / "tools" / "make_afformer_reference.py"
 TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, fp32 on the CPU
 
 
 def generator_module():
     """tools/make_afformer_reference.py, which made the file: its seed rule regenerates what it does not store."""
-    spec = importlib.util.spec_from_file_location("make_afformer_reference", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("make_afformer_reference")
 
 
 def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:

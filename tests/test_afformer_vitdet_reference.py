@@ -5,7 +5,6 @@ fails here, in both attention modes."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from maskahand.afformer.checkpoint import load_reference_checkpoint
 from maskahand.afformer.loss import action_probabilities
 from maskahand.afformer.model import build_model
 from maskahand.core.config import AfformerConfig
+from tests.tool_util import load_tool
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -24,13 +24,7 @@ TOLERANCE = 1e-5  # max |ours - theirs| / max |theirs|, fp32 on the CPU
 
 
 def generator_module():
-    spec = importlib.util.spec_from_file_location(
-        "make_vitdet_reference", ROOT / "tools" / "make_vitdet_reference.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("make_vitdet_reference")
 
 
 def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:

@@ -5,7 +5,6 @@ regeneration that must give the committed file byte for byte."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.tool_util import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "make_afformer_reference.py"
@@ -22,11 +23,7 @@ SHA = "addd2a66c52eca45902c340602b2ab3dcb8f7f3f"
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("make_afformer_reference", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("make_afformer_reference")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ mutmut's own code (``SourceFileMutationData.save``) and the diffs by mutmut's ow
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,22 +14,17 @@ import pytest
 import tomllib
 from mutmut.mutation.data import SourceFileMutationData
 
+from tests.tool_util import load_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 FILE = "mine/rule.py"
 MODULE = "maskahand.mine.rule"
 PREFIX = MODULE + "."
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("mutate_tool", ROOT / "tools" / "mutate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tool():
-    return load_tool()
+    return load_tool("mutate")
 
 
 def write_meta(build: Path, codes: dict[str, int | None], monkeypatch) -> Path:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.tool_util import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def typecheck():
-    spec = importlib.util.spec_from_file_location("typecheck", ROOT / "tools" / "typecheck.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("typecheck")
 
 
 def test_the_root_is_linked_as_maskahand_and_every_package_is_listed(typecheck, tmp_path):
