@@ -7,7 +7,6 @@ file (a copy or a recording that stopped) apart from something that is not a vid
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import BinaryIO
 
 MP4_TOP_LEVEL = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"moof"}
@@ -26,15 +25,9 @@ def container_family(head: bytes) -> str | None:
     return None
 
 
-def truncation_problem(path: Path) -> str | None:
-    """Why the container at ``path`` looks cut short, or None when its declared sizes fit the file."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        return stream_truncation_problem(f, size)
-
-
 def stream_truncation_problem(f: BinaryIO, size: int) -> str | None:
-    """:func:`truncation_problem` of a seekable file object of ``size`` bytes (an object, a tar member)."""
+    """Why the container in a seekable file object of ``size`` bytes (a file, an object, a tar member)
+    looks cut short, or None when its declared sizes fit."""
     f.seek(0)
     head = f.read(16)
     family = container_family(head)
