@@ -391,8 +391,6 @@ class _Scheduler:
     def reset(self, slot: _Slot) -> dict[int, _Job]:
         """Forget what the slot's (dead or replaced) miner held; returns its videos."""
         jobs, slot.jobs = slot.jobs, {}
-        for job in jobs.values():
-            discard_video(self.out, job.task.stem)
         slot.gen += 1
         slot.decoding, slot.drained, slot.left, slot.batches = False, True, None, {}
         return jobs
@@ -401,6 +399,7 @@ class _Scheduler:
         """Back to the front of the queue, in the order they were handed (their frames mined so far are
         mined again)."""
         for job in jobs:
+            discard_video(self.out, job.task.stem)
             self.count(job, 0, 0)
         self.queue.extendleft(job.task for job in reversed(jobs))
 
@@ -458,15 +457,15 @@ class _Scheduler:
             self.pump(i)
 
     def touched(self, slot: _Slot, kind: str, extra: Any) -> list[int]:
-        """The videos a failed call was working on: a batch's (add_detections), or the one being decoded
-        or opened (next_batch: the first video handed that is not decoded yet)."""
+        """The video a failed call is blamed on, one per failure as when a miner held one video: the first
+        still unfinished video of the batch (add_detections), or the one being decoded or opened
+        (next_batch: the first video handed that is not decoded yet). The miner's other videos are mined
+        again; a video that really brings its miner down does it again then, and fails alone."""
         if kind == "add":
-            return list(slot.batches.get(extra[0], []))
-        return (
-            [next(no for no, job in slot.jobs.items() if not job.decoded)]
-            if any(not job.decoded for job in slot.jobs.values())
-            else []
-        )
+            candidates = [no for no in slot.batches.get(extra[0], []) if no in slot.jobs]
+        else:
+            candidates = [no for no, job in slot.jobs.items() if not job.decoded]
+        return candidates[:1]
 
     def decoded(self, i: int, report: dict[str, Any], frames_ref: Any) -> None:
         """A miner's batch is decoded: send it to a detector, and its detections (by reference, not through
